@@ -1,0 +1,2 @@
+//! Codec benchmark (lands with the codecs).
+fn main() {}

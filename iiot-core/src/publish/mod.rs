@@ -1,0 +1,124 @@
+//! The confirmed-publish contract between the edge (outbox forwarder) and a
+//! transport (MQTT session, or anything else that can confirm delivery).
+//!
+//! A transport implements [`ConfirmedPublish`]; the future it returns resolves
+//! only once the peer has confirmed the message (for MQTT QoS 1: the PUBACK).
+//! "Confirmed" means the broker has it, not that a database has it.
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+/// Delivery guarantee requested for one publish.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum QoS {
+    /// Fire and forget. A confirmed publish at this level resolves once written to the socket.
+    AtMostOnce,
+    /// The peer acknowledges (MQTT PUBACK). Default: telemetry, alarms, acks.
+    #[default]
+    AtLeastOnce,
+}
+
+/// One message to publish: topic, payload and delivery options.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundMessage {
+    /// Full topic, e.g. a [`crate::topic::Topic`] rendered to a string.
+    pub topic: String,
+    /// The payload, forwarded byte for byte.
+    pub payload: Bytes,
+    /// Delivery guarantee.
+    pub qos: QoS,
+    /// Whether the broker should retain it (status, birth).
+    pub retain: bool,
+}
+
+impl OutboundMessage {
+    /// A QoS 1, non-retained message.
+    pub fn new(topic: impl Into<String>, payload: impl Into<Bytes>) -> Self {
+        Self {
+            topic: topic.into(),
+            payload: payload.into(),
+            qos: QoS::AtLeastOnce,
+            retain: false,
+        }
+    }
+
+    /// Sets the QoS.
+    #[must_use]
+    pub fn with_qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Sets the retain flag.
+    #[must_use]
+    pub fn with_retain(mut self, retain: bool) -> Self {
+        self.retain = retain;
+        self
+    }
+}
+
+/// Why a confirmed publish failed. The message is always given back.
+#[derive(Debug, thiserror::Error)]
+#[error("publish to {topic} failed: {kind}", topic = message.topic)]
+pub struct PublishError {
+    /// The message that was not confirmed, returned to the caller.
+    pub message: OutboundMessage,
+    /// What went wrong.
+    pub kind: PublishErrorKind,
+}
+
+/// The class of a publish failure; callers react differently to each.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PublishErrorKind {
+    /// Not connected now; retry after reconnect.
+    #[error("not connected")]
+    NotConnected,
+    /// The connection dropped before the confirmation arrived. The peer may or
+    /// may not have the message: resend (at least once) and let the consumer dedupe.
+    #[error("connection lost before confirmation")]
+    ConnectionLost,
+    /// The confirmation did not arrive in time.
+    #[error("timed out waiting for confirmation")]
+    Timeout,
+    /// The transport's queue is full (back-pressure); retry later.
+    #[error("transport queue full")]
+    QueueFull,
+    /// The peer refused the message (e.g. MQTT 5 reason code, ACL); resending will not help.
+    #[error("rejected by peer: {reason}")]
+    Rejected {
+        /// The peer's reason.
+        reason: String,
+    },
+    /// The transport is shut down for good.
+    #[error("transport closed")]
+    Closed,
+}
+
+impl PublishErrorKind {
+    /// Whether retrying the same message later can succeed.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, Self::Rejected { .. } | Self::Closed)
+    }
+}
+
+/// A transport that can tell when a message was confirmed by its peer.
+///
+/// Implementations must be cancel safe in this sense: dropping the returned
+/// future never loses track of the packet inside the transport, and the caller,
+/// having no confirmation, will publish the message again (at least once).
+pub trait ConfirmedPublish: Send + Sync {
+    /// Publishes `message` and resolves once the peer confirmed it.
+    ///
+    /// # Errors
+    /// [`PublishError`] with the message given back when it was not confirmed.
+    fn publish_confirmed(
+        &self,
+        message: OutboundMessage,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send;
+}

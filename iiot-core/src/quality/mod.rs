@@ -1,0 +1,25 @@
+//! Quality: OPC-UA status codes and the legacy OPC DA quality byte.
+//! (Placeholder: the full mapping tables land with the quality module.)
+
+/// The quality of a value, held as an OPC-UA `StatusCode` (32 bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Quality(u32);
+
+impl Quality {
+    /// Good (0x00000000).
+    pub const GOOD: Self = Self(0);
+    /// Bad, non-specific (0x80000000).
+    pub const BAD: Self = Self(0x8000_0000);
+    /// From a raw OPC-UA status code.
+    pub const fn from_status_code(code: u32) -> Self {
+        Self(code)
+    }
+    /// The raw OPC-UA status code.
+    pub const fn status_code(self) -> u32 {
+        self.0
+    }
+    /// Whether the severity is Good.
+    pub const fn is_good(self) -> bool {
+        self.0 >> 30 == 0
+    }
+}

@@ -1,0 +1,1 @@
+//! UNS topics. (Placeholder: the grammar lands with the topic module.)

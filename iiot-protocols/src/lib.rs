@@ -1,0 +1,15 @@
+//! # iiot-protocols: drivers that talk to other machines
+//!
+//! Modbus (tokio-modbus), OPC-UA client and the MQTT session (rumqttc + rustls),
+//! each behind a cargo feature. The drivers produce and consume `iiot-core`
+//! types. They land with their issues; this crate is a placeholder until then.
+//!
+//! ```
+//! // Drivers emit iiot-core samples.
+//! let quality = iiot_core::quality::Quality::GOOD;
+//! assert!(quality.is_good());
+//! ```
+
+#![cfg_attr(docsrs, feature(doc_cfg))]
+// No unwrap or expect in library code; tests may.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
