@@ -25,14 +25,18 @@
 //! | [`types`] | domain types, validated at construction |
 //! | [`quality`] | OPC-UA status code ⇄ OPC DA quality byte |
 //! | [`topic`] | UNS topic builder, parser and subscription filters |
+//! | [`codec`] | Protobuf and JSON codecs with limits for untrusted input |
+//! | [`version`] | schema-version router: decode or reject with the original bytes |
 //! | [`publish`] | the confirmed-publish trait between outbox and transport |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod codec;
 pub mod proto;
 pub mod publish;
 pub mod quality;
 pub mod topic;
 pub mod types;
+pub mod version;

@@ -23,3 +23,22 @@ impl Quality {
         self.0 >> 30 == 0
     }
 }
+
+impl Quality {
+    /// The legacy OPC DA quality byte (placeholder mapping by severity only).
+    pub const fn to_da(self) -> u8 {
+        match self.0 >> 30 {
+            0 => 0xC0,
+            1 => 0x40,
+            _ => 0x00,
+        }
+    }
+    /// From a legacy OPC DA quality byte (placeholder mapping by class only).
+    pub const fn from_da(b: u8) -> Self {
+        match b >> 6 {
+            3 => Self::GOOD,
+            1 => Self(0x4000_0000),
+            _ => Self::BAD,
+        }
+    }
+}
