@@ -9,6 +9,18 @@ use iiot_core::types::{Sample, TagPath, Value};
 use iiot_core::version::{Message, MessageKind, Router};
 use proptest::prelude::*;
 
+const ALL_KINDS: [MessageKind; 9] = [
+    MessageKind::Telemetry,
+    MessageKind::Status,
+    MessageKind::DataLoss,
+    MessageKind::Command,
+    MessageKind::CommandAck,
+    MessageKind::OtaManifest,
+    MessageKind::OtaStatus,
+    MessageKind::ConfigDesired,
+    MessageKind::ConfigReported,
+];
+
 fn big_limits() -> Limits {
     Limits {
         max_text_len: 4096,
@@ -52,7 +64,7 @@ proptest! {
     #[test]
     fn router_never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
         let router = Router::default();
-        for kind in [MessageKind::Telemetry, MessageKind::Status, MessageKind::DataLoss] {
+        for kind in ALL_KINDS {
             if let Err(r) = router.decode(kind, Bytes::from(bytes.clone())) {
                 prop_assert_eq!(&r.payload[..], &bytes[..]);
             }

@@ -5,15 +5,23 @@
 //! [`Timestamp`] lies in the representable range. Codecs convert between these
 //! and the generated wire types in [`crate::proto`].
 
+mod command;
+mod config;
 mod data_loss;
 mod ids;
+mod ota;
 mod status;
 mod telemetry;
 mod time;
 mod value;
 
+pub use command::{Command, CommandAck, CommandState, Constraints, Interlock};
+pub use config::{ConfigDesired, ConfigReported};
 pub use data_loss::{DataLoss, DataLossReason};
 pub use ids::{DeviceId, MessageId, SegmentProblem, Sequence, TagPath, check_segment};
+pub use ota::{
+    ManifestBody, ManifestSignature, OtaState, OtaStatus, SignatureAlgorithm, SignedManifest,
+};
 pub use status::Status;
 pub use telemetry::{BatchMetadata, Sample, TelemetryBatch};
 pub use time::Timestamp;

@@ -27,7 +27,10 @@
 use bytes::Bytes;
 
 use crate::codec::{DecodeError, Limits, SCHEMA_VERSION, WireFormat, json, protobuf};
-use crate::types::{DataLoss, Status, TelemetryBatch};
+use crate::types::{
+    Command, CommandAck, ConfigDesired, ConfigReported, DataLoss, OtaStatus, SignedManifest,
+    Status, TelemetryBatch,
+};
 
 /// What a payload is meant to be, usually known from its topic's class.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -40,6 +43,18 @@ pub enum MessageKind {
     Status,
     /// A `DataLoss` event (topic `.../telemetry/data-loss`).
     DataLoss,
+    /// A `Command` (topic class `commands/{id}`).
+    Command,
+    /// A `CommandAck` (topic class `commands/{id}/ack`).
+    CommandAck,
+    /// A `SignedManifest` (topic class `ota/notification`); the body is not verified here.
+    OtaManifest,
+    /// An `OtaStatus` (topic class `ota/status`).
+    OtaStatus,
+    /// A `ConfigDesired` (topic class `config/desired`).
+    ConfigDesired,
+    /// A `ConfigReported` (topic class `config/reported`).
+    ConfigReported,
 }
 
 impl MessageKind {
@@ -49,12 +64,18 @@ impl MessageKind {
             Self::Telemetry => "telemetry",
             Self::Status => "status",
             Self::DataLoss => "data_loss",
+            Self::Command => "command",
+            Self::CommandAck => "command_ack",
+            Self::OtaManifest => "ota_manifest",
+            Self::OtaStatus => "ota_status",
+            Self::ConfigDesired => "config_desired",
+            Self::ConfigReported => "config_reported",
         }
     }
 }
 
 /// A decoded message.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Message {
     /// Telemetry.
@@ -63,10 +84,22 @@ pub enum Message {
     Status(Status),
     /// Data loss.
     DataLoss(DataLoss),
+    /// A command.
+    Command(Command),
+    /// A command acknowledgement.
+    CommandAck(CommandAck),
+    /// A signed firmware manifest (signatures not yet verified).
+    OtaManifest(SignedManifest),
+    /// An OTA status report.
+    OtaStatus(OtaStatus),
+    /// Desired configuration.
+    ConfigDesired(ConfigDesired),
+    /// Reported configuration.
+    ConfigReported(ConfigReported),
 }
 
 /// A successfully decoded payload.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Decoded {
     /// The schema version it carried.
     pub version: u32,
@@ -139,7 +172,25 @@ impl Router {
             (WireFormat::Json, MessageKind::Status) => {
                 json::decode_status(&payload, l).map(Message::Status)
             }
-            (WireFormat::Json, MessageKind::DataLoss) => Err(DecodeError::NoJsonForm {
+            (WireFormat::Protobuf, MessageKind::Command) => {
+                protobuf::decode_command(&payload, l).map(Message::Command)
+            }
+            (WireFormat::Protobuf, MessageKind::CommandAck) => {
+                protobuf::decode_command_ack(&payload, l).map(Message::CommandAck)
+            }
+            (WireFormat::Protobuf, MessageKind::OtaManifest) => {
+                protobuf::decode_signed_manifest(&payload, l).map(Message::OtaManifest)
+            }
+            (WireFormat::Protobuf, MessageKind::OtaStatus) => {
+                protobuf::decode_ota_status(&payload, l).map(Message::OtaStatus)
+            }
+            (WireFormat::Protobuf, MessageKind::ConfigDesired) => {
+                protobuf::decode_config_desired(&payload, l).map(Message::ConfigDesired)
+            }
+            (WireFormat::Protobuf, MessageKind::ConfigReported) => {
+                protobuf::decode_config_reported(&payload, l).map(Message::ConfigReported)
+            }
+            (WireFormat::Json, _) => Err(DecodeError::NoJsonForm {
                 kind: kind.as_str(),
             }),
         };

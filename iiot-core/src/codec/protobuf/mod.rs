@@ -22,7 +22,7 @@ pub(crate) fn wire_error(e: WireError) -> DecodeError {
     }
 }
 
-fn prost_error(e: &prost::DecodeError) -> DecodeError {
+pub(super) fn prost_error(e: &prost::DecodeError) -> DecodeError {
     DecodeError::Protobuf {
         reason: e.to_string(),
     }
@@ -48,20 +48,20 @@ pub(crate) fn precheck(
     }
 }
 
-fn timestamp(field: &str, ns: i64) -> Result<Timestamp, DecodeError> {
+pub(super) fn timestamp(field: &str, ns: i64) -> Result<Timestamp, DecodeError> {
     Timestamp::from_unix_nanos(ns).map_err(|e| DecodeError::invalid(field, e))
 }
 
-fn device_id(limits: &Limits, s: String) -> Result<DeviceId, DecodeError> {
+pub(super) fn device_id(limits: &Limits, s: String) -> Result<DeviceId, DecodeError> {
     limits.check_text("device_id", &s)?;
     DeviceId::new(s).map_err(|e| DecodeError::invalid("device_id", e))
 }
 
-fn message_id(field: &str, b: &[u8]) -> Result<MessageId, DecodeError> {
+pub(super) fn message_id(field: &str, b: &[u8]) -> Result<MessageId, DecodeError> {
     MessageId::from_slice(b).map_err(|e| DecodeError::invalid(field, e))
 }
 
-fn opt_text(
+pub(super) fn opt_text(
     limits: &Limits,
     field: &'static str,
     s: Option<String>,
@@ -72,7 +72,7 @@ fn opt_text(
     Ok(s)
 }
 
-fn check_value(limits: &Limits, index: usize, v: &Value) -> Result<(), LimitError> {
+pub(super) fn check_value(limits: &Limits, index: usize, v: &Value) -> Result<(), LimitError> {
     match v {
         Value::String(s) if s.len() > limits.max_string_value_len => {
             Err(LimitError::StringValueTooLong {
@@ -347,4 +347,21 @@ pub fn decode_data_loss(buf: &[u8], limits: &Limits) -> Result<DataLoss, DecodeE
     d.detail = opt_text(limits, "detail", m.detail)?;
     d.bytes = m.bytes;
     Ok(d)
+}
+
+mod control;
+mod ota;
+
+pub use control::{
+    decode_command, decode_command_ack, decode_config_desired, decode_config_reported,
+    encode_command, encode_command_ack, encode_config_desired, encode_config_reported,
+};
+pub use ota::{
+    decode_manifest_body, decode_ota_status, decode_signed_manifest, encode_manifest_body,
+    encode_ota_status, encode_signed_manifest,
+};
+
+/// Shared helpers for the submodules.
+mod util {
+    pub(super) use super::{check_value, device_id, message_id, opt_text, prost_error, timestamp};
 }
