@@ -38,13 +38,13 @@ impl Constraints {
                 });
             }
         }
-        if let (Some(lo), Some(hi)) = (self.min, self.max) {
-            if lo > hi {
-                return Err(ValidationError::Field {
-                    field: "constraints",
-                    reason: format!("min {lo} > max {hi}"),
-                });
-            }
+        if let (Some(lo), Some(hi)) = (self.min, self.max)
+            && lo > hi
+        {
+            return Err(ValidationError::Field {
+                field: "constraints",
+                reason: format!("min {lo} > max {hi}"),
+            });
         }
         if self
             .max_rate_per_s
@@ -157,16 +157,19 @@ impl CommandState {
     /// Whether the lifecycle allows `self → next`.
     pub fn can_transition_to(self, next: Self) -> bool {
         use CommandState as S;
-        match (self, next) {
+        matches!(
+            (self, next),
             (S::Pending, S::Queued)
-            | (S::Queued, S::Delivered)
-            | (S::Delivered, S::Validating)
-            | (S::Validating | S::Delivered, S::Rejected)
-            | (S::Validating, S::Executing)
-            | (S::Executing, S::Completed | S::Failed | S::Interrupted) => true,
-            (S::Pending | S::Queued | S::Delivered | S::Validating, S::Expired) => true,
-            _ => false,
-        }
+                | (S::Queued, S::Delivered)
+                | (S::Delivered, S::Validating)
+                | (S::Validating | S::Delivered, S::Rejected)
+                | (S::Validating, S::Executing)
+                | (S::Executing, S::Completed | S::Failed | S::Interrupted)
+                | (
+                    S::Pending | S::Queued | S::Delivered | S::Validating,
+                    S::Expired
+                )
+        )
     }
 }
 
