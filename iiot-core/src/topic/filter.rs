@@ -3,8 +3,8 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{FilterProblem, Level, MAX_TOPIC_LEN, Segment, TopicError, segment_at};
 use super::path::{TopicClass, UnsPath};
+use super::{FilterProblem, Level, MAX_TOPIC_LEN, Segment, TopicError, segment_at};
 use crate::types::{DeviceId, MessageId, TagPath};
 
 const SHARE_PREFIX: &str = "$share/";
@@ -290,12 +290,14 @@ impl TopicFilter {
     /// Anything that is not a valid topic name (empty, too long, containing `+`,
     /// `#` or NUL) matches nothing.
     pub fn matches(&self, topic: &str) -> bool {
-        if topic.is_empty() || topic.len() > MAX_TOPIC_LEN || topic.contains(['+', '#', '\0'])
-        {
+        if topic.is_empty() || topic.len() > MAX_TOPIC_LEN || topic.contains(['+', '#', '\0']) {
             return false;
         }
         if topic.starts_with('$')
-            && matches!(self.levels.first(), Some(FilterLevel::One | FilterLevel::Rest))
+            && matches!(
+                self.levels.first(),
+                Some(FilterLevel::One | FilterLevel::Rest)
+            )
         {
             return false;
         }

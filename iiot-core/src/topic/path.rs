@@ -126,8 +126,13 @@ impl UnsPath {
 
 impl fmt::Display for UnsPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let [a, b, c, d, e, g] = self.levels();
-        write!(f, "{a}/{b}/{c}/{d}/{e}/{g}")
+        for (i, level) in self.levels().iter().enumerate() {
+            if i > 0 {
+                f.write_str("/")?;
+            }
+            f.write_str(level)?;
+        }
+        Ok(())
     }
 }
 
@@ -218,8 +223,16 @@ impl Topic {
                 value: levels.first().copied().unwrap_or_default().to_owned(),
             });
         }
-        let [enterprise, site, area, line, device_type, device_id, class, rest @ ..] =
-            levels.as_slice()
+        let [
+            enterprise,
+            site,
+            area,
+            line,
+            device_type,
+            device_id,
+            class,
+            rest @ ..,
+        ] = levels.as_slice()
         else {
             return Err(TopicError::TooFewLevels {
                 found: levels.len(),
@@ -314,8 +327,9 @@ fn parse_class(class: &str, rest: &[&str]) -> Result<TopicClass, TopicError> {
             let id = parse_command_id(id_text)?;
             match rest.get(1) {
                 None => Ok(TopicClass::Command(id)),
-                Some(&"ack") => no_more("commands/{id}/ack", rest, 2)
-                    .map(|()| TopicClass::CommandAck(id)),
+                Some(&"ack") => {
+                    no_more("commands/{id}/ack", rest, 2).map(|()| TopicClass::CommandAck(id))
+                }
                 Some(other) => Err(TopicError::UnexpectedLevel {
                     class: "commands/{id}",
                     index: level_no(1),
@@ -335,7 +349,11 @@ fn parse_class(class: &str, rest: &[&str]) -> Result<TopicClass, TopicError> {
                         class: format!("{class}/{sub}"),
                     });
                 }
-                (_, None) => return Err(TopicError::MissingLevel { position: Level::Class }),
+                (_, None) => {
+                    return Err(TopicError::MissingLevel {
+                        position: Level::Class,
+                    });
+                }
             };
             let name = match found {
                 TopicClass::ConfigDesired => "config/desired",
