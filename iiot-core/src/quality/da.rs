@@ -153,7 +153,7 @@ const fn non_specific(severity: Severity) -> (u8, Quality) {
 impl Quality {
     /// The legacy OPC DA quality byte (`QQSSSSLL`) for this status code: primary
     /// quality from the severity, sub-status from the code (see the
-    /// [mapping tables](self::da)), limit from the limit bits. Other flag bits are
+    /// [mapping tables](crate::quality::da)), limit from the limit bits. Other flag bits are
     /// dropped.
     pub fn to_da(self) -> u8 {
         let code = self.code();

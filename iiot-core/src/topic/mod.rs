@@ -19,7 +19,7 @@
 //!
 //! Each of the six path levels is a [`Segment`]: 1 to 128 bytes, no whitespace, no
 //! control characters, none of `+ # /` (the rules of
-//! [`check_segment`](crate::types::check_segment)); the device id is a
+//! [`check_segment`]); the device id is a
 //! [`DeviceId`](crate::types::DeviceId) and the enterprise may not start with `$`
 //! (MQTT reserves such topics for the broker). A whole topic is at most 65535 bytes,
 //! the MQTT limit.
