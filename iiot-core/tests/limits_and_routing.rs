@@ -343,3 +343,90 @@ fn source_time_offsets_are_checked() {
     m.samples[0].source_time_offset_ns = i64::MAX;
     assert!(protobuf::decode_telemetry(&m.encode_to_vec(), &Limits::default()).is_err());
 }
+
+#[test]
+fn tag_table_is_used_for_repeated_tags_and_checked() {
+    let mut b = batch(0);
+    let level = TagPath::new("tank1/level").unwrap();
+    for i in 0..10 {
+        b.samples.push(Sample::good(
+            level.clone(),
+            f64::from(i),
+            ts(1_000 + i64::from(i)),
+        ));
+        b.samples.push(Sample::good(
+            TagPath::new("pump1/running").unwrap(),
+            i % 2 == 0,
+            ts(1_000),
+        ));
+    }
+    let bytes = protobuf::encode_telemetry(&b);
+    let m = pb::TelemetryBatch::decode(&bytes[..]).unwrap();
+    assert_eq!(
+        m.tag_table,
+        vec!["tank1/level".to_owned(), "pump1/running".to_owned()]
+    );
+    assert!(m.samples.iter().all(|s| s.tag.is_empty()));
+    assert_eq!(m.samples[3].tag_ref, 1);
+    assert_eq!(
+        protobuf::decode_telemetry(&bytes, &Limits::default()).unwrap(),
+        b
+    );
+    // Inline tags are at least twice as large here.
+    let mut inline = m.clone();
+    inline.tag_table.clear();
+    for (i, s) in inline.samples.iter_mut().enumerate() {
+        s.tag = if i % 2 == 0 {
+            "tank1/level".into()
+        } else {
+            "pump1/running".into()
+        };
+        s.tag_ref = 0;
+    }
+    assert_eq!(
+        protobuf::decode_telemetry(&inline.encode_to_vec(), &Limits::default()).unwrap(),
+        b
+    );
+    assert!(
+        inline.encoded_len() > bytes.len() + 200,
+        "{} vs {}",
+        inline.encoded_len(),
+        bytes.len()
+    );
+
+    // A reference outside the table is invalid, naming the sample.
+    let mut bad = m.clone();
+    bad.samples[5].tag_ref = 2;
+    let err = protobuf::decode_telemetry(&bad.encode_to_vec(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::Invalid { ref field, .. } if field == "samples[5].tag_ref"),
+        "{err}"
+    );
+    // Table entries obey the same rules and limits as inline tags.
+    let mut bad = m.clone();
+    bad.tag_table[1] = "pump 1".into();
+    let err = protobuf::decode_telemetry(&bad.encode_to_vec(), &Limits::default()).unwrap_err();
+    assert!(
+        matches!(err, DecodeError::Invalid { ref field, .. } if field == "tag_table[1]"),
+        "{err}"
+    );
+    let l = Limits {
+        max_tag_len: 5,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        protobuf::decode_telemetry(&bytes, &l),
+        Err(DecodeError::Limit(LimitError::TagTooLong { .. }))
+    ));
+    // The table is counted before decoding, like samples.
+    let mut big = m;
+    big.tag_table = (0..20).map(|i| format!("t{i}")).collect();
+    let l = Limits {
+        max_samples_per_batch: 19,
+        ..Limits::default()
+    };
+    assert!(matches!(
+        protobuf::decode_telemetry(&big.encode_to_vec(), &l),
+        Err(DecodeError::Limit(LimitError::TooManySamples { .. }))
+    ));
+}

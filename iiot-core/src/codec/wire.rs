@@ -45,11 +45,23 @@ pub(crate) struct Scan {
     pub(crate) field1_varint: Option<u64>,
     /// How many times `count_field` occurred.
     pub(crate) count: usize,
+    /// How many times `count_field2` occurred.
+    pub(crate) count2: usize,
 }
 
 /// Walks every top-level field of `buf`, stopping early once `count_field` has been
 /// seen more than `stop_after` times.
 pub(crate) fn scan(buf: &[u8], count_field: u32, stop_after: usize) -> Result<Scan, WireError> {
+    scan2(buf, count_field, 0, stop_after)
+}
+
+/// Like [`scan`], also counting `count_field2`; stops once either count passes `stop_after`.
+pub(crate) fn scan2(
+    buf: &[u8],
+    count_field: u32,
+    count_field2: u32,
+    stop_after: usize,
+) -> Result<Scan, WireError> {
     let mut pos = 0usize;
     let mut out = Scan::default();
     while pos < buf.len() {
@@ -79,9 +91,11 @@ pub(crate) fn scan(buf: &[u8], count_field: u32, stop_after: usize) -> Result<Sc
         }
         if field == u64::from(count_field) {
             out.count += 1;
-            if out.count > stop_after {
-                break;
-            }
+        } else if field == u64::from(count_field2) {
+            out.count2 += 1;
+        }
+        if out.count > stop_after || out.count2 > stop_after {
+            break;
         }
     }
     Ok(out)
@@ -102,10 +116,13 @@ mod tests {
             s,
             Scan {
                 field1_varint: Some(1),
-                count: 2
+                count: 2,
+                count2: 0,
             }
         );
         assert_eq!(scan(&buf, 6, 0).unwrap().count, 1);
+        let s = scan2(&buf, 5, 6, usize::MAX).unwrap();
+        assert_eq!((s.count, s.count2), (1, 2));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -51,6 +52,20 @@ pub fn check_segment(s: &str, max: usize) -> Result<(), SegmentProblem> {
     if s.len() > max {
         return Err(SegmentProblem::TooLong { len: s.len(), max });
     }
+    // Fast path: pure ASCII (almost every real segment). ASCII whitespace and
+    // control characters are exactly the bytes <= 0x20 and 0x7F.
+    if s.is_ascii() {
+        return match s
+            .bytes()
+            .position(|b| b <= 0x20 || b == 0x7f || matches!(b, b'+' | b'#' | b'/'))
+        {
+            Some(at) => Err(SegmentProblem::ForbiddenChar {
+                ch: char::from(s.as_bytes()[at]),
+                at,
+            }),
+            None => Ok(()),
+        };
+    }
     for (at, ch) in s.char_indices() {
         if ch.is_whitespace() || ch.is_control() || matches!(ch, '+' | '#' | '/') {
             return Err(SegmentProblem::ForbiddenChar { ch, at });
@@ -64,7 +79,7 @@ pub fn check_segment(s: &str, max: usize) -> Result<(), SegmentProblem> {
 /// topic segment rules: 1 to 128 bytes, no whitespace, no control characters,
 /// none of `+ # /`.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DeviceId(String);
+pub struct DeviceId(Arc<str>);
 
 impl DeviceId {
     /// Longest accepted device id, in bytes.
@@ -77,7 +92,7 @@ impl DeviceId {
     pub fn new(id: impl Into<String>) -> Result<Self, ValidationError> {
         let id = id.into();
         match check_segment(&id, Self::MAX_LEN) {
-            Ok(()) => Ok(Self(id)),
+            Ok(()) => Ok(Self(id.into())),
             Err(problem) => Err(ValidationError::DeviceId { value: id, problem }),
         }
     }
@@ -92,7 +107,7 @@ impl DeviceId {
 /// 1024 bytes of `/`-separated segments, each following the topic segment rules
 /// (so a tag can be appended to a topic).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct TagPath(String);
+pub struct TagPath(Arc<str>);
 
 impl TagPath {
     /// Longest accepted tag path, in bytes.
@@ -124,7 +139,7 @@ impl TagPath {
                 });
             }
         }
-        Ok(Self(path))
+        Ok(Self(path.into()))
     }
 
     /// The path as a string slice.
@@ -245,7 +260,7 @@ macro_rules! string_like {
         }
         impl From<$t> for String {
             fn from(v: $t) -> String {
-                v.0
+                v.0.as_ref().to_owned()
             }
         }
         impl Serialize for $t {
@@ -322,6 +337,23 @@ mod tests {
         assert!(matches!(err, ValidationError::TagPath { ref segment, .. } if segment == "lev el"));
         assert!(TagPath::new("/x").is_err());
         assert!(TagPath::new("x/").is_err());
+    }
+
+    proptest::proptest! {
+        /// The ASCII fast path of `check_segment` agrees with the char-by-char rule.
+        #[test]
+        fn ascii_fast_path_agrees(s in "[\\x00-\\x7f]{0,12}", max in 1usize..16) {
+            let slow = if s.is_empty() {
+                Err(SegmentProblem::Empty)
+            } else if s.len() > max {
+                Err(SegmentProblem::TooLong { len: s.len(), max })
+            } else {
+                s.char_indices()
+                    .find(|&(_, ch)| ch.is_whitespace() || ch.is_control() || matches!(ch, '+' | '#' | '/'))
+                    .map_or(Ok(()), |(at, ch)| Err(SegmentProblem::ForbiddenChar { ch, at }))
+            };
+            proptest::prop_assert_eq!(check_segment(&s, max), slow);
+        }
     }
 
     #[test]

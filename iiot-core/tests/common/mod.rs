@@ -97,7 +97,27 @@ pub fn batch(max: usize) -> impl Strategy<Value = TelemetryBatch> {
         prop::collection::vec(sample(), 0..=max),
         prop::option::of(".{0,20}"),
         prop::option::of(".{0,20}"),
+        0usize..4,
     )
+        .prop_map(|(id, dev, seq, ts, samples, fw, gw, pool)| {
+            // With pool > 0, tags repeat (several scans of the same tags in one
+            // batch), which exercises the tag table of the Protobuf form.
+            let samples = if pool == 0 || samples.is_empty() {
+                samples
+            } else {
+                let tags: Vec<TagPath> =
+                    samples.iter().take(pool).map(|s| s.tag().clone()).collect();
+                samples
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let (_, v, q, t) = s.into_parts();
+                        Sample::new(tags[i % tags.len()].clone(), v, q, t).unwrap()
+                    })
+                    .collect()
+            };
+            (id, dev, seq, ts, samples, fw, gw)
+        })
         .prop_map(|(id, dev, seq, ts, samples, fw, gw)| TelemetryBatch {
             message_id: MessageId::from_u128(id),
             device_id: DeviceId::new(dev).unwrap(),

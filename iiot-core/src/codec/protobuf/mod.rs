@@ -1,6 +1,8 @@
 //! The Protobuf form: conversions between domain types and the generated `v1`
 //! types, with validation and limits on the way in.
 
+use std::collections::HashMap;
+
 use bytes::Bytes;
 use prost::Message as _;
 
@@ -15,6 +17,8 @@ use crate::types::{
 
 /// Field number of `TelemetryBatch.samples`.
 const SAMPLES_FIELD: u32 = 6;
+/// Field number of `TelemetryBatch.tag_table`.
+const TAG_TABLE_FIELD: u32 = 7;
 
 pub(crate) fn wire_error(e: WireError) -> DecodeError {
     DecodeError::Protobuf {
@@ -41,9 +45,14 @@ pub(crate) fn precheck(
     }
     limits.check_payload(buf.len())?;
     let scan = wire::scan(buf, count_field, limit).map_err(wire_error)?;
-    match scan.field1_varint {
+    check_version(scan.field1_varint)?;
+    Ok(scan.count)
+}
+
+fn check_version(v: Option<u64>) -> Result<(), DecodeError> {
+    match v {
         None | Some(0) => Err(DecodeError::MissingVersion),
-        Some(v) if v == u64::from(SCHEMA_VERSION) => Ok(scan.count),
+        Some(v) if v == u64::from(SCHEMA_VERSION) => Ok(()),
         Some(version) => Err(DecodeError::UnsupportedVersion { version }),
     }
 }
@@ -157,8 +166,32 @@ pub fn encode_telemetry(batch: &TelemetryBatch) -> Vec<u8> {
 }
 
 /// The generated message for a batch.
+///
+/// When a tag occurs more than once in the batch (several scans of the same
+/// tags), every tag goes into `tag_table` once and samples refer to it by index;
+/// otherwise tags are written inline.
 pub fn telemetry_to_wire(batch: &TelemetryBatch) -> pb::TelemetryBatch {
     let base = batch.gateway_time;
+    let mut index: HashMap<&str, u32> = HashMap::with_capacity(batch.samples.len());
+    let mut table: Vec<String> = Vec::new();
+    let mut repeated = false;
+    for s in &batch.samples {
+        let next = u32::try_from(index.len()).unwrap_or(u32::MAX);
+        let tag = s.tag().as_str();
+        if index.insert(tag, next).is_some() {
+            repeated = true;
+        }
+    }
+    if repeated {
+        index.clear();
+        for s in &batch.samples {
+            let tag = s.tag().as_str();
+            if !index.contains_key(tag) {
+                index.insert(tag, u32::try_from(table.len()).unwrap_or(u32::MAX));
+                table.push(tag.to_owned());
+            }
+        }
+    }
     pb::TelemetryBatch {
         schema_version: SCHEMA_VERSION,
         message_id: Bytes::copy_from_slice(&batch.message_id.to_bytes()),
@@ -168,13 +201,25 @@ pub fn telemetry_to_wire(batch: &TelemetryBatch) -> pb::TelemetryBatch {
         samples: batch
             .samples
             .iter()
-            .map(|s| pb::Sample {
-                tag: s.tag().to_string(),
-                value: s.value().map(sample_value_to_wire),
-                quality: s.quality().status_code(),
-                source_time_offset_ns: s.source_time().offset_from(base),
+            .map(|s| {
+                let (tag, tag_ref) = if repeated {
+                    (
+                        String::new(),
+                        index.get(s.tag().as_str()).copied().unwrap_or(0),
+                    )
+                } else {
+                    (s.tag().to_string(), 0)
+                };
+                pb::Sample {
+                    tag,
+                    tag_ref,
+                    value: s.value().map(sample_value_to_wire),
+                    quality: s.quality().status_code(),
+                    source_time_offset_ns: s.source_time().offset_from(base),
+                }
             })
             .collect(),
+        tag_table: table,
         firmware_version: batch.metadata.firmware_version.clone(),
         gateway_id: batch.metadata.gateway_id.clone(),
     }
@@ -185,16 +230,39 @@ pub fn telemetry_to_wire(batch: &TelemetryBatch) -> pb::TelemetryBatch {
 /// # Errors
 /// [`DecodeError`] naming the limit, the malformed field or the broken rule.
 pub fn decode_telemetry(buf: &[u8], limits: &Limits) -> Result<TelemetryBatch, DecodeError> {
-    let count = precheck(buf, limits, SAMPLES_FIELD, limits.max_samples_per_batch)?;
-    if count > limits.max_samples_per_batch {
+    if buf.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    limits.check_payload(buf.len())?;
+    let max = limits.max_samples_per_batch;
+    let scan = wire::scan2(buf, SAMPLES_FIELD, TAG_TABLE_FIELD, max).map_err(wire_error)?;
+    check_version(scan.field1_varint)?;
+    if scan.count > max || scan.count2 > max {
         return Err(LimitError::TooManySamples {
-            count,
-            limit: limits.max_samples_per_batch,
+            count: scan.count.max(scan.count2),
+            limit: max,
         }
         .into());
     }
     let msg = pb::TelemetryBatch::decode(buf).map_err(|e| prost_error(&e))?;
     telemetry_from_wire(msg, limits)
+}
+
+fn tag_path(
+    limits: &Limits,
+    index: usize,
+    field: &dyn Fn() -> String,
+    tag: String,
+) -> Result<TagPath, DecodeError> {
+    if tag.len() > limits.max_tag_len {
+        return Err(LimitError::TagTooLong {
+            index,
+            len: tag.len(),
+            limit: limits.max_tag_len,
+        }
+        .into());
+    }
+    TagPath::new(tag).map_err(|e| DecodeError::invalid(field(), e))
 }
 
 /// Validates a generated `TelemetryBatch` into the domain type.
@@ -205,26 +273,37 @@ pub fn telemetry_from_wire(
     msg: pb::TelemetryBatch,
     limits: &Limits,
 ) -> Result<TelemetryBatch, DecodeError> {
-    if msg.samples.len() > limits.max_samples_per_batch {
+    let max = limits.max_samples_per_batch;
+    if msg.samples.len() > max || msg.tag_table.len() > max {
         return Err(LimitError::TooManySamples {
-            count: msg.samples.len(),
-            limit: limits.max_samples_per_batch,
+            count: msg.samples.len().max(msg.tag_table.len()),
+            limit: max,
         }
         .into());
     }
     let base = timestamp("gateway_time_unix_ns", msg.gateway_time_unix_ns)?;
+    let table = msg
+        .tag_table
+        .into_iter()
+        .enumerate()
+        .map(|(i, t)| tag_path(limits, i, &|| format!("tag_table[{i}]"), t))
+        .collect::<Result<Vec<_>, _>>()?;
     let mut samples = Vec::with_capacity(msg.samples.len());
     for (index, s) in msg.samples.into_iter().enumerate() {
-        if s.tag.len() > limits.max_tag_len {
-            return Err(LimitError::TagTooLong {
-                index,
-                len: s.tag.len(),
-                limit: limits.max_tag_len,
-            }
-            .into());
-        }
-        let tag = TagPath::new(s.tag)
-            .map_err(|e| DecodeError::invalid(format!("samples[{index}].tag"), e))?;
+        let tag = if s.tag.is_empty() {
+            let r = s.tag_ref as usize;
+            table.get(r).cloned().ok_or_else(|| {
+                DecodeError::invalid(
+                    format!("samples[{index}].tag_ref"),
+                    crate::types::ValidationError::Field {
+                        field: "tag_ref",
+                        reason: format!("{r} is outside a tag table of {}", table.len()),
+                    },
+                )
+            })?
+        } else {
+            tag_path(limits, index, &|| format!("samples[{index}].tag"), s.tag)?
+        };
         let value = s.value.map(sample_value_to_domain);
         if let Some(v) = &value {
             check_value(limits, index, v)?;
