@@ -430,3 +430,50 @@ fn tag_table_is_used_for_repeated_tags_and_checked() {
         Err(DecodeError::Limit(LimitError::TooManySamples { .. }))
     ));
 }
+
+#[test]
+fn topics_map_to_message_kinds() {
+    use iiot_core::topic::{Topic, UnsPath};
+    use iiot_core::version::data_loss_topic;
+    let p = UnsPath::new(
+        "acme",
+        "plant1",
+        "packaging",
+        "line3",
+        "plc",
+        DeviceId::new("plc-01").unwrap(),
+    )
+    .unwrap();
+    let id = iiot_core::types::MessageId::from_u128(5);
+    let cases = [
+        (p.telemetry(), MessageKind::Telemetry),
+        (
+            p.telemetry_of(TagPath::new("tank1/level").unwrap()),
+            MessageKind::Telemetry,
+        ),
+        (data_loss_topic(&p), MessageKind::DataLoss),
+        (p.status(), MessageKind::Status),
+        (p.command(id), MessageKind::Command),
+        (p.command_ack(id), MessageKind::CommandAck),
+        (p.config_desired(), MessageKind::ConfigDesired),
+        (p.config_reported(), MessageKind::ConfigReported),
+        (p.ota_notification(), MessageKind::OtaManifest),
+        (p.ota_status(), MessageKind::OtaStatus),
+    ];
+    for (topic, kind) in cases {
+        let parsed: Topic = topic.to_string().parse().unwrap();
+        assert_eq!(MessageKind::of_topic(&parsed), kind, "{topic}");
+    }
+    assert_eq!(
+        data_loss_topic(&p).to_string(),
+        "acme/plant1/packaging/line3/plc/plc-01/telemetry/data-loss"
+    );
+    // The decoded message names its device, to compare with the topic's.
+    let d = Router::default()
+        .decode(
+            MessageKind::Telemetry,
+            protobuf::encode_telemetry(&batch(1)).into(),
+        )
+        .unwrap();
+    assert_eq!(d.message.device_id(), Some(p.device_id()));
+}

@@ -27,9 +27,10 @@
 use bytes::Bytes;
 
 use crate::codec::{DecodeError, Limits, SCHEMA_VERSION, WireFormat, json, protobuf};
+use crate::topic::{Topic, TopicClass, UnsPath};
 use crate::types::{
-    Command, CommandAck, ConfigDesired, ConfigReported, DataLoss, OtaStatus, SignedManifest,
-    Status, TelemetryBatch,
+    Command, CommandAck, ConfigDesired, ConfigReported, DataLoss, DeviceId, OtaStatus,
+    SignedManifest, Status, TagPath, TelemetryBatch,
 };
 
 /// What a payload is meant to be, usually known from its topic's class.
@@ -57,7 +58,44 @@ pub enum MessageKind {
     ConfigReported,
 }
 
+/// The telemetry sub-level reserved for data-loss events:
+/// `{enterprise}/{site}/{area}/{line}/{device_type}/{device_id}/telemetry/data-loss`.
+/// It travels with (and is subscribed together with) the device's telemetry.
+pub const DATA_LOSS_SUBTOPIC: &str = "data-loss";
+
+/// The topic a device's data-loss events are published on.
+pub fn data_loss_topic(path: &UnsPath) -> Topic {
+    // "data-loss" is a valid tag path, so this cannot fail; fall back to the plain
+    // telemetry topic rather than panic if the rules ever change.
+    match TagPath::new(DATA_LOSS_SUBTOPIC) {
+        Ok(tag) => path.telemetry_of(tag),
+        Err(_) => path.telemetry(),
+    }
+}
+
 impl MessageKind {
+    /// What a payload on `topic` is meant to be.
+    pub fn of_topic(topic: &Topic) -> Self {
+        Self::of_class(&topic.class)
+    }
+
+    /// What a payload of topic class `class` is meant to be.
+    pub fn of_class(class: &TopicClass) -> Self {
+        match class {
+            TopicClass::Telemetry(Some(tag)) if tag.as_str() == DATA_LOSS_SUBTOPIC => {
+                Self::DataLoss
+            }
+            TopicClass::Telemetry(_) => Self::Telemetry,
+            TopicClass::Status => Self::Status,
+            TopicClass::Command(_) => Self::Command,
+            TopicClass::CommandAck(_) => Self::CommandAck,
+            TopicClass::ConfigDesired => Self::ConfigDesired,
+            TopicClass::ConfigReported => Self::ConfigReported,
+            TopicClass::OtaNotification => Self::OtaManifest,
+            TopicClass::OtaStatus => Self::OtaStatus,
+        }
+    }
+
     /// The kind's name, e.g. `telemetry`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,6 +134,27 @@ pub enum Message {
     ConfigDesired(ConfigDesired),
     /// Reported configuration.
     ConfigReported(ConfigReported),
+}
+
+impl Message {
+    /// The device the message is from or for; `None` for a firmware manifest,
+    /// which names a device type (in its body, read only after verification).
+    ///
+    /// Ingest compares this with the `{device_id}` level of the topic the message
+    /// arrived on: a mismatch means a device speaks for another one.
+    pub fn device_id(&self) -> Option<&DeviceId> {
+        match self {
+            Self::Telemetry(m) => Some(&m.device_id),
+            Self::Status(m) => Some(&m.device_id),
+            Self::DataLoss(m) => Some(&m.device_id),
+            Self::Command(m) => Some(&m.device_id),
+            Self::CommandAck(m) => Some(&m.device_id),
+            Self::OtaStatus(m) => Some(&m.device_id),
+            Self::ConfigDesired(m) => Some(&m.device_id),
+            Self::ConfigReported(m) => Some(&m.device_id),
+            Self::OtaManifest(_) => None,
+        }
+    }
 }
 
 /// A successfully decoded payload.
