@@ -9,12 +9,32 @@
 //! no I/O: no sockets, no files, no runtime.
 //!
 //! ```
+//! use iiot_core::codec::{json, protobuf, Limits};
+//! use iiot_core::quality::Quality;
+//! use iiot_core::topic::{Topic, UnsPath};
 //! use iiot_core::types::{DeviceId, Sample, Sequence, TagPath, TelemetryBatch, Timestamp};
+//! use iiot_core::version::{Message, MessageKind, Router};
 //!
-//! let device = DeviceId::new("plc-01").unwrap();
-//! let sample = Sample::good(TagPath::new("tank1/level").unwrap(), 42.5, Timestamp::now());
-//! let batch = TelemetryBatch::new(device, Sequence(1), vec![sample]);
-//! assert_eq!(batch.samples.len(), 1);
+//! // A gateway builds a batch and the topic it goes to.
+//! let device = DeviceId::new("plc-01")?;
+//! let path = UnsPath::new("acme", "plant1", "packaging", "line3", "plc", device.clone())?;
+//! let now = Timestamp::now();
+//! let batch = TelemetryBatch::new(device, Sequence(1), vec![
+//!     Sample::good(TagPath::new("tank1/level")?, 42.5, now),
+//!     Sample::without_value(TagPath::new("pump1/flow")?, Quality::BAD_TIMEOUT, now),
+//! ]);
+//! let topic = path.telemetry().to_string();
+//! let payload = protobuf::encode_telemetry(&batch);
+//!
+//! // The platform routes by topic and schema version; failures keep the bytes.
+//! let kind = MessageKind::of_topic(&Topic::parse(&topic)?);
+//! let decoded = Router::new(Limits::default()).decode(kind, payload.into())?;
+//! assert_eq!(decoded.message, Message::Telemetry(batch.clone()));
+//!
+//! // Brownfield devices may send the JSON form instead; it maps to the same types.
+//! let text = json::encode_telemetry(&batch);
+//! assert_eq!(json::decode_telemetry(&text, &Limits::default())?, batch);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! ## Modules
