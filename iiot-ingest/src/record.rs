@@ -1,0 +1,171 @@
+//! What the pipeline hands to a sink: accepted telemetry, announced data loss,
+//! sequence gaps and dead letters, committed together.
+
+use bytes::Bytes;
+use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence, TelemetryBatch, Timestamp};
+
+/// A telemetry batch that passed decoding and validation, with where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AcceptedBatch {
+    /// The decoded batch. Its samples become one row each.
+    pub batch: TelemetryBatch,
+    /// The topic it arrived on.
+    pub topic: String,
+    /// When ingest received it.
+    pub received_at: Timestamp,
+}
+
+impl AcceptedBatch {
+    /// The idempotency key at the sink: `(device_id, message_id)`.
+    pub fn key(&self) -> (&DeviceId, MessageId) {
+        (&self.batch.device_id, self.batch.message_id)
+    }
+}
+
+/// Why a payload went to the dead-letter destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DeadLetterReason {
+    /// The router rejected it; the label is [`iiot_core::codec::DecodeError::label`].
+    Decode(&'static str),
+    /// The topic is not a UNS topic.
+    BadTopic,
+    /// The device id in the payload differs from the topic's.
+    DeviceMismatch,
+    /// The sink refused it on its own (a poison record isolated from its batch).
+    Poison,
+    /// A kind of message this pipeline does not ingest.
+    UnexpectedKind,
+}
+
+impl DeadLetterReason {
+    /// A stable label for metrics and the `reason` column, e.g. `decode:unsupported_version`.
+    pub fn label(&self) -> String {
+        match self {
+            Self::Decode(l) => format!("decode:{l}"),
+            Self::BadTopic => "bad_topic".into(),
+            Self::DeviceMismatch => "device_mismatch".into(),
+            Self::Poison => "poison".into(),
+            Self::UnexpectedKind => "unexpected_kind".into(),
+        }
+    }
+}
+
+/// A payload that will not become rows, kept byte for byte with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetter {
+    /// The topic it arrived on.
+    pub topic: String,
+    /// The original bytes.
+    pub payload: Bytes,
+    /// Why.
+    pub reason: DeadLetterReason,
+    /// Human-readable detail (the decode error's text).
+    pub detail: String,
+    /// When ingest received it.
+    pub received_at: Timestamp,
+}
+
+/// A range of sequence numbers of one device that has not arrived (yet).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Gap {
+    /// The device.
+    pub device_id: DeviceId,
+    /// First missing sequence (inclusive).
+    pub first: Sequence,
+    /// Last missing sequence (inclusive).
+    pub last: Sequence,
+    /// When ingest first noticed it.
+    pub first_seen: Timestamp,
+    /// Whether the gateway announced this loss with a `DataLoss` record (so the
+    /// data will never come) rather than ingest inferring it from the sequence.
+    pub announced: bool,
+}
+
+impl Gap {
+    /// Number of sequence numbers in the gap.
+    pub fn len(&self) -> u64 {
+        self.last.0.saturating_sub(self.first.0).saturating_add(1)
+    }
+
+    /// Never true: a gap holds at least one number. (For clippy's `len_without_is_empty`.)
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// A change to the set of open gaps, applied by the sink in the same transaction
+/// as the rows that caused it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum GapChange {
+    /// A new gap opened.
+    Opened(Gap),
+    /// The gap starting at `first` of `device_id` was replaced by `remaining`
+    /// (zero, one or two smaller gaps) because late data filled part of it.
+    Narrowed {
+        /// The device.
+        device_id: DeviceId,
+        /// `first` of the gap that changed (its identity).
+        first: Sequence,
+        /// What is left of it.
+        remaining: Vec<Gap>,
+        /// When.
+        at: Timestamp,
+    },
+}
+
+/// One atomic unit of work for a sink. Everything in it is committed together, or
+/// nothing is; only then does the pipeline acknowledge the broker.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CommitBatch {
+    /// Accepted telemetry, in arrival order. The sink skips any whose
+    /// `(device_id, message_id)` it already holds (redelivery after a crash
+    /// between commit and broker ack) and writes each of the others' samples
+    /// as one row.
+    pub telemetry: Vec<AcceptedBatch>,
+    /// Loss announced by gateways, stored as such.
+    pub data_loss: Vec<DataLoss>,
+    /// Changes to the set of open gaps.
+    pub gaps: Vec<GapChange>,
+    /// Payloads that will not become rows.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+impl CommitBatch {
+    /// Total samples across the telemetry batches.
+    pub fn sample_count(&self) -> usize {
+        self.telemetry.iter().map(|b| b.batch.samples.len()).sum()
+    }
+
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.telemetry.is_empty()
+            && self.data_loss.is_empty()
+            && self.gaps.is_empty()
+            && self.dead_letters.is_empty()
+    }
+}
+
+/// What a sink did with a [`CommitBatch`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitReport {
+    /// Telemetry batches written.
+    pub batches_written: u64,
+    /// Telemetry batches skipped because the sink already had them.
+    pub batches_skipped: u64,
+    /// Rows (samples) written.
+    pub rows_written: u64,
+}
+
+/// Per-device state a sink can restore after a restart, so gap detection resumes
+/// where it stopped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceSequenceState {
+    /// The device.
+    pub device_id: DeviceId,
+    /// Highest sequence number stored.
+    pub highest_seq: Sequence,
+    /// Gaps still open.
+    pub open_gaps: Vec<Gap>,
+}
