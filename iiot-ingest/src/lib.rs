@@ -16,5 +16,11 @@
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod dedupe;
+pub mod gaps;
+pub mod pipeline;
 pub mod record;
 pub mod sink;
+pub mod source;
+
+pub use pipeline::{Pipeline, PipelineConfig, PipelineError, PipelineHandle, PipelineStats};

@@ -67,3 +67,4 @@ pub trait Sink: Send {
         &mut self,
     ) -> impl Future<Output = Result<Vec<DeviceSequenceState>, SinkError>> + Send;
 }
+pub mod memory;

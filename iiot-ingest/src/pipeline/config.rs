@@ -1,0 +1,87 @@
+//! Pipeline configuration.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use iiot_core::codec::Limits;
+use serde::{Deserialize, Serialize};
+
+/// How the pipeline batches, bounds memory, dedupes and retries.
+///
+/// ## Defaults
+///
+/// | field | default | what |
+/// |---|---|---|
+/// | `batch_max_rows` | 5 000 | commit once the batch holds this many samples |
+/// | `batch_max_delay` | 200 ms | commit at the latest this long after the batch's first message |
+/// | `max_in_flight` | 1 000 | deliveries held un-acked; at the limit the pipeline stops pulling (back-pressure) |
+/// | `dedupe_window` | 10 min | how long a `(device_id, message_id)` is remembered in memory |
+/// | `dedupe_capacity` | 200 000 | most keys remembered |
+/// | `max_open_gaps_per_device` | 1 000 | open gaps tracked in memory per device |
+/// | `retry_initial` | 100 ms | first back-off after a transient sink error |
+/// | `retry_max` | 10 s | back-off cap |
+/// | `limits` | [`Limits::default`] | limits for untrusted payloads |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Commit once the batch holds this many samples.
+    pub batch_max_rows: NonZeroUsize,
+    /// Commit at the latest this long after the batch's first message.
+    #[serde(with = "duration_ms")]
+    pub batch_max_delay: Duration,
+    /// Deliveries held un-acknowledged at most.
+    pub max_in_flight: NonZeroUsize,
+    /// How long a message key is remembered for in-memory dedupe.
+    #[serde(with = "duration_ms")]
+    pub dedupe_window: Duration,
+    /// Most keys remembered for in-memory dedupe.
+    pub dedupe_capacity: NonZeroUsize,
+    /// Open gaps tracked in memory per device.
+    pub max_open_gaps_per_device: NonZeroUsize,
+    /// First back-off after a transient sink error.
+    #[serde(with = "duration_ms")]
+    pub retry_initial: Duration,
+    /// Back-off cap.
+    #[serde(with = "duration_ms")]
+    pub retry_max: Duration,
+    /// Limits for untrusted payloads.
+    pub limits: Limits,
+}
+
+const fn nz(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(n) => n,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            batch_max_rows: nz(5000),
+            batch_max_delay: Duration::from_millis(200),
+            max_in_flight: nz(1000),
+            dedupe_window: Duration::from_secs(600),
+            dedupe_capacity: nz(200_000),
+            max_open_gaps_per_device: nz(1000),
+            retry_initial: Duration::from_millis(100),
+            retry_max: Duration::from_secs(10),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Durations as integer milliseconds in config files (`batch_max_delay = 200`).
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        u64::deserialize(d).map(Duration::from_millis)
+    }
+}

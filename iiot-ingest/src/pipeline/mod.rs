@@ -1,0 +1,476 @@
+//! The pipeline: source → decode → validate → dedupe → gap check → batch → sink →
+//! acknowledge.
+//!
+//! * A delivery is acknowledged only after everything it produced (rows, a dead
+//!   letter, a gap record) is committed. A crash anywhere before that means the
+//!   broker redelivers, and the sink's idempotency turns the redelivery into no
+//!   new rows.
+//! * At most `max_in_flight` deliveries are held un-acknowledged; at the limit the
+//!   pipeline commits and stops pulling (back-pressure), so memory stays bounded
+//!   however slow the sink is.
+//! * A transient sink error (connection lost, server restart) retries the same
+//!   batch with exponential back-off. A batch the sink refuses is split until the
+//!   poison telemetry batch is isolated; that one goes to the dead-letter table
+//!   and the rest is committed.
+//! * Nothing is dropped silently: undecodable payloads, unknown versions, limit
+//!   violations, device-id mismatches and unexpected kinds become dead letters
+//!   with the original bytes and a reason.
+
+mod config;
+mod stats;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use iiot_core::topic::Topic;
+use iiot_core::types::Timestamp;
+use iiot_core::version::{Message, MessageKind, Router};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use config::PipelineConfig;
+pub use stats::PipelineStats;
+
+use crate::dedupe::DedupeWindow;
+use crate::gaps::GapTracker;
+use crate::record::{AcceptedBatch, CommitBatch, DeadLetter, DeadLetterReason};
+use crate::sink::{Sink, SinkError};
+use crate::source::{Delivery, Source, SourceError};
+
+/// Why the pipeline stopped with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// The sink failed in a way retrying cannot fix (setup, or it refused content
+    /// that could not be isolated). Un-acknowledged deliveries will be redelivered.
+    #[error("sink failed: {0}")]
+    Sink(#[source] SinkError),
+}
+
+/// A read-only view of a running pipeline.
+#[derive(Debug, Clone)]
+pub struct PipelineHandle {
+    stats: watch::Receiver<PipelineStats>,
+}
+
+impl PipelineHandle {
+    /// The counters as of the last commit.
+    pub fn stats(&self) -> PipelineStats {
+        self.stats.borrow().clone()
+    }
+
+    /// Waits until `pred` holds for the published counters (or the pipeline ended).
+    pub async fn wait_for(
+        &mut self,
+        mut pred: impl FnMut(&PipelineStats) -> bool,
+    ) -> PipelineStats {
+        let found = self
+            .stats
+            .wait_for(|s| pred(s))
+            .await
+            .map(|s| s.clone())
+            .ok();
+        found.unwrap_or_else(|| self.stats.borrow().clone())
+    }
+}
+
+/// Telemetry payloads kept beside a commit batch, so a poison batch can be
+/// dead-lettered with its original bytes.
+struct Work {
+    batch: CommitBatch,
+    payloads: Vec<Bytes>,
+}
+
+/// The ingest pipeline over a source and a sink.
+pub struct Pipeline<S: Source, K: Sink> {
+    source: S,
+    sink: K,
+    config: PipelineConfig,
+    router: Router,
+    dedupe: DedupeWindow,
+    gaps: GapTracker,
+    work: Work,
+    rows: usize,
+    pending: Vec<S::Token>,
+    batch_started: Option<Instant>,
+    stats: PipelineStats,
+    stats_tx: watch::Sender<PipelineStats>,
+}
+
+enum Outcome {
+    Committed,
+    Cancelled,
+}
+
+impl<S: Source, K: Sink> Pipeline<S, K> {
+    /// A pipeline reading `source` into `sink`.
+    pub fn new(source: S, sink: K, config: PipelineConfig) -> (Self, PipelineHandle) {
+        let (stats_tx, stats) = watch::channel(PipelineStats::default());
+        let p = Self {
+            source,
+            sink,
+            router: Router::new(config.limits.clone()),
+            dedupe: DedupeWindow::new(config.dedupe_window, config.dedupe_capacity),
+            gaps: GapTracker::new(config.max_open_gaps_per_device),
+            config,
+            work: Work {
+                batch: CommitBatch::default(),
+                payloads: Vec::new(),
+            },
+            rows: 0,
+            pending: Vec::new(),
+            batch_started: None,
+            stats: PipelineStats::default(),
+            stats_tx,
+        };
+        (p, PipelineHandle { stats })
+    }
+
+    /// Runs until `cancel` fires or the source ends, committing what it holds
+    /// before it returns.
+    ///
+    /// # Errors
+    /// [`PipelineError::Sink`] on a sink failure that retrying cannot fix.
+    ///
+    /// # Cancel safety
+    /// Cancel through `cancel`, not by dropping the future: deliveries not yet
+    /// committed stay un-acknowledged either way and are redelivered, but only
+    /// the token lets the pipeline commit what it holds first.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<PipelineStats, PipelineError> {
+        if !self.restore_state(&cancel).await? {
+            return Ok(self.stats);
+        }
+        loop {
+            let deadline = self.batch_started.map(|t| t + self.config.batch_max_delay);
+            let can_pull = self.pending.len() < self.config.max_in_flight.get();
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    self.flush(&cancel).await?;
+                    return Ok(self.stats);
+                }
+                () = sleep_until_opt(deadline), if deadline.is_some() => {
+                    if matches!(self.flush(&cancel).await?, Outcome::Cancelled) {
+                        return Ok(self.stats);
+                    }
+                }
+                r = self.source.recv(), if can_pull => match r {
+                    Ok(Some(d)) => {
+                        self.process(d);
+                        let full = self.rows >= self.config.batch_max_rows.get()
+                            || self.pending.len() >= self.config.max_in_flight.get();
+                        if full && matches!(self.flush(&cancel).await?, Outcome::Cancelled) {
+                            return Ok(self.stats);
+                        }
+                    }
+                    Ok(None) | Err(SourceError::Closed) => {
+                        self.flush(&cancel).await?;
+                        return Ok(self.stats);
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "source error; retrying");
+                        tokio::select! {
+                            () = cancel.cancelled() => {}
+                            () = tokio::time::sleep(self.config.retry_initial) => {}
+                        }
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reads back sequence state; `false` when cancelled first.
+    async fn restore_state(&mut self, cancel: &CancellationToken) -> Result<bool, PipelineError> {
+        let mut delay = self.config.retry_initial;
+        loop {
+            match self.sink.load_sequence_state().await {
+                Ok(states) => {
+                    self.gaps.restore(states);
+                    return Ok(true);
+                }
+                Err(e) if e.is_transient() => {
+                    tracing::warn!(error = %e, "sink unavailable while restoring state; retrying");
+                    if !self.backoff(&mut delay, cancel).await {
+                        return Ok(false);
+                    }
+                }
+                Err(e) => return Err(PipelineError::Sink(e)),
+            }
+        }
+    }
+
+    fn dead_letter(
+        &mut self,
+        topic: String,
+        payload: Bytes,
+        reason: DeadLetterReason,
+        detail: String,
+        at: Timestamp,
+    ) {
+        self.work.batch.dead_letters.push(DeadLetter {
+            topic,
+            payload,
+            reason,
+            detail,
+            received_at: at,
+        });
+    }
+
+    fn process(&mut self, d: Delivery<S::Token>) {
+        self.stats.received += 1;
+        if self.batch_started.is_none() {
+            self.batch_started = Some(Instant::now());
+        }
+        let Delivery {
+            topic,
+            payload,
+            received_at,
+            token,
+        } = d;
+        self.pending.push(token);
+        let parsed = match Topic::parse(&topic) {
+            Ok(t) => t,
+            Err(e) => {
+                self.dead_letter(
+                    topic,
+                    payload,
+                    DeadLetterReason::BadTopic,
+                    e.to_string(),
+                    received_at,
+                );
+                return;
+            }
+        };
+        let kind = MessageKind::of_topic(&parsed);
+        let decoded = match self.router.decode(kind, payload.clone()) {
+            Ok(d) => d,
+            Err(rejected) => {
+                let reason = DeadLetterReason::Decode(rejected.reason.label());
+                self.dead_letter(
+                    topic,
+                    payload,
+                    reason,
+                    rejected.reason.to_string(),
+                    received_at,
+                );
+                return;
+            }
+        };
+        if let Some(id) = decoded.message.device_id()
+            && id != parsed.path.device_id()
+        {
+            let detail = format!(
+                "payload device {id} on topic of device {}",
+                parsed.path.device_id()
+            );
+            self.dead_letter(
+                topic,
+                payload,
+                DeadLetterReason::DeviceMismatch,
+                detail,
+                received_at,
+            );
+            return;
+        }
+        match decoded.message {
+            Message::Telemetry(batch) => {
+                metrics::gauge!("iiot_ingest_device_last_seen_seconds", "device" => batch.device_id.to_string())
+                    .set(received_at.unix_millis() as f64 / 1000.0);
+                if !self
+                    .dedupe
+                    .insert(&batch.device_id, batch.message_id, received_at)
+                {
+                    self.stats.duplicates_suppressed += 1;
+                    metrics::counter!("iiot_ingest_duplicates_total", "where" => "memory")
+                        .increment(1);
+                    return;
+                }
+                let changes = self.gaps.observe(&batch.device_id, batch.seq, received_at);
+                self.work.batch.gaps.extend(changes);
+                self.rows += batch.samples.len();
+                self.work.batch.telemetry.push(AcceptedBatch {
+                    batch,
+                    topic,
+                    received_at,
+                });
+                self.work.payloads.push(payload);
+            }
+            Message::DataLoss(loss) => {
+                if !self
+                    .dedupe
+                    .insert(&loss.device_id, loss.message_id, received_at)
+                {
+                    self.stats.duplicates_suppressed += 1;
+                    return;
+                }
+                let changes = self.gaps.announce(&loss, received_at);
+                self.work.batch.gaps.extend(changes);
+                self.work.batch.data_loss.push(loss);
+            }
+            Message::Status(status) => {
+                metrics::gauge!("iiot_ingest_device_online", "device" => status.device_id.to_string())
+                    .set(if status.online { 1.0 } else { 0.0 });
+            }
+            other => {
+                let detail = format!("{} messages are not ingested", kind.as_str());
+                drop(other);
+                self.dead_letter(
+                    topic,
+                    payload,
+                    DeadLetterReason::UnexpectedKind,
+                    detail,
+                    received_at,
+                );
+            }
+        }
+    }
+
+    /// Commits what the pipeline holds, then acknowledges every delivery it came from.
+    async fn flush(&mut self, cancel: &CancellationToken) -> Result<Outcome, PipelineError> {
+        self.batch_started = None;
+        if self.pending.is_empty() && self.work.batch.is_empty() {
+            return Ok(Outcome::Committed);
+        }
+        let work = std::mem::replace(
+            &mut self.work,
+            Work {
+                batch: CommitBatch::default(),
+                payloads: Vec::new(),
+            },
+        );
+        self.rows = 0;
+        if matches!(
+            self.commit_isolating(work, cancel).await?,
+            Outcome::Cancelled
+        ) {
+            tracing::info!(
+                unacked = self.pending.len(),
+                "cancelled before commit; the broker will redeliver"
+            );
+            self.pending.clear();
+            return Ok(Outcome::Cancelled);
+        }
+        for token in std::mem::take(&mut self.pending) {
+            if let Err(e) = self.source.ack(token).await {
+                // The broker redelivers; the sink's idempotency absorbs it.
+                tracing::warn!(error = %e, "ack failed");
+            } else {
+                self.stats.acked += 1;
+            }
+        }
+        self.stats_tx.send_replace(self.stats.clone());
+        Ok(Outcome::Committed)
+    }
+
+    /// Commits `work`, retrying transient failures and splitting refused batches
+    /// until the poison telemetry batch is isolated and dead-lettered.
+    async fn commit_isolating(
+        &mut self,
+        work: Work,
+        cancel: &CancellationToken,
+    ) -> Result<Outcome, PipelineError> {
+        let mut stack = vec![work];
+        while let Some(mut w) = stack.pop() {
+            let mut delay = self.config.retry_initial;
+            loop {
+                let started = Instant::now();
+                match self.sink.commit(&w.batch).await {
+                    Ok(report) => {
+                        metrics::histogram!("iiot_ingest_commit_seconds")
+                            .record(started.elapsed().as_secs_f64());
+                        self.account(&w.batch, report);
+                        break;
+                    }
+                    Err(e) if e.is_transient() => {
+                        self.stats.commit_retries += 1;
+                        metrics::counter!("iiot_ingest_commit_retries_total").increment(1);
+                        tracing::warn!(error = %e, retry_in = ?delay, "sink unavailable; retrying the same batch");
+                        if !self.backoff(&mut delay, cancel).await {
+                            return Ok(Outcome::Cancelled);
+                        }
+                    }
+                    Err(SinkError::Rejected { detail }) if w.batch.telemetry.len() > 1 => {
+                        tracing::warn!(%detail, batches = w.batch.telemetry.len(), "sink refused the batch; splitting");
+                        let (a, b) = split(w);
+                        stack.push(b);
+                        stack.push(a);
+                        break;
+                    }
+                    Err(SinkError::Rejected { detail }) if w.batch.telemetry.len() == 1 => {
+                        let Some(poison) = w.batch.telemetry.pop() else {
+                            break;
+                        };
+                        let payload = w.payloads.pop().unwrap_or_default();
+                        tracing::error!(%detail, device = %poison.batch.device_id, "poison telemetry batch dead-lettered");
+                        self.stats.poison_batches += 1;
+                        w.batch.dead_letters.push(DeadLetter {
+                            topic: poison.topic,
+                            payload,
+                            reason: DeadLetterReason::Poison,
+                            detail,
+                            received_at: poison.received_at,
+                        });
+                    }
+                    Err(e) => return Err(PipelineError::Sink(e)),
+                }
+            }
+        }
+        Ok(Outcome::Committed)
+    }
+
+    fn account(&mut self, batch: &CommitBatch, report: crate::record::CommitReport) {
+        self.stats.commits += 1;
+        self.stats.batches_accepted += report.batches_written;
+        self.stats.duplicates_at_sink += report.batches_skipped;
+        self.stats.rows_written += report.rows_written;
+        self.stats.data_loss_records += batch.data_loss.len() as u64;
+        self.stats.gaps_opened += batch
+            .gaps
+            .iter()
+            .filter(|g| matches!(g, crate::record::GapChange::Opened(_)))
+            .count() as u64;
+        metrics::counter!("iiot_ingest_rows_written_total").increment(report.rows_written);
+        metrics::counter!("iiot_ingest_batches_written_total").increment(report.batches_written);
+        metrics::counter!("iiot_ingest_duplicates_total", "where" => "sink")
+            .increment(report.batches_skipped);
+        for dl in &batch.dead_letters {
+            let label = dl.reason.label();
+            metrics::counter!("iiot_ingest_dead_letters_total", "reason" => label.clone())
+                .increment(1);
+            *self.stats.dead_letters.entry(label).or_default() += 1;
+        }
+    }
+
+    /// Sleeps for `delay` (doubling it up to `retry_max`); `false` when cancelled.
+    async fn backoff(&self, delay: &mut Duration, cancel: &CancellationToken) -> bool {
+        let d = *delay;
+        *delay = (*delay * 2).min(self.config.retry_max);
+        tokio::select! {
+            () = cancel.cancelled() => false,
+            () = tokio::time::sleep(d) => true,
+        }
+    }
+}
+
+/// Splits work in two halves of its telemetry; the first half carries the rest.
+fn split(mut w: Work) -> (Work, Work) {
+    let mid = w.batch.telemetry.len() / 2;
+    let tail = w.batch.telemetry.split_off(mid);
+    let tail_payloads = w.payloads.split_off(mid.min(w.payloads.len()));
+    let b = Work {
+        batch: CommitBatch {
+            telemetry: tail,
+            ..CommitBatch::default()
+        },
+        payloads: tail_payloads,
+    };
+    (w, b)
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
