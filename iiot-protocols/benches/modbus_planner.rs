@@ -1,0 +1,3 @@
+//! Modbus planner benchmark (placeholder).
+
+fn main() {}

@@ -1,0 +1,116 @@
+//! Transports: how the poller gets a tokio-modbus client context.
+//!
+//! A [`Connector`] opens a fresh [`Context`] whenever the poller needs one (at start and
+//! after a broken connection). TCP dials a socket; RTU opens a serial port; tests and
+//! callers with their own streams (TLS, a pty, an in-memory duplex) use [`FnConnector`].
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio_modbus::client::Context;
+
+/// The future a [`Connector`] returns.
+pub type BoxedConnect = Pin<Box<dyn Future<Output = io::Result<Context>> + Send>>;
+
+/// Opens client contexts for one connection or bus.
+pub trait Connector: Send + 'static {
+    /// Opens a fresh context. The poller sets the unit id before every request.
+    fn connect(&mut self) -> BoxedConnect;
+
+    /// Idle time the line needs between frames (RTU's 3.5 character times); zero for TCP.
+    fn inter_frame_delay(&self) -> Duration {
+        Duration::ZERO
+    }
+
+    /// Whether a timed-out request leaves the connection unusable. True for TCP (a late
+    /// answer would arrive under a stale transaction id, so the poller reconnects);
+    /// false for a serial bus, where one silent slave says nothing about the line.
+    fn reconnect_after_timeout(&self) -> bool {
+        true
+    }
+}
+
+/// Modbus TCP to one address (all unit ids behind it share the connection).
+#[derive(Debug, Clone)]
+pub struct TcpConnector {
+    addr: SocketAddr,
+}
+
+impl TcpConnector {
+    /// Connects to `addr`.
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr }
+    }
+}
+
+impl Connector for TcpConnector {
+    fn connect(&mut self) -> BoxedConnect {
+        let addr = self.addr;
+        Box::pin(async move {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            stream.set_nodelay(true)?;
+            Ok(tokio_modbus::client::tcp::attach(stream))
+        })
+    }
+}
+
+/// A connector from a closure: any transport, e.g. an in-memory RTU bus in tests.
+pub struct FnConnector<F> {
+    f: F,
+    inter_frame_delay: Duration,
+    reconnect_after_timeout: bool,
+}
+
+impl<F> FnConnector<F>
+where
+    F: FnMut() -> BoxedConnect + Send + 'static,
+{
+    /// A TCP-like connector (no inter-frame delay, reconnect after a timeout).
+    pub fn new(f: F) -> Self {
+        Self {
+            f,
+            inter_frame_delay: Duration::ZERO,
+            reconnect_after_timeout: true,
+        }
+    }
+
+    /// A bus-like connector: keeps the line after a timeout and waits `delay` between frames.
+    pub fn bus(f: F, delay: Duration) -> Self {
+        Self {
+            f,
+            inter_frame_delay: delay,
+            reconnect_after_timeout: false,
+        }
+    }
+}
+
+impl<F> std::fmt::Debug for FnConnector<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FnConnector")
+            .field("inter_frame_delay", &self.inter_frame_delay)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F> Connector for FnConnector<F>
+where
+    F: FnMut() -> BoxedConnect + Send + 'static,
+{
+    fn connect(&mut self) -> BoxedConnect {
+        (self.f)()
+    }
+    fn inter_frame_delay(&self) -> Duration {
+        self.inter_frame_delay
+    }
+    fn reconnect_after_timeout(&self) -> bool {
+        self.reconnect_after_timeout
+    }
+}
+
+#[cfg(feature = "modbus-rtu")]
+mod rtu;
+#[cfg(feature = "modbus-rtu")]
+pub use rtu::{Parity, RtuConfig, RtuConnector, StopBits};
