@@ -77,6 +77,17 @@ impl<C: Connector> Poller<C> {
         tracing::debug!("poller stopped");
     }
 
+    /// Polls every group once, now, and returns when all readings are emitted (for
+    /// benchmarks, tests and "read now" commands; [`Poller::run`] is the normal driver).
+    ///
+    /// # Cancel safety
+    /// Dropping the future mid-cycle drops the request in flight; the next request
+    /// reconnects if the transport needs it.
+    pub async fn poll_once(&mut self) {
+        let groups: Vec<usize> = (0..self.map.groups().len()).collect();
+        self.cycle(&groups).await;
+    }
+
     /// One poll cycle over the due groups, units interleaved round-robin.
     async fn cycle(&mut self, groups: &[usize]) {
         self.cycle += 1;

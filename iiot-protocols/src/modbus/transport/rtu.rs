@@ -93,6 +93,27 @@ impl RtuConfig {
         Duration::from_nanos(u64::from(self.bits_per_char()) * 1_000_000_000 / baud)
     }
 
+    /// Time the line is busy for one poll cycle of `requests` (reads): per request an
+    /// 8-byte request frame, a `5 + payload` byte response frame and two 3.5-character
+    /// gaps. Device turnaround time is not included.
+    pub fn cycle_wire_time(&self, requests: &[crate::modbus::plan::ReadRequest]) -> Duration {
+        let chars: u64 = requests
+            .iter()
+            .map(|r| {
+                let payload = if r.area.is_bits() {
+                    u64::from(r.count).div_ceil(8)
+                } else {
+                    2 * u64::from(r.count)
+                };
+                8 + 5 + payload
+            })
+            .sum();
+        let gaps = self.effective_inter_frame_delay() * 2 * requests.len() as u32;
+        Duration::from_nanos(
+            chars * u64::from(self.bits_per_char()) * 1_000_000_000 / u64::from(self.baud.max(1)),
+        ) + gaps
+    }
+
     /// The effective inter-frame delay.
     pub fn effective_inter_frame_delay(&self) -> Duration {
         self.inter_frame_delay.unwrap_or_else(|| {
@@ -186,5 +207,23 @@ mod tests {
             RtuConfig::new("/dev/null", 115_200).effective_inter_frame_delay(),
             Duration::from_micros(1750)
         );
+    }
+
+    #[test]
+    fn wire_time_of_a_cycle() {
+        use crate::modbus::map::Area;
+        use crate::modbus::plan::ReadRequest;
+        let c = RtuConfig::new("/dev/null", 9600);
+        let r = ReadRequest {
+            unit_id: 1,
+            area: Area::HoldingRegister,
+            group: 0,
+            start: 0,
+            count: 10,
+            tags: vec![0],
+        };
+        // 8 + 5 + 20 = 33 chars × 11 bits / 9600 = 37.8125 ms, + 2 × 4.0104 ms gaps.
+        let t = c.cycle_wire_time(&[r]);
+        assert_eq!(t, Duration::from_nanos(37_812_500 + 2 * 4_010_415));
     }
 }
