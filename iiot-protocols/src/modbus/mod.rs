@@ -43,10 +43,11 @@ pub use error::{ExceptionCode, ReadFailure};
 pub use map::{
     Area, ByteOrder, DataType, Deadband, MapConfig, MapError, RegisterMap, Tag, TagConfig,
 };
+pub use plan::PlanConfig;
 pub use poll::{
-    BreakerConfig, Poller, PollerConfig, PollerHandle, Reading, WriteError, WriteOutcome,
+    BreakerConfig, PollStats, Poller, PollerConfig, PollerHandle, Reading, WriteError, WriteOutcome,
 };
-pub use transport::{BoxedConnect, Connector, FnConnector, TcpConnector};
+pub use transport::{BoxedConnect, Connector, FnConnector, TcpConnector, TransportConfig};
 #[cfg(feature = "modbus-rtu")]
 pub use transport::{Parity, RtuConfig, RtuConnector, StopBits};
 

@@ -174,6 +174,13 @@ pub fn encode_registers(tag: &Tag, value: &Value) -> Result<Vec<u16>, CodecError
             b.resize(usize::from(tag.width) * 2, 0);
             b
         }
+        // Unscaled floats keep their exact bits (NaN payloads, signalling NaNs, -0.0).
+        DataType::F32 if !tag.is_scaled() && matches!(value, Value::Float(_)) => {
+            let Value::Float(f) = value else {
+                return Err(mismatch());
+            };
+            f.to_be_bytes().to_vec()
+        }
         DataType::F32 | DataType::F64 => {
             let raw = unscale(tag, value).ok_or_else(mismatch)?;
             if dt == DataType::F32 {

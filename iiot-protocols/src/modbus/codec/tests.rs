@@ -336,3 +336,47 @@ fn invalid_utf8_decodes_lossy() {
     let v = decode_registers(&t, &[0xFFFE, 0x4142, 0x4300]).unwrap();
     assert_eq!(v, Value::String("\u{FFFD}\u{FFFD}ABC".into()));
 }
+
+mod props {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn numeric() -> impl Strategy<Value = DataType> {
+        prop::sample::select(vec![
+            DataType::U16,
+            DataType::I16,
+            DataType::U32,
+            DataType::I32,
+            DataType::U64,
+            DataType::I64,
+            DataType::F32,
+            DataType::F64,
+        ])
+    }
+
+    proptest! {
+        /// Any register words decode, and encode back to the same words (unscaled).
+        #[test]
+        fn decode_then_encode_is_identity(dt in numeric(), o in 0usize..4, words in prop::collection::vec(any::<u16>(), 4)) {
+            let t = tag(dt, ByteOrder::ALL[o]);
+            let w = &words[..usize::from(t.width)];
+            let v = decode_registers(&t, w).unwrap();
+            prop_assert_eq!(encode_registers(&t, &v).unwrap(), w.to_vec());
+        }
+
+        /// Decoding never panics, whatever the tag and the words.
+        #[test]
+        fn decode_never_panics(dt in numeric(), o in 0usize..4, scale in -1e6f64..1e6, words in prop::collection::vec(any::<u16>(), 0..6)) {
+            let t = tag_with(dt, ByteOrder::ALL[o], |c| if scale != 0.0 { c.scale = scale });
+            let _ = decode_registers(&t, &words);
+        }
+
+        /// Strings: any text up to the length round-trips in both byte orders.
+        #[test]
+        fn strings_round_trip(s in "[ -~]{0,5}", swap in any::<bool>()) {
+            let t = tag(DataType::String, if swap { ByteOrder::Badc } else { ByteOrder::Abcd });
+            let w = encode_registers(&t, &Value::String(s.clone())).unwrap();
+            prop_assert_eq!(decode_registers(&t, &w).unwrap(), Value::String(s));
+        }
+    }
+}

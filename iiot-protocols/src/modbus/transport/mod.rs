@@ -33,24 +33,37 @@ pub trait Connector: Send + 'static {
     }
 }
 
-/// Modbus TCP to one address (all unit ids behind it share the connection).
+/// Modbus TCP to one host and port (all unit ids behind it share the connection).
 #[derive(Debug, Clone)]
 pub struct TcpConnector {
-    addr: SocketAddr,
+    host: String,
+    port: u16,
 }
 
 impl TcpConnector {
     /// Connects to `addr`.
     pub fn new(addr: SocketAddr) -> Self {
-        Self { addr }
+        Self {
+            host: addr.ip().to_string(),
+            port: addr.port(),
+        }
+    }
+
+    /// Connects to `host` (name or IP, resolved at every connect) and `port` (502 by
+    /// convention).
+    pub fn host(host: impl Into<String>, port: u16) -> Self {
+        Self {
+            host: host.into(),
+            port,
+        }
     }
 }
 
 impl Connector for TcpConnector {
     fn connect(&mut self) -> BoxedConnect {
-        let addr = self.addr;
+        let (host, port) = (self.host.clone(), self.port);
         Box::pin(async move {
-            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let stream = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             stream.set_nodelay(true)?;
             Ok(tokio_modbus::client::tcp::attach(stream))
         })
@@ -107,6 +120,55 @@ where
     }
     fn reconnect_after_timeout(&self) -> bool {
         self.reconnect_after_timeout
+    }
+}
+
+impl Connector for Box<dyn Connector> {
+    fn connect(&mut self) -> BoxedConnect {
+        (**self).connect()
+    }
+    fn inter_frame_delay(&self) -> Duration {
+        (**self).inter_frame_delay()
+    }
+    fn reconnect_after_timeout(&self) -> bool {
+        (**self).reconnect_after_timeout()
+    }
+}
+
+/// Where a poller connects, as written in a config file.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum TransportConfig {
+    /// Modbus TCP.
+    Tcp {
+        /// Host name or IP.
+        host: String,
+        /// Port, 502 by convention.
+        port: u16,
+    },
+    /// Modbus RTU on a serial line.
+    #[cfg(feature = "modbus-rtu")]
+    Rtu(RtuConfig),
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        Self::Tcp {
+            host: "127.0.0.1".to_owned(),
+            port: 502,
+        }
+    }
+}
+
+impl TransportConfig {
+    /// The connector for this transport.
+    pub fn connector(&self) -> Box<dyn Connector> {
+        match self {
+            Self::Tcp { host, port } => Box::new(TcpConnector::host(host.clone(), *port)),
+            #[cfg(feature = "modbus-rtu")]
+            Self::Rtu(cfg) => Box::new(RtuConnector::new(cfg.clone())),
+        }
     }
 }
 
