@@ -167,3 +167,22 @@ async fn a_dead_slave_does_not_stall_its_neighbour() {
         .count();
     assert!(s2_frames < 30, "dead slave was asked {s2_frames} times");
 }
+
+#[tokio::test]
+async fn a_missing_serial_port_is_bad_communication_not_a_panic() {
+    use iiot_protocols::modbus::{RtuConfig, RtuConnector};
+    let (_h, mut rx, poller) = Poller::new(
+        cfg(),
+        map(BUS_MAP),
+        RtuConnector::new(RtuConfig::new("/nonexistent/ttyIIOT0", 9600)),
+    );
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    let r = wait_for(&mut rx, Duration::from_secs(5), "bad", |_| true).await;
+    assert!(
+        matches!(r.failure, Some(ReadFailure::Connection { .. })),
+        "{r:?}"
+    );
+    assert_eq!(r.sample.quality().status_code(), 0x8005_0000);
+}

@@ -420,3 +420,111 @@ async fn writes_go_through_the_map_with_fc5_fc6_fc15_fc16() {
         })
     ));
 }
+
+#[tokio::test]
+async fn a_slow_answer_within_the_timeout_stays_good() {
+    let m = map(TYPES_MAP);
+    let s = start_sim(m.clone()).await;
+    s.sim
+        .set_fault_all(Some(Fault::Delay(Duration::from_millis(20))));
+    let (_h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    for _ in 0..20 {
+        let r = wait_for(&mut rx, Duration::from_secs(5), "readings", |_| true).await;
+        assert!(r.sample.quality().is_good(), "{r:?}");
+    }
+    // Slower than the timeout: Bad_Timeout.
+    s.sim
+        .set_fault_all(Some(Fault::Delay(Duration::from_millis(400))));
+    let bad = wait_for(&mut rx, Duration::from_secs(5), "timeout", |r| {
+        r.failure.is_some()
+    })
+    .await;
+    assert!(
+        matches!(bad.failure, Some(ReadFailure::Timeout { .. })),
+        "{bad:?}"
+    );
+}
+
+#[tokio::test]
+async fn deadband_holds_back_unchanged_values_until_the_max_interval() {
+    let m = map(r#"
+        [poll_groups.default]
+        interval_ms = 20
+        [[tags]]
+        name = "level"
+        address = "40001"
+        type = "f32"
+        deadband = { absolute = 1.0 }
+        max_report_interval_ms = 300
+        "#);
+    let s = start_sim(m.clone()).await;
+    s.sim.set_value("level", &Value::Float(10.0)).unwrap();
+    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    wait_for(&mut rx, Duration::from_secs(5), "first", |_| true).await;
+    let t0 = Instant::now();
+    let cycles0 = h.stats().cycles;
+    // A move inside the deadband is not reported; the max interval forces a report.
+    s.sim.set_value("level", &Value::Float(10.5)).unwrap();
+    let r = wait_for(&mut rx, Duration::from_secs(5), "periodic report", |_| true).await;
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "{:?}",
+        t0.elapsed()
+    );
+    assert!(h.stats().cycles - cycles0 >= 5, "polled meanwhile");
+    assert_eq!(r.sample.value(), Some(&Value::Float(10.5)));
+    // A move beyond the deadband is reported at the next poll.
+    let t1 = Instant::now();
+    s.sim.set_value("level", &Value::Float(12.0)).unwrap();
+    let r = wait_for(&mut rx, Duration::from_secs(5), "change", |_| true).await;
+    assert_eq!(r.sample.value(), Some(&Value::Float(12.0)));
+    assert!(
+        t1.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t1.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn generators_drive_the_simulated_values() {
+    use iiot_protocols::modbus::sim::Generator;
+    let m = map(r#"
+        [poll_groups.default]
+        interval_ms = 20
+        [[tags]]
+        name = "ramp"
+        address = "40001"
+        type = "f64"
+        "#);
+    let sim = iiot_protocols::modbus::sim::Simulator::new(m.clone());
+    let mut server = sim.bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    server.set_tick(Duration::from_millis(10));
+    let addr = server.local_addr().unwrap();
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(server.run(cancel.clone()));
+    sim.set_generator(
+        "ramp",
+        Generator::Ramp {
+            start: 0.0,
+            step: 1.0,
+            min: 0.0,
+            max: 1000.0,
+        },
+    )
+    .unwrap();
+    let (_h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(addr));
+    tokio::spawn(poller.run(cancel));
+    let first = wait_for(&mut rx, Duration::from_secs(5), "first", |_| true).await;
+    let v0 = first.sample.value().and_then(Value::as_f64).unwrap();
+    wait_for(&mut rx, Duration::from_secs(5), "ramp moves", |r| {
+        r.sample.value().and_then(Value::as_f64).unwrap() > v0
+    })
+    .await;
+}
