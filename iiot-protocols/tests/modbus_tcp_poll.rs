@@ -528,3 +528,51 @@ async fn generators_drive_the_simulated_values() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn holes_a_sparse_device_refuses_are_learned_not_bridged() {
+    // Two blocks of adjacent tags with an unmapped hole between them that the default
+    // gap rule (8) would bridge.
+    let m = map(r#"
+        [poll_groups.default]
+        interval_ms = 30
+        [[tags]]
+        name = "a0"
+        address = "40001"
+        type = "u32"
+        [[tags]]
+        name = "a1"
+        address = "40003"
+        type = "u16"
+        [[tags]]
+        name = "b0"
+        address = "40010"
+        type = "u16"
+        [[tags]]
+        name = "b1"
+        address = "40011"
+        type = "f32"
+        "#);
+    let s = start_sim(m.clone()).await;
+    s.sim.set_strict(true);
+    s.sim.set_value("b1", &Value::Float(2.5)).unwrap();
+    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    assert_eq!(poller.plan().requests().len(), 1);
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    let mut seen = std::collections::BTreeSet::new();
+    while seen.len() < 4 {
+        let r = wait_for(&mut rx, Duration::from_secs(5), "all tags", |_| true).await;
+        assert!(r.sample.quality().is_good(), "{r:?}");
+        seen.insert(r.sample.tag().to_string());
+    }
+    let c0 = h.stats();
+    while h.stats().cycles < c0.cycles + 3 {
+        wait_for(&mut rx, Duration::from_secs(5), "cycles", |_| true).await;
+    }
+    let c1 = h.stats();
+    // Two requests per cycle (one per block), no more refusals.
+    let per_cycle = (c1.requests - c0.requests) as f64 / (c1.cycles - c0.cycles) as f64;
+    assert!((per_cycle - 2.0).abs() < 0.5, "{per_cycle}");
+}

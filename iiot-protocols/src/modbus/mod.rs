@@ -5,7 +5,7 @@
 //! lives where; the [planner](plan) merges tags into as few read requests as the
 //! protocol limits allow; the [`Poller`] sends them over a [`Connector`] (TCP, RTU serial
 //! or any byte stream) with per-request timeout, retries and a per-unit circuit breaker,
-//! decodes the registers with the [codec](codec) and emits [`Reading`]s carrying core
+//! decodes the registers with the [`codec`] and emits [`Reading`]s carrying core
 //! [`Sample`](iiot_core::types::Sample)s — Good with a value, or Bad with a typed
 //! [`ReadFailure`] — filtered by each tag's deadband.
 //!

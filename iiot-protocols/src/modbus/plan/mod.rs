@@ -10,13 +10,20 @@
 //! needs more runs (the usual exchange argument for interval covering; the proptests
 //! check it against a dynamic program).
 //!
-//! [`Plan`] adds adaptivity: when a device answers a coalesced read with
-//! "illegal data address", [`Plan::refused`] halves the limit it remembers for that unit
-//! and area (never below the widest tag of the request), re-plans and returns the
-//! requests that replace the refused one.
+//! [`Plan`] adds adaptivity. When a device refuses a coalesced read, [`Plan::refused`]
+//! learns from the exception, re-plans and returns the requests that replace the refused
+//! one:
+//! - "illegal data address" (02) on a request that reads through holes: the holes'
+//!   addresses are remembered as unreadable and never bridged again (sparse devices);
+//! - "illegal data address" without new holes, or "illegal data value" (03, the
+//!   spec's answer to a quantity it does not accept): the item limit remembered for the
+//!   unit and area is halved, never below the widest tag of the request.
+//!
+//! A request of a single tag is never split: the tag itself is at fault and is Bad.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
+use super::error::ExceptionCode;
 use super::map::{Area, RegisterMap, Tag};
 
 /// Planner settings.
@@ -67,6 +74,16 @@ pub type Span = (u16, u16);
 /// when the hole before it is at most `max_gap` items and the request then stays within
 /// `max_count` items. A span wider than `max_count` gets a request of its own.
 pub fn coalesce(spans: &[Span], max_count: u16, max_gap: u16) -> Vec<(u16, u16, Vec<usize>)> {
+    coalesce_with(spans, max_count, max_gap, |_, _| true)
+}
+
+/// [`coalesce`] with a veto: a hole `[from, to)` is bridged only when `bridge(from, to)`.
+pub fn coalesce_with(
+    spans: &[Span],
+    max_count: u16,
+    max_gap: u16,
+    bridge: impl Fn(u32, u32) -> bool,
+) -> Vec<(u16, u16, Vec<usize>)> {
     let mut order: Vec<usize> = (0..spans.len()).collect();
     order.sort_by_key(|&i| (spans[i].0, spans[i].1, i));
     let mut out: Vec<(u16, u16, Vec<usize>)> = Vec::new();
@@ -77,7 +94,8 @@ pub fn coalesce(spans: &[Span], max_count: u16, max_gap: u16) -> Vec<(u16, u16, 
         let e = s + w;
         cur = match cur.take() {
             Some((cs, ce, mut idx))
-                if s <= ce + u32::from(max_gap) && e.max(ce) - cs <= u32::from(max_count) =>
+                if (s <= ce || (s <= ce + u32::from(max_gap) && bridge(ce, s)))
+                    && e.max(ce) - cs <= u32::from(max_count) =>
             {
                 idx.push(i);
                 Some((cs, ce.max(e), idx))
@@ -95,12 +113,20 @@ pub fn coalesce(spans: &[Span], max_count: u16, max_gap: u16) -> Vec<(u16, u16, 
     out
 }
 
+/// What the planner learned about one unit and area.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceLimits {
+    /// Largest item count the device answers, when below the protocol's.
+    pub max_count: Option<u16>,
+    /// Addresses no tag covers that the device refuses to read: never bridged.
+    pub unreadable: BTreeSet<u16>,
+}
+
+/// Learned limits per unit id and area.
+pub type Learned = BTreeMap<(u8, Area), DeviceLimits>;
+
 /// Plans the whole map: per poll group, unit id and area.
-pub fn plan(
-    map: &RegisterMap,
-    cfg: PlanConfig,
-    limits: &BTreeMap<(u8, Area), u16>,
-) -> Vec<ReadRequest> {
+pub fn plan(map: &RegisterMap, cfg: PlanConfig, learned: &Learned) -> Vec<ReadRequest> {
     let mut buckets: BTreeMap<(usize, u8, Area), Vec<usize>> = BTreeMap::new();
     for (i, t) in map.tags().iter().enumerate() {
         buckets
@@ -113,11 +139,9 @@ pub fn plan(
         out.extend(plan_bucket(
             map.tags(),
             &idx,
-            group,
-            unit_id,
-            area,
+            (group, unit_id, area),
             cfg,
-            limits,
+            learned,
         ));
     }
     out
@@ -126,19 +150,17 @@ pub fn plan(
 fn plan_bucket(
     tags: &[Tag],
     idx: &[usize],
-    group: usize,
-    unit_id: u8,
-    area: Area,
+    (group, unit_id, area): (usize, u8, Area),
     cfg: PlanConfig,
-    limits: &BTreeMap<(u8, Area), u16>,
+    learned: &Learned,
 ) -> Vec<ReadRequest> {
     let spans: Vec<Span> = idx
         .iter()
         .map(|&i| (tags[i].address, tags[i].width))
         .collect();
+    let limits = learned.get(&(unit_id, area));
     let max_count = limits
-        .get(&(unit_id, area))
-        .copied()
+        .and_then(|l| l.max_count)
         .unwrap_or(u16::MAX)
         .min(area.max_read());
     let (max_count, max_gap) = if cfg.one_request_per_tag {
@@ -148,7 +170,15 @@ fn plan_bucket(
     } else {
         (max_count, cfg.max_register_gap)
     };
-    coalesce(&spans, max_count, max_gap)
+    let bridge = |from: u32, to: u32| {
+        limits.is_none_or(|l| {
+            l.unreadable
+                .range(from.min(65_535) as u16..=to.saturating_sub(1).min(65_535) as u16)
+                .next()
+                .is_none()
+        })
+    };
+    coalesce_with(&spans, max_count, max_gap, bridge)
         .into_iter()
         .map(|(start, count, members)| ReadRequest {
             unit_id,
@@ -165,18 +195,22 @@ fn plan_bucket(
 #[derive(Debug, Clone)]
 pub struct Plan {
     cfg: PlanConfig,
-    limits: BTreeMap<(u8, Area), u16>,
+    learned: Learned,
     requests: Vec<ReadRequest>,
 }
 
 impl Plan {
-    /// Plans `map` with no learned limits.
+    /// Plans `map` with nothing learned.
     pub fn new(map: &RegisterMap, cfg: PlanConfig) -> Self {
-        let limits = BTreeMap::new();
-        let requests = plan(map, cfg, &limits);
+        Self::with_learned(map, cfg, Learned::new())
+    }
+
+    /// Plans `map` with limits learned earlier (e.g. kept across restarts).
+    pub fn with_learned(map: &RegisterMap, cfg: PlanConfig, learned: Learned) -> Self {
+        let requests = plan(map, cfg, &learned);
         Self {
             cfg,
-            limits,
+            learned,
             requests,
         }
     }
@@ -186,9 +220,9 @@ impl Plan {
         &self.requests
     }
 
-    /// The item limits learned per unit and area.
-    pub fn learned_limits(&self) -> &BTreeMap<(u8, Area), u16> {
-        &self.limits
+    /// What was learned per unit and area.
+    pub fn learned(&self) -> &Learned {
+        &self.learned
     }
 
     /// Requests of one poll group.
@@ -196,46 +230,68 @@ impl Plan {
         self.requests.iter().filter(move |r| r.group == group)
     }
 
-    /// The device refused `req` with "illegal data address". When `req` covers more than
-    /// one tag, remembers a smaller limit for its unit and area, re-plans, and returns the
-    /// requests that now cover `req`'s tags. `None` when `req` is a single tag (the tag
-    /// itself is at fault).
-    pub fn refused(&mut self, map: &RegisterMap, req: &ReadRequest) -> Option<Vec<ReadRequest>> {
-        if req.tags.len() < 2 {
+    /// The device refused `req` with `exception`. For a request of several tags and an
+    /// "illegal data address" or "illegal data value" answer, learns (see the module
+    /// docs), re-plans, and returns the requests that now cover `req`'s tags. `None`
+    /// when `req` covers a single tag or the exception says nothing about addressing.
+    pub fn refused(
+        &mut self,
+        map: &RegisterMap,
+        req: &ReadRequest,
+        exception: ExceptionCode,
+    ) -> Option<Vec<ReadRequest>> {
+        if req.tags.len() < 2
+            || !matches!(
+                exception,
+                ExceptionCode::IllegalDataAddress | ExceptionCode::IllegalDataValue
+            )
+        {
             return None;
         }
-        let widest = req
-            .tags
-            .iter()
-            .filter_map(|&i| map.tags().get(i))
-            .map(|t| t.width)
-            .max()
-            .unwrap_or(1);
-        // Two tags that fit in `widest` items overlap, so no hole separates them: halving
-        // down to `widest` always ends with requests the device can answer or single tags.
-        let limit = (req.count / 2).max(widest);
-        let entry = self.limits.entry((req.unit_id, req.area)).or_insert(limit);
-        *entry = (*entry).min(limit);
-        let limit = *entry;
-        tracing::info!(
-            unit = req.unit_id,
-            area = ?req.area,
-            start = req.start,
-            count = req.count,
-            limit,
-            "device refused a coalesced read; splitting"
-        );
-        self.requests = plan(map, self.cfg, &self.limits);
-        let replacement = plan_bucket(
+        let members: Vec<&Tag> = req.tags.iter().filter_map(|&i| map.tags().get(i)).collect();
+        let limits = self.learned.entry((req.unit_id, req.area)).or_default();
+        let holes: Vec<u16> = (req.start..req.start.saturating_add(req.count))
+            .filter(|a| {
+                !members
+                    .iter()
+                    .any(|t| (t.address..t.address.saturating_add(t.width)).contains(a))
+            })
+            .filter(|a| !limits.unreadable.contains(a))
+            .collect();
+        if exception == ExceptionCode::IllegalDataAddress && !holes.is_empty() {
+            tracing::info!(
+                unit = req.unit_id,
+                area = ?req.area,
+                start = req.start,
+                count = req.count,
+                holes = holes.len(),
+                "device refused reading through holes; not bridging them again"
+            );
+            limits.unreadable.extend(holes);
+        } else {
+            let widest = members.iter().map(|t| t.width).max().unwrap_or(1);
+            // Two tags that fit in `widest` items overlap, so halving down to `widest`
+            // always ends with answerable requests or single tags.
+            let limit = (req.count / 2).max(widest);
+            let limit = limits.max_count.map_or(limit, |m| m.min(limit));
+            limits.max_count = Some(limit);
+            tracing::info!(
+                unit = req.unit_id,
+                area = ?req.area,
+                start = req.start,
+                count = req.count,
+                limit,
+                "device refused a coalesced read; lowering its request limit"
+            );
+        }
+        self.requests = plan(map, self.cfg, &self.learned);
+        Some(plan_bucket(
             map.tags(),
             &req.tags,
-            req.group,
-            req.unit_id,
-            req.area,
+            (req.group, req.unit_id, req.area),
             self.cfg,
-            &self.limits,
-        );
-        Some(replacement)
+            &self.learned,
+        ))
     }
 }
 

@@ -1,4 +1,5 @@
 use super::*;
+use crate::modbus::error::ExceptionCode;
 use proptest::prelude::*;
 use std::fmt::Write as _;
 
@@ -135,18 +136,59 @@ fn plan_splits_by_unit_area_and_group() {
     assert_eq!((hr1.start, hr1.count), (0, 4));
 }
 
-#[test]
-fn refused_request_is_split_and_limit_remembered() {
+fn spaced_map(n: u16, step: u16) -> RegisterMap {
     let mut toml = String::new();
-    for i in 0..10 {
+    for i in 0..n {
         writeln!(
             toml,
             "[[tags]]\nname = \"t{i}\"\narea = \"holding_register\"\naddress = {}\ntype = \"u16\"",
-            i * 10
+            i * step
         )
         .unwrap();
     }
-    let map = map_of(&toml);
+    map_of(&toml)
+}
+
+#[test]
+fn refused_for_size_halves_the_remembered_limit() {
+    let map = spaced_map(100, 1);
+    let mut p = Plan::new(&map, PlanConfig::default());
+    assert_eq!(p.requests().len(), 1);
+    let req = p.requests()[0].clone();
+    assert_eq!(req.count, 100);
+    let rep = p
+        .refused(&map, &req, ExceptionCode::IllegalDataValue)
+        .unwrap();
+    assert_eq!(rep.len(), 2);
+    assert!(rep.iter().all(|r| r.count == 50));
+    let learned = &p.learned()[&(1, Area::HoldingRegister)];
+    assert_eq!(learned.max_count, Some(50));
+    assert_eq!(p.requests().len(), 2);
+    // Without holes, "illegal data address" also halves.
+    let rep = p
+        .refused(&map, &rep[0], ExceptionCode::IllegalDataAddress)
+        .unwrap();
+    assert_eq!(rep.len(), 2);
+    assert_eq!(p.learned()[&(1, Area::HoldingRegister)].max_count, Some(25));
+    // Single tags and unrelated exceptions are not split.
+    let single = ReadRequest {
+        tags: vec![0],
+        count: 1,
+        ..req.clone()
+    };
+    assert!(
+        p.refused(&map, &single, ExceptionCode::IllegalDataAddress)
+            .is_none()
+    );
+    assert!(
+        p.refused(&map, &req, ExceptionCode::ServerDeviceBusy)
+            .is_none()
+    );
+}
+
+#[test]
+fn refused_through_holes_stops_bridging_them() {
+    let map = spaced_map(10, 10);
     let mut p = Plan::new(
         &map,
         PlanConfig {
@@ -157,20 +199,39 @@ fn refused_request_is_split_and_limit_remembered() {
     assert_eq!(p.requests().len(), 1);
     let req = p.requests()[0].clone();
     assert_eq!(req.count, 91);
-    let rep = p.refused(&map, &req).unwrap();
-    assert!(rep.len() >= 2);
-    assert!(rep.iter().all(|r| r.count <= 45));
-    assert_eq!(
-        p.learned_limits().get(&(1, Area::HoldingRegister)),
-        Some(&45)
-    );
-    let covered: usize = rep.iter().map(|r| r.tags.len()).sum();
-    assert_eq!(covered, 10);
-    // Single tags are not split further.
-    let single = ReadRequest {
-        tags: vec![0],
-        count: 1,
-        ..req
-    };
-    assert!(p.refused(&map, &single).is_none());
+    let rep = p
+        .refused(&map, &req, ExceptionCode::IllegalDataAddress)
+        .unwrap();
+    assert_eq!(rep.len(), 10);
+    assert!(rep.iter().all(|r| r.count == 1));
+    let learned = &p.learned()[&(1, Area::HoldingRegister)];
+    assert_eq!(learned.max_count, None, "holes are not a size limit");
+    assert_eq!(learned.unreadable.len(), 81);
+    assert_eq!(p.requests().len(), 10);
+}
+
+proptest! {
+    /// Whatever the device refuses, re-planning keeps every tag covered exactly once.
+    #[test]
+    fn adaptive_plans_still_cover_every_tag_once(n in 2u16..60, step in 1u16..12, refusals in prop::collection::vec((any::<prop::sample::Index>(), any::<bool>()), 0..8)) {
+        let map = spaced_map(n, step);
+        let mut p = Plan::new(&map, PlanConfig::default());
+        for (pick, by_address) in refusals {
+            let req = pick.get(p.requests()).clone();
+            let exc = if by_address { ExceptionCode::IllegalDataAddress } else { ExceptionCode::IllegalDataValue };
+            if let Some(rep) = p.refused(&map, &req, exc) {
+                let mut covered: Vec<usize> = rep.iter().flat_map(|r| r.tags.clone()).collect();
+                covered.sort_unstable();
+                let mut want = req.tags.clone();
+                want.sort_unstable();
+                prop_assert_eq!(covered, want);
+            }
+            let mut seen = vec![0; map.tags().len()];
+            for r in p.requests() {
+                prop_assert!(r.count <= 125);
+                for &t in &r.tags { seen[t] += 1; }
+            }
+            prop_assert!(seen.iter().all(|&c| c == 1));
+        }
+    }
 }

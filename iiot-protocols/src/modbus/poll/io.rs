@@ -175,9 +175,7 @@ impl<C: Connector> Poller<C> {
             }
             Ok(Err(exc)) => {
                 breaker.success();
-                if exc == ExceptionCode::IllegalDataAddress
-                    && let Some(split) = self.plan.refused(&self.map, req)
-                {
+                if let Some(split) = self.plan.refused(&self.map, req, exc) {
                     return split;
                 }
                 self.emit_failure(req, &ReadFailure::Exception(exc)).await;
@@ -189,7 +187,7 @@ impl<C: Connector> Poller<C> {
                     ReadFailure::Connection { .. } => *conn_down = true,
                     _ => {}
                 }
-                tracing::warn!(unit = req.unit_id, start = req.start, count = req.count, %failure, "read failed");
+                tracing::debug!(unit = req.unit_id, start = req.start, count = req.count, %failure, "read failed");
                 self.emit_failure(req, &failure).await;
                 Vec::new()
             }

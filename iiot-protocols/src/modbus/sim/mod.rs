@@ -145,8 +145,8 @@ impl Simulator {
         self
     }
 
-    /// Refuses reads of more than `max` items with "illegal data address" (like a
-    /// device with a smaller request limit than the protocol's).
+    /// Refuses reads of more than `max` items with "illegal data value" (like a device
+    /// with a smaller request limit than the protocol's).
     pub fn set_max_read(&self, max: Option<u16>) -> &Self {
         self.state().max_read = max;
         self
@@ -360,7 +360,7 @@ fn check_read(area: Area, cnt: u16, max_read: Option<u16>) -> Result<(), Excepti
         return Err(ExceptionCode::IllegalDataValue);
     }
     if max_read.is_some_and(|m| cnt > m) {
-        return Err(ExceptionCode::IllegalDataAddress);
+        return Err(ExceptionCode::IllegalDataValue);
     }
     Ok(())
 }
