@@ -186,3 +186,54 @@ async fn a_missing_serial_port_is_bad_communication_not_a_panic() {
     );
     assert_eq!(r.sample.quality().status_code(), 0x8005_0000);
 }
+
+#[tokio::test]
+async fn rtu_over_a_pseudo_terminal_pair() {
+    use iiot_protocols::modbus::{BoxedConnect, FnConnector};
+    let (master, slave) = match tokio_serial::SerialStream::pair() {
+        Ok(pair) => pair,
+        Err(e) => {
+            eprintln!("skipping pty test: no pseudo-terminal pair here ({e})");
+            return;
+        }
+    };
+    let sim = Simulator::new(map(BUS_MAP));
+    sim.set_value("s1/temp", &Value::Float(-3.75)).unwrap();
+    sim.set_value("s2/flow", &Value::UInt(77)).unwrap();
+    let faults = RtuBus::serve_on(sim, slave);
+    let mut master = Some(master);
+    let connector = FnConnector::bus(
+        move || -> BoxedConnect {
+            let m = master.take();
+            Box::pin(async move {
+                m.map(tokio_modbus::client::rtu::attach)
+                    .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::NotConnected))
+            })
+        },
+        INTER_FRAME,
+    );
+    let mut c = cfg();
+    c.set_timeout(Duration::from_millis(500));
+    let (_h, mut rx, poller) = Poller::new(c, map(BUS_MAP), connector);
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    let mut seen = std::collections::BTreeMap::new();
+    while seen.len() < 3 {
+        let r = wait_for(
+            &mut rx,
+            Duration::from_secs(10),
+            "all tags over the pty",
+            |_| true,
+        )
+        .await;
+        assert!(r.sample.quality().is_good(), "{r:?}");
+        seen.insert(
+            r.sample.tag().to_string(),
+            r.sample.value().cloned().unwrap(),
+        );
+    }
+    assert_eq!(seen["s1/temp"], Value::Float(-3.75));
+    assert_eq!(seen["s2/flow"], Value::UInt(77));
+    assert!(!faults.lock().unwrap().frames.is_empty());
+}

@@ -59,6 +59,17 @@ impl RtuBus {
         }
     }
 
+    /// Serves the slaves on any byte stream (a pty end, a socket) in a task.
+    pub fn serve_on<S>(sim: Simulator, stream: S) -> Arc<Mutex<BusFaults>>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let faults = Arc::new(Mutex::new(BusFaults::default()));
+        let f = faults.clone();
+        tokio::spawn(async move { serve(stream, &sim, &f).await });
+        faults
+    }
+
     /// A bus connector: every connect gets a fresh in-memory line to the slaves.
     pub fn connector(
         &self,
@@ -90,7 +101,10 @@ fn frame_len(buf: &[u8]) -> Option<usize> {
     }
 }
 
-async fn serve(mut stream: DuplexStream, sim: &Simulator, faults: &Arc<Mutex<BusFaults>>) {
+async fn serve<S>(mut stream: S, sim: &Simulator, faults: &Arc<Mutex<BusFaults>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut buf = Vec::new();
     let mut chunk = [0u8; 512];
     loop {
