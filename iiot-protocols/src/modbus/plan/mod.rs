@@ -154,9 +154,12 @@ fn plan_bucket(
     cfg: PlanConfig,
     learned: &Learned,
 ) -> Vec<ReadRequest> {
+    // Indexes that name no tag (a hand-made request) are dropped, never a panic.
+    let idx: Vec<usize> = idx.iter().copied().filter(|&i| i < tags.len()).collect();
     let spans: Vec<Span> = idx
         .iter()
-        .map(|&i| (tags[i].address, tags[i].width))
+        .filter_map(|&i| tags.get(i))
+        .map(|t| (t.address, t.width))
         .collect();
     let limits = learned.get(&(unit_id, area));
     let max_count = limits
@@ -250,12 +253,14 @@ impl Plan {
         }
         let members: Vec<&Tag> = req.tags.iter().filter_map(|&i| map.tags().get(i)).collect();
         let limits = self.learned.entry((req.unit_id, req.area)).or_default();
-        let holes: Vec<u16> = (req.start..req.start.saturating_add(req.count))
-            .filter(|a| {
-                !members
-                    .iter()
-                    .any(|t| (t.address..t.address.saturating_add(t.width)).contains(a))
+        let end = u32::from(req.start) + u32::from(req.count);
+        let holes: Vec<u16> = (u32::from(req.start)..end)
+            .filter(|&a| {
+                !members.iter().any(|t| {
+                    (u32::from(t.address)..u32::from(t.address) + u32::from(t.width)).contains(&a)
+                })
             })
+            .filter_map(|a| u16::try_from(a).ok())
             .filter(|a| !limits.unreadable.contains(a))
             .collect();
         if exception == ExceptionCode::IllegalDataAddress && !holes.is_empty() {

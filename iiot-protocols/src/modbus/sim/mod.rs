@@ -113,7 +113,7 @@ impl Simulator {
         let mut state = State::default();
         for t in map.tags() {
             let bank = state.banks.entry(t.unit_id).or_default();
-            for a in t.address..t.address.saturating_add(t.width) {
+            for a in addresses(t.address, usize::from(t.width)) {
                 if t.area.is_bits() {
                     bank.bits.insert((t.area, a), false);
                 } else {
@@ -207,7 +207,7 @@ impl Simulator {
                 *w & !mask
             };
         } else {
-            for (a, w) in (t.address..).zip(words) {
+            for (a, w) in addresses(t.address, words.len()).zip(words) {
                 bank.words.insert((t.area, a), w);
             }
         }
@@ -222,7 +222,7 @@ impl Simulator {
         if t.area.is_bits() {
             return bank.bits.get(&(t.area, t.address)).map(|b| Value::Bool(*b));
         }
-        let words: Vec<u16> = (t.address..t.address.saturating_add(t.width))
+        let words: Vec<u16> = addresses(t.address, usize::from(t.width))
             .map(|a| bank.words.get(&(t.area, a)).copied().unwrap_or(0))
             .collect();
         decode_registers(t, &words).ok()
@@ -365,8 +365,22 @@ fn check_read(area: Area, cnt: u16, max_read: Option<u16>) -> Result<(), Excepti
     Ok(())
 }
 
+/// `len` addresses from `start`, stopping at 65535 (never overflowing).
+fn addresses(start: u16, len: usize) -> impl Iterator<Item = u16> {
+    (u32::from(start)..u32::from(start) + len as u32).map_while(|a| u16::try_from(a).ok())
+}
+
+fn fits(addr: u16, len: usize) -> Result<(), ExceptionCode> {
+    if usize::from(addr) + len > 65_536 {
+        Err(ExceptionCode::IllegalDataAddress)
+    } else {
+        Ok(())
+    }
+}
+
 fn write_bits(bank: &mut Bank, strict: bool, addr: u16, vs: &[bool]) -> Result<(), ExceptionCode> {
-    for (a, v) in (addr..).zip(vs) {
+    fits(addr, vs.len())?;
+    for (a, v) in addresses(addr, vs.len()).zip(vs) {
         let key = (Area::Coil, a);
         if strict && !bank.bits.contains_key(&key) {
             return Err(ExceptionCode::IllegalDataAddress);
@@ -377,10 +391,8 @@ fn write_bits(bank: &mut Bank, strict: bool, addr: u16, vs: &[bool]) -> Result<(
 }
 
 fn write_words(bank: &mut Bank, strict: bool, addr: u16, vs: &[u16]) -> Result<(), ExceptionCode> {
-    if vs.len() > usize::from(u16::MAX - addr) + 1 {
-        return Err(ExceptionCode::IllegalDataAddress);
-    }
-    for (a, v) in (addr..).zip(vs) {
+    fits(addr, vs.len())?;
+    for (a, v) in addresses(addr, vs.len()).zip(vs) {
         let key = (Area::HoldingRegister, a);
         if strict && !bank.words.contains_key(&key) {
             return Err(ExceptionCode::IllegalDataAddress);
@@ -533,5 +545,103 @@ impl AsyncWrite for SimStream {
     }
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modbus::map::{DataType, MapConfig, TagConfig};
+
+    fn sim() -> Simulator {
+        let map = RegisterMap::from_config(&MapConfig {
+            poll_groups: BTreeMap::new(),
+            tags: vec![
+                TagConfig::new("top", Area::HoldingRegister, 65535, DataType::U16),
+                TagConfig::new("coil", Area::Coil, 65535, DataType::Bool),
+            ],
+        })
+        .unwrap();
+        Simulator::new(map)
+    }
+
+    #[test]
+    fn the_end_of_the_address_space_never_panics() {
+        let s = sim();
+        s.set_value("top", &Value::UInt(7)).unwrap();
+        assert_eq!(s.value("top"), Some(Value::UInt(7)));
+        let hr = |a, n| s.process(1, &Request::ReadHoldingRegisters(a, n));
+        assert_eq!(hr(65535, 1), Ok(Response::ReadHoldingRegisters(vec![7])));
+        assert_eq!(hr(65535, 2), Err(ExceptionCode::IllegalDataAddress));
+        assert_eq!(hr(0, 0), Err(ExceptionCode::IllegalDataValue));
+        assert_eq!(hr(0, 126), Err(ExceptionCode::IllegalDataValue));
+        let w = |a, v: Vec<u16>| {
+            s.process(
+                1,
+                &Request::WriteMultipleRegisters(a, std::borrow::Cow::Owned(v)),
+            )
+        };
+        assert!(w(65535, vec![1]).is_ok());
+        assert_eq!(w(65535, vec![1, 2]), Err(ExceptionCode::IllegalDataAddress));
+        let c = |a, v: Vec<bool>| {
+            s.process(
+                1,
+                &Request::WriteMultipleCoils(a, std::borrow::Cow::Owned(v)),
+            )
+        };
+        assert!(c(65535, vec![true]).is_ok());
+        assert_eq!(
+            c(65534, vec![true; 3]),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        assert_eq!(s.value("coil"), Some(Value::Bool(true)));
+        assert_eq!(
+            s.process(1, &Request::ReportServerId),
+            Err(ExceptionCode::IllegalFunction)
+        );
+    }
+
+    #[test]
+    fn strict_mode_and_max_read() {
+        let s = sim();
+        assert!(s.process(1, &Request::ReadHoldingRegisters(0, 2)).is_ok());
+        s.set_strict(true);
+        assert_eq!(
+            s.process(1, &Request::ReadHoldingRegisters(0, 2)),
+            Err(ExceptionCode::IllegalDataAddress)
+        );
+        s.set_strict(false).set_max_read(Some(4));
+        assert_eq!(
+            s.process(1, &Request::ReadHoldingRegisters(0, 5)),
+            Err(ExceptionCode::IllegalDataValue)
+        );
+    }
+
+    proptest::proptest! {
+        /// Any request from the network gets an answer or an exception, never a panic.
+        #[test]
+        fn any_request_is_answered_without_panic(
+            kind in 0u8..8,
+            addr in proptest::prelude::any::<u16>(),
+            cnt in proptest::prelude::any::<u16>(),
+            n in 0usize..300,
+            strict in proptest::prelude::any::<bool>(),
+        ) {
+            use std::borrow::Cow;
+            let s = sim();
+            s.set_strict(strict);
+            let req = match kind {
+                0 => Request::ReadCoils(addr, cnt),
+                1 => Request::ReadDiscreteInputs(addr, cnt),
+                2 => Request::ReadInputRegisters(addr, cnt),
+                3 => Request::ReadHoldingRegisters(addr, cnt),
+                4 => Request::WriteSingleCoil(addr, cnt & 1 == 1),
+                5 => Request::WriteSingleRegister(addr, cnt),
+                6 => Request::WriteMultipleCoils(addr, Cow::Owned(vec![true; n])),
+                _ => Request::WriteMultipleRegisters(addr, Cow::Owned(vec![cnt; n])),
+            };
+            let _ = s.process(1, &req);
+            let _ = s.process(200, &req);
+        }
     }
 }
