@@ -41,3 +41,32 @@ fn errors_name_the_tag_in_json_too() {
     .unwrap_err();
     assert!(e.to_string().contains("boiler/pressure"), "{e}");
 }
+
+#[test]
+fn poller_settings_example_loads_with_documented_defaults() {
+    use iiot_protocols::modbus::{PollerConfig, TransportConfig};
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct File {
+        transport: TransportConfig,
+        poller: PollerConfig,
+    }
+    let f: File = toml::from_str(include_str!("../../docs/modbus-poller.toml")).unwrap();
+    assert_eq!(f.poller, PollerConfig::default());
+    assert_eq!(
+        f.transport,
+        TransportConfig::Tcp {
+            host: "192.168.1.20".into(),
+            port: 502
+        }
+    );
+    let rtu: TransportConfig = toml::from_str(
+        "[rtu]\npath = \"/dev/ttyUSB1\"\nbaud = 19200\nparity = \"none\"\nstop_bits = \"two\"\n",
+    )
+    .unwrap();
+    let TransportConfig::Rtu(cfg) = rtu else {
+        panic!("{rtu:?}")
+    };
+    assert_eq!(cfg.baud, 19200);
+    assert_eq!(cfg.bits_per_char(), 11);
+}

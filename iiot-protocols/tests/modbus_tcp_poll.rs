@@ -1,6 +1,10 @@
 //! The poller against our simulator over Modbus TCP on loopback: every type and order,
 //! coalescing, faults giving Bad quality within the retry budget and clearing on
 //! recovery, reconnect, adaptive splitting, writes (issue 6).
+//!
+//! These run in real time with short timeouts: with `time::pause()` tokio would
+//! auto-advance past a timeout while the answer is still in the kernel's socket buffers.
+//! No test sleeps to synchronise; each waits for a reading with a deadline.
 
 mod common;
 
@@ -575,4 +579,25 @@ async fn holes_a_sparse_device_refuses_are_learned_not_bridged() {
     // Two requests per cycle (one per block), no more refusals.
     let per_cycle = (c1.requests - c0.requests) as f64 / (c1.cycles - c0.cycles) as f64;
     assert!((per_cycle - 2.0).abs() < 0.5, "{per_cycle}");
+}
+
+#[tokio::test]
+async fn nobody_listening_is_bad_communication() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let (_h, mut rx, poller) = Poller::new(fast(), map(TYPES_MAP), TcpConnector::new(port));
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    let r = wait_for(&mut rx, Duration::from_secs(5), "bad", |_| true).await;
+    assert_eq!(
+        r.failure,
+        Some(ReadFailure::Connection {
+            kind: std::io::ErrorKind::ConnectionRefused
+        })
+    );
+    let sample: iiot_core::types::Sample = r.into();
+    assert_eq!(sample.quality().status_code(), 0x8005_0000);
 }

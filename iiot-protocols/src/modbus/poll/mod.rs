@@ -111,6 +111,12 @@ pub struct Reading {
     pub failure: Option<ReadFailure>,
 }
 
+impl From<Reading> for Sample {
+    fn from(r: Reading) -> Self {
+        r.sample
+    }
+}
+
 /// The device's answer to a write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WriteOutcome {
