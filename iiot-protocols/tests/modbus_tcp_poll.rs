@@ -601,3 +601,65 @@ async fn nobody_listening_is_bad_communication() {
     let sample: iiot_core::types::Sample = r.into();
     assert_eq!(sample.quality().status_code(), 0x8005_0000);
 }
+
+#[tokio::test]
+async fn write_many_merges_adjacent_tags_into_fc15_and_fc16() {
+    // One poll at start (one request per area), then nothing for an hour: every other
+    // request the simulator serves is a write.
+    let m = map(r#"
+        [poll_groups.default]
+        interval_ms = 3600000
+        [[tags]]
+        name = "a"
+        address = "40001"
+        type = "u16"
+        [[tags]]
+        name = "b"
+        address = "40002"
+        type = "f32"
+        order = "DCBA"
+        [[tags]]
+        name = "c"
+        address = "00005"
+        type = "bool"
+        [[tags]]
+        name = "d"
+        address = "00006"
+        type = "bool"
+        "#);
+    let s = start_sim(m.clone()).await;
+    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    for _ in 0..4 {
+        wait_for(&mut rx, Duration::from_secs(5), "first poll", |_| true).await;
+    }
+    assert_eq!(s.sim.requests(), 2);
+    let results = h
+        .write_many(&[
+            ("d", Value::Bool(true)),
+            ("a", Value::UInt(1)),
+            ("b", Value::Float(-2.5)),
+            ("c", Value::Bool(true)),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(results, vec![Ok(WriteOutcome::Written); 4]);
+    assert_eq!(s.sim.requests(), 4, "one FC16 and one FC15");
+    assert_eq!(s.sim.value("a"), Some(Value::UInt(1)));
+    assert_eq!(s.sim.value("b"), Some(Value::Float(-2.5)));
+    assert_eq!(s.sim.value("c"), Some(Value::Bool(true)));
+    assert_eq!(s.sim.value("d"), Some(Value::Bool(true)));
+    // A refusal applies to every tag of the merged request.
+    s.sim
+        .set_fault(1, Some(Fault::Exception(ExceptionCode::IllegalDataAddress)));
+    let results = h
+        .write_many(&[("a", Value::UInt(5)), ("b", Value::Float(0.0))])
+        .await
+        .unwrap();
+    assert_eq!(
+        results,
+        vec![Ok(WriteOutcome::Refused(ExceptionCode::IllegalDataAddress)); 2]
+    );
+}

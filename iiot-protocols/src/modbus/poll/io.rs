@@ -5,15 +5,15 @@ use std::sync::atomic::Ordering;
 
 use iiot_core::types::{Sample, Timestamp};
 use tokio::time::{Instant, sleep, sleep_until, timeout};
-use tokio_modbus::client::{Reader as _, Writer as _};
+use tokio_modbus::client::Reader as _;
 use tokio_modbus::slave::{Slave, SlaveContext as _};
 use tokio_util::sync::CancellationToken;
 
 use super::breaker::{Admit, Breaker};
-use super::{Poller, Reading, WriteCmd, WriteError, WriteOutcome};
+use super::{Poller, Reading};
 use crate::modbus::codec::decode_registers;
 use crate::modbus::error::{ExceptionCode, ReadFailure};
-use crate::modbus::map::{Area, DataType, WriteFunction};
+use crate::modbus::map::Area;
 use crate::modbus::plan::ReadRequest;
 use crate::modbus::transport::Connector;
 
@@ -23,7 +23,7 @@ enum Data {
 }
 
 /// Outcome of one attempt.
-type Attempt<T> = Result<Result<T, ExceptionCode>, ReadFailure>;
+pub(super) type Attempt<T> = Result<Result<T, ExceptionCode>, ReadFailure>;
 
 impl<C: Connector> Poller<C> {
     /// Polls until `cancel` fires. Requests of due poll groups run one at a time, units
@@ -195,7 +195,7 @@ impl<C: Connector> Poller<C> {
     }
 
     /// Runs `op` with timeout and retries, reconnecting as needed.
-    async fn attempts<T, F>(&mut self, unit: u8, retries: u32, mut op: F) -> Attempt<T>
+    pub(super) async fn attempts<T, F>(&mut self, unit: u8, retries: u32, mut op: F) -> Attempt<T>
     where
         F: for<'a> FnMut(
             &'a mut tokio_modbus::client::Context,
@@ -320,68 +320,5 @@ impl<C: Connector> Poller<C> {
         if admit && self.out.send(reading).await.is_err() {
             tracing::trace!("reading receiver dropped");
         }
-    }
-
-    /// Performs one write; never retried.
-    async fn write(&mut self, cmd: WriteCmd) {
-        let WriteCmd { tag, words, reply } = cmd;
-        let Some(t) = self.map.tags().get(tag).cloned() else {
-            let _ = reply.send(Err(WriteError::Closed));
-            return;
-        };
-        let name = t.name.to_string();
-        let (addr, multiple) = (t.address, t.write_function == WriteFunction::Multiple);
-        let result: Attempt<()> = match (t.area, t.data_type) {
-            (Area::Coil, _) => {
-                let on = words.first().is_some_and(|w| *w != 0);
-                self.attempts(t.unit_id, 0, move |ctx| {
-                    Box::pin(async move {
-                        if multiple {
-                            ctx.write_multiple_coils(addr, &[on]).await
-                        } else {
-                            ctx.write_single_coil(addr, on).await
-                        }
-                    })
-                })
-                .await
-            }
-            (_, DataType::Bit) => {
-                let mask = 1u16 << (t.bit & 15);
-                let on = words.first().is_some_and(|w| *w & mask != 0);
-                self.attempts(t.unit_id, 0, move |ctx| {
-                    Box::pin(async move {
-                        let current = match ctx.read_holding_registers(addr, 1).await? {
-                            Ok(w) => w.first().copied().unwrap_or(0),
-                            Err(e) => return Ok(Err(e)),
-                        };
-                        let next = if on { current | mask } else { current & !mask };
-                        if multiple {
-                            ctx.write_multiple_registers(addr, &[next]).await
-                        } else {
-                            ctx.write_single_register(addr, next).await
-                        }
-                    })
-                })
-                .await
-            }
-            _ => {
-                self.attempts(t.unit_id, 0, move |ctx| {
-                    let words = words.clone();
-                    Box::pin(async move {
-                        match words.as_slice() {
-                            [w] if !multiple => ctx.write_single_register(addr, *w).await,
-                            ws => ctx.write_multiple_registers(addr, ws).await,
-                        }
-                    })
-                })
-                .await
-            }
-        };
-        let answer = match result {
-            Ok(Ok(())) => Ok(WriteOutcome::Written),
-            Ok(Err(exc)) => Ok(WriteOutcome::Refused(exc)),
-            Err(failure) => Err(WriteError::Failed { tag: name, failure }),
-        };
-        let _ = reply.send(answer);
     }
 }

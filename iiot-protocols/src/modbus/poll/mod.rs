@@ -3,6 +3,7 @@
 mod breaker;
 mod deadband;
 mod io;
+mod write;
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -11,13 +12,14 @@ use std::time::Duration;
 
 use iiot_core::types::{Sample, Value};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 pub use breaker::BreakerConfig;
+use write::WriteCmd;
+pub use write::{WriteError, WriteOutcome};
 
-use super::codec::CodecError;
-use super::error::{ExceptionCode, ReadFailure};
-use super::map::{Area, RegisterMap};
+use super::error::ReadFailure;
+use super::map::RegisterMap;
 use super::plan::{Plan, PlanConfig};
 use super::transport::Connector;
 
@@ -117,64 +119,6 @@ impl From<Reading> for Sample {
     }
 }
 
-/// The device's answer to a write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum WriteOutcome {
-    /// The device confirmed the write.
-    Written,
-    /// The device answered with an exception; nothing was written.
-    Refused(ExceptionCode),
-}
-
-/// A write that could not be sent or whose fate is unknown.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
-pub enum WriteError {
-    /// No tag of that name in the map.
-    #[error("unknown tag {tag:?}")]
-    UnknownTag {
-        /// The name.
-        tag: String,
-    },
-    /// The tag's area cannot be written (inputs).
-    #[error("tag {tag:?} in {area:?} is read-only")]
-    ReadOnly {
-        /// The tag.
-        tag: String,
-        /// Its area.
-        area: Area,
-    },
-    /// The value does not encode for the tag.
-    #[error("tag {tag:?}: {source}")]
-    Encode {
-        /// The tag.
-        tag: String,
-        /// Why.
-        source: CodecError,
-    },
-    /// The write was sent but no answer came: it may or may not have happened. Writes are
-    /// never retried (at most once for physical effects).
-    #[error("tag {tag:?}: write failed, outcome unknown: {failure}")]
-    Failed {
-        /// The tag.
-        tag: String,
-        /// Timeout, connection or protocol failure.
-        failure: ReadFailure,
-    },
-    /// The poller stopped.
-    #[error("poller stopped")]
-    Closed,
-    /// The write queue is full (from [`PollerHandle::try_write`]).
-    #[error("write queue full")]
-    Full,
-}
-
-pub(crate) struct WriteCmd {
-    tag: usize,
-    words: Vec<u16>,
-    reply: oneshot::Sender<Result<WriteOutcome, WriteError>>,
-}
-
 /// Counters of a poller.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
@@ -212,7 +156,7 @@ impl PollerHandle {
     /// # Cancel safety
     /// Dropping the future after the command was queued does not stop the write.
     pub async fn write(&self, name: &str, value: &Value) -> Result<WriteOutcome, WriteError> {
-        let (cmd, rx) = self.command(name, value)?;
+        let (cmd, rx) = WriteCmd::new(write::op_for(&self.map, name, value)?);
         self.tx.send(cmd).await.map_err(|_| WriteError::Closed)?;
         rx.await.map_err(|_| WriteError::Closed)?
     }
@@ -223,7 +167,7 @@ impl PollerHandle {
     /// # Errors
     /// As [`PollerHandle::write`], plus [`WriteError::Full`].
     pub async fn try_write(&self, name: &str, value: &Value) -> Result<WriteOutcome, WriteError> {
-        let (cmd, rx) = self.command(name, value)?;
+        let (cmd, rx) = WriteCmd::new(write::op_for(&self.map, name, value)?);
         self.tx.try_send(cmd).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => WriteError::Full,
             mpsc::error::TrySendError::Closed(_) => WriteError::Closed,
@@ -231,41 +175,37 @@ impl PollerHandle {
         rx.await.map_err(|_| WriteError::Closed)?
     }
 
-    #[allow(clippy::type_complexity)]
-    fn command(
+    /// Writes several tags, merging tags of one unit that sit at adjacent addresses into
+    /// one FC15 (coils, up to 1968) or FC16 (registers, up to 123) request. Every value is
+    /// encoded before anything is sent. Returns one result per input, in input order;
+    /// tags written by the same request share its result.
+    ///
+    /// # Errors
+    /// The first [`WriteError`] of encoding (unknown tag, read-only, bad value), before any
+    /// I/O. Per-request failures are in the returned results.
+    ///
+    /// # Cancel safety
+    /// As [`PollerHandle::write`].
+    pub async fn write_many(
         &self,
-        name: &str,
-        value: &Value,
-    ) -> Result<
-        (
-            WriteCmd,
-            oneshot::Receiver<Result<WriteOutcome, WriteError>>,
-        ),
-        WriteError,
-    > {
-        let (idx, tag) = self.map.find(name).ok_or_else(|| WriteError::UnknownTag {
-            tag: name.to_owned(),
-        })?;
-        if !tag.area.is_writable() {
-            return Err(WriteError::ReadOnly {
-                tag: name.to_owned(),
-                area: tag.area,
-            });
+        writes: &[(&str, Value)],
+    ) -> Result<Vec<Result<WriteOutcome, WriteError>>, WriteError> {
+        let groups = write::group(&self.map, writes)?;
+        let mut results: Vec<Result<WriteOutcome, WriteError>> =
+            vec![Err(WriteError::Closed); writes.len()];
+        for (op, members) in groups {
+            let (cmd, rx) = WriteCmd::new(op);
+            let r = match self.tx.send(cmd).await {
+                Ok(()) => rx.await.unwrap_or(Err(WriteError::Closed)),
+                Err(_) => Err(WriteError::Closed),
+            };
+            for m in members {
+                if let Some(slot) = results.get_mut(m) {
+                    slot.clone_from(&r);
+                }
+            }
         }
-        let words =
-            super::codec::encode_registers(tag, value).map_err(|source| WriteError::Encode {
-                tag: name.to_owned(),
-                source,
-            })?;
-        let (reply, rx) = oneshot::channel();
-        Ok((
-            WriteCmd {
-                tag: idx,
-                words,
-                reply,
-            },
-            rx,
-        ))
+        Ok(results)
     }
 
     /// Requests sent and cycles completed so far.
