@@ -2,7 +2,12 @@
 //!
 //! Modbus (tokio-modbus), OPC-UA client and the MQTT session (rumqttc + rustls),
 //! each behind a cargo feature. The drivers produce and consume `iiot-core`
-//! types. They land with their issues; this crate is a placeholder until then.
+//! types. They land with their issues.
+//!
+//! | feature | default | what it brings |
+//! |---|---|---|
+//! | `modbus-tcp` | yes | [`modbus`]: register maps, codec, planner, poller over Modbus TCP, the map-driven TCP simulator |
+//! | `modbus-rtu` | yes | [`modbus`] over RTU: serial connector (`RtuConnector`), shared-bus scheduling |
 //!
 //! ```
 //! // Drivers emit iiot-core samples.
@@ -13,3 +18,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(any(feature = "modbus-tcp", feature = "modbus-rtu"))]
+#[cfg_attr(docsrs, doc(cfg(any(feature = "modbus-tcp", feature = "modbus-rtu"))))]
+pub mod modbus;
