@@ -2,7 +2,11 @@
 //!
 //! Modbus (tokio-modbus), OPC-UA client and the MQTT session (rumqttc + rustls),
 //! each behind a cargo feature. The drivers produce and consume `iiot-core`
-//! types. They land with their issues; this crate is a placeholder until then.
+//! types. They land with their issues.
+//!
+//! | feature | default | what |
+//! |---|---|---|
+//! | `mqtt` | on | [`mqtt`]: MQTT 3.1.1 session over rumqttc + rustls: mTLS identity check, persistent session, LWT and birth, confirmed publish |
 //!
 //! ```
 //! // Drivers emit iiot-core samples.
@@ -13,3 +17,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(feature = "mqtt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
+pub mod mqtt;

@@ -1,0 +1,795 @@
+//! The session: a cloneable [`SessionHandle`] and the [`Session`] driver.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError, PublishErrorKind, QoS};
+use iiot_core::types::{DeviceId, Status, Timestamp, check_segment};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
+    Publish, Request, SubscribeFilter, TlsConfiguration, Transport,
+};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use super::config::{MqttConfig, WhenDisconnected};
+use super::error::{ConfigError, DisconnectReason, SubscribeError, SubscribeErrorKind};
+use super::identity;
+use super::status::{StatusEncoder, json_status_encoder};
+use super::tracker::{Outcome, Tracker, Waiter};
+
+/// The connection as the session sees it; observe it with [`SessionHandle::state`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionState {
+    /// Before the first CONNACK.
+    Connecting,
+    /// CONNACK received.
+    Connected {
+        /// Whether the broker still had the session (and its subscriptions).
+        session_present: bool,
+    },
+    /// The connection is down; the session retries with backoff.
+    Disconnected {
+        /// Failed attempts since the last CONNACK.
+        attempt: u32,
+        /// Why.
+        reason: DisconnectReason,
+    },
+    /// The driver stopped; every later publish fails with `Closed`.
+    Closed,
+}
+
+impl ConnectionState {
+    /// Whether a CONNACK was received and the connection has not dropped since.
+    pub fn is_connected(&self) -> bool {
+        matches!(self, Self::Connected { .. })
+    }
+}
+
+/// A message received on a subscribed topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboundMessage {
+    /// The topic it was published to.
+    pub topic: String,
+    /// The payload, byte for byte.
+    pub payload: Bytes,
+    /// The QoS it was delivered with.
+    pub qos: QoS,
+    /// Whether the broker delivered it from its retained store.
+    pub retain: bool,
+}
+
+/// Receiver of the messages on subscribed topics (bounded, see `inbound_queue`).
+#[derive(Debug)]
+pub struct Inbound {
+    rx: mpsc::Receiver<InboundMessage>,
+}
+
+impl Inbound {
+    /// The next message; `None` once the session stopped.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: a message is never lost by dropping the future.
+    pub async fn recv(&mut self) -> Option<InboundMessage> {
+        self.rx.recv().await
+    }
+
+    /// The next message if one is waiting.
+    pub fn try_recv(&mut self) -> Option<InboundMessage> {
+        self.rx.try_recv().ok()
+    }
+}
+
+/// Resolves when the broker confirmed one publish (PUBACK for QoS 1, written to
+/// the socket for QoS 0).
+///
+/// # Cancel safety
+/// Dropping it does not withdraw the message: the session still sends and tracks
+/// it; the caller just no longer learns the outcome.
+#[derive(Debug)]
+#[must_use = "a confirmation does nothing unless awaited"]
+pub struct Confirmation {
+    rx: oneshot::Receiver<Result<(), PublishError>>,
+    message: Option<OutboundMessage>,
+}
+
+impl Future for Confirmation {
+    type Output = Result<(), PublishError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.rx).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(r)) => Poll::Ready(r),
+            Poll::Ready(Err(_)) => {
+                let message = self
+                    .message
+                    .take()
+                    .unwrap_or_else(|| OutboundMessage::new(String::new(), Bytes::new()));
+                Poll::Ready(Err(PublishError {
+                    message,
+                    kind: PublishErrorKind::Closed,
+                }))
+            }
+        }
+    }
+}
+
+struct Shared {
+    client: AsyncClient,
+    tracker: Mutex<Tracker>,
+    room: Notify,
+    state: watch::Receiver<ConnectionState>,
+    closed: AtomicBool,
+    client_id: String,
+    ack_timeout: Duration,
+    when_disconnected: WhenDisconnected,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Tracker> {
+        // A panic while holding the lock leaves the tracker consistent enough to fail
+        // waiters back; keep going rather than poison every caller.
+        self.tracker
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The cloneable handle: publish, subscribe, observe. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("client_id", &self.shared.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn to_qos(q: QoS) -> rumqttc::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        _ => rumqttc::QoS::AtLeastOnce,
+    }
+}
+
+fn from_qos(q: rumqttc::QoS) -> QoS {
+    match q {
+        rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
+        _ => QoS::AtLeastOnce,
+    }
+}
+
+fn topic_problem(topic: &str) -> Option<&'static str> {
+    if topic.is_empty() {
+        Some("empty topic")
+    } else if topic.contains(['+', '#', '\0']) {
+        Some("wildcard or NUL in topic")
+    } else {
+        None
+    }
+}
+
+impl SessionHandle {
+    /// The client id (= device id).
+    pub fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    /// A receiver of the connection state.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.state.clone()
+    }
+
+    /// Waits until connected, at most `timeout`. Returns whether connected.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let mut rx = self.state();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(ConnectionState::is_connected)).await,
+            Ok(Ok(_))
+        )
+    }
+
+    /// Queues `message` without waiting and returns the future of its confirmation.
+    ///
+    /// # Errors
+    /// The message is given back with `QueueFull` (the request queue is full),
+    /// `NotConnected` (policy [`WhenDisconnected::Refuse`]), `Rejected` (invalid
+    /// topic) or `Closed`.
+    pub fn try_publish(&self, message: OutboundMessage) -> Result<Confirmation, PublishError> {
+        let fail = |message, kind| Err(PublishError { message, kind });
+        if let Some(reason) = topic_problem(&message.topic) {
+            return fail(
+                message,
+                PublishErrorKind::Rejected {
+                    reason: reason.to_owned(),
+                },
+            );
+        }
+        if self.shared.when_disconnected == WhenDisconnected::Refuse
+            && !self.shared.state.borrow().is_connected()
+        {
+            return fail(message, PublishErrorKind::NotConnected);
+        }
+        let (tx, rx) = oneshot::channel();
+        let mut tracker = self.shared.lock();
+        // Checked under the lock: the driver sets it under the lock before failing
+        // every waiter, so no waiter can slip in after that.
+        if self.shared.closed.load(Ordering::Acquire) {
+            drop(tracker);
+            return fail(message, PublishErrorKind::Closed);
+        }
+        let sent = self.shared.client.try_publish(
+            message.topic.clone(),
+            to_qos(message.qos),
+            message.retain,
+            message.payload.to_vec(),
+        );
+        if sent.is_err() {
+            drop(tracker);
+            let kind = if self.shared.closed.load(Ordering::Acquire) {
+                PublishErrorKind::Closed
+            } else {
+                PublishErrorKind::QueueFull
+            };
+            return fail(message, kind);
+        }
+        tracker.queued_in_channel(Waiter::Publish {
+            message: message.clone(),
+            reply: Some(tx),
+            queued: Instant::now(),
+        });
+        drop(tracker);
+        metrics::counter!("iiot_mqtt_publishes_total").increment(1);
+        Ok(Confirmation {
+            rx,
+            message: Some(message),
+        })
+    }
+
+    /// Queues `message`, waiting for room in the request queue, and returns the
+    /// future of its confirmation. Keeping several confirmations pending pipelines
+    /// publishes up to the in-flight limit.
+    ///
+    /// # Errors
+    /// As [`SessionHandle::try_publish`], except that a full queue is waited out.
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if dropped before it returns, the message was not queued.
+    pub async fn publish(
+        &self,
+        mut message: OutboundMessage,
+    ) -> Result<Confirmation, PublishError> {
+        loop {
+            let room = self.shared.room.notified();
+            tokio::pin!(room);
+            room.as_mut().enable();
+            match self.try_publish(message) {
+                Err(PublishError {
+                    message: m,
+                    kind: PublishErrorKind::QueueFull,
+                }) => {
+                    message = m;
+                    room.await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Subscribes to `filter` and waits for the SUBACK (at most the ack timeout).
+    /// Messages arrive on the [`Inbound`] receiver. The subscription is remembered
+    /// and restored whenever the broker reports that it lost the session.
+    ///
+    /// # Errors
+    /// [`SubscribeError`] naming the filter and the kind of failure.
+    ///
+    /// # Cancel safety
+    /// Dropping the future does not withdraw the subscription.
+    pub async fn subscribe(
+        &self,
+        filter: impl Into<String>,
+        qos: QoS,
+    ) -> Result<(), SubscribeError> {
+        let filter = filter.into();
+        let err = |filter, kind| Err(SubscribeError { filter, kind });
+        if !rumqttc::valid_filter(&filter) {
+            return err(filter, SubscribeErrorKind::InvalidFilter);
+        }
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut tracker = self.shared.lock();
+            if self.shared.closed.load(Ordering::Acquire) {
+                return err(filter, SubscribeErrorKind::Closed);
+            }
+            if self
+                .shared
+                .client
+                .try_subscribe(filter.clone(), to_qos(qos))
+                .is_err()
+            {
+                return err(filter, SubscribeErrorKind::QueueFull);
+            }
+            tracker.subscriptions.insert(filter.clone(), to_qos(qos));
+            tracker.queued_in_channel(Waiter::Subscribe {
+                filters: vec![filter.clone()],
+                reply: Some(tx),
+            });
+        }
+        match tokio::time::timeout(self.shared.ack_timeout, rx).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(_)) => err(filter, SubscribeErrorKind::Closed),
+            Err(_) => err(filter, SubscribeErrorKind::Timeout),
+        }
+    }
+}
+
+impl ConfirmedPublish for SessionHandle {
+    /// Queues the message (waiting for room) and resolves on its PUBACK, or fails
+    /// after the configured ack timeout.
+    fn publish_confirmed(
+        &self,
+        message: OutboundMessage,
+    ) -> impl Future<Output = Result<(), PublishError>> + Send {
+        async move {
+            let copy = message.clone();
+            let timeout = self.shared.ack_timeout;
+            let attempt = async { self.publish(message).await?.await };
+            match tokio::time::timeout(timeout, attempt).await {
+                Ok(r) => r,
+                Err(_) => Err(PublishError {
+                    message: copy,
+                    kind: PublishErrorKind::Timeout,
+                }),
+            }
+        }
+    }
+}
+
+/// The driver of one MQTT session. Build it with [`Session::new`], then spawn
+/// [`Session::run`].
+pub struct Session {
+    eventloop: EventLoop,
+    shared: Arc<Shared>,
+    state_tx: watch::Sender<ConnectionState>,
+    inbound_tx: mpsc::Sender<InboundMessage>,
+    encoder: StatusEncoder,
+    device_id: DeviceId,
+    status_topic: String,
+    firmware_version: Option<String>,
+    gateway_id: Option<String>,
+    start_time: Timestamp,
+    reconnect: (Duration, Duration),
+    shutdown_timeout: Duration,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("client_id", &self.shared.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+fn secs(d: Duration) -> u64 {
+    d.as_secs().max(1)
+}
+
+fn validate(config: &MqttConfig) -> Result<DeviceId, ConfigError> {
+    let device_id = DeviceId::new(config.client_id.clone()).map_err(|_| {
+        let problem = match check_segment(&config.client_id, DeviceId::MAX_LEN) {
+            Err(p) => p,
+            Ok(()) => iiot_core::types::SegmentProblem::Empty,
+        };
+        ConfigError::ClientId {
+            client_id: config.client_id.clone(),
+            problem,
+        }
+    })?;
+    for segment in config.topic_prefix.split('/') {
+        if let Err(problem) = check_segment(segment, 1024) {
+            return Err(ConfigError::TopicPrefix {
+                prefix: config.topic_prefix.clone(),
+                segment: segment.to_owned(),
+                problem,
+            });
+        }
+    }
+    if config.topic_prefix.rsplit('/').next() != Some(config.client_id.as_str()) {
+        return Err(ConfigError::TopicPrefixDevice {
+            prefix: config.topic_prefix.clone(),
+            client_id: config.client_id.clone(),
+        });
+    }
+    if config.inflight.get() > usize::from(u16::MAX - 1) {
+        return Err(ConfigError::Value {
+            field: "inflight",
+            reason: "more than 65534",
+        });
+    }
+    if config.reconnect_min.is_zero() || config.reconnect_min > config.reconnect_max {
+        return Err(ConfigError::Value {
+            field: "reconnect_min",
+            reason: "must be > 0 and <= reconnect_max",
+        });
+    }
+    if config.keepalive > Duration::from_secs(u64::from(u16::MAX)) {
+        return Err(ConfigError::Value {
+            field: "keepalive",
+            reason: "more than 65535 s",
+        });
+    }
+    Ok(device_id)
+}
+
+impl Session {
+    /// Validates the configuration, checks the identity files (CN = client id,
+    /// validity, PEM) and builds the session. Nothing is sent before [`Session::run`].
+    /// The status messages are JSON ([`super::json_status`]); see
+    /// [`Session::set_status_encoder`].
+    ///
+    /// # Errors
+    /// [`ConfigError`], with [`ConfigError::Identity`] naming the file and the problem.
+    pub fn new(config: &MqttConfig) -> Result<(SessionHandle, Session, Inbound), ConfigError> {
+        let device_id = validate(config)?;
+        let broker = config.broker()?;
+        let mut options = MqttOptions::new(config.client_id.clone(), broker.host, broker.port);
+        options
+            .set_keep_alive(Duration::from_secs(secs(config.keepalive).max(5)))
+            .set_clean_session(config.clean_session)
+            .set_inflight(u16::try_from(config.inflight.get()).unwrap_or(u16::MAX - 1))
+            .set_max_packet_size(config.max_packet_size.get(), config.max_packet_size.get());
+        match (broker.tls, &config.ca_path, config.cert_paths()) {
+            (true, None, _) => return Err(ConfigError::MissingCa),
+            (true, Some(ca), identity) => {
+                let tls = identity::client_config(ca, identity, &config.client_id)?;
+                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
+            }
+            (false, None, None) => {}
+            (false, _, _) => {
+                return Err(ConfigError::TlsFiles {
+                    reason: "certificate files given for mqtt://; use mqtts://",
+                });
+            }
+        }
+        if broker.tls
+            && config.cert_paths().is_none()
+            && (config.client_cert_path.is_some() || config.client_key_path.is_some())
+        {
+            return Err(ConfigError::TlsFiles {
+                reason: "client certificate and key go together",
+            });
+        }
+        let (client, mut eventloop) = AsyncClient::new(options, config.request_queue.get());
+        let mut net = eventloop.network_options();
+        net.set_connection_timeout(secs(config.connect_timeout));
+        eventloop.set_network_options(net);
+
+        let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
+        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.get());
+        let shared = Arc::new(Shared {
+            client,
+            tracker: Mutex::new(Tracker::default()),
+            room: Notify::new(),
+            state: state_rx,
+            closed: AtomicBool::new(false),
+            client_id: config.client_id.clone(),
+            ack_timeout: config.ack_timeout,
+            when_disconnected: config.when_disconnected,
+        });
+        let mut session = Session {
+            eventloop,
+            shared: shared.clone(),
+            state_tx,
+            inbound_tx,
+            encoder: json_status_encoder(),
+            device_id,
+            status_topic: config.status_topic(),
+            firmware_version: config.firmware_version.clone(),
+            gateway_id: config.gateway_id.clone(),
+            start_time: Timestamp::now(),
+            reconnect: (config.reconnect_min, config.reconnect_max),
+            shutdown_timeout: config.shutdown_timeout,
+        };
+        session.set_last_will();
+        Ok((
+            SessionHandle { shared },
+            session,
+            Inbound { rx: inbound_rx },
+        ))
+    }
+
+    /// Replaces the status encoder (birth, last will, offline on shutdown), e.g. with
+    /// the Protobuf status codec of `iiot-core`.
+    pub fn set_status_encoder(&mut self, encoder: StatusEncoder) -> &mut Self {
+        self.encoder = encoder;
+        self.set_last_will();
+        self
+    }
+
+    fn set_last_will(&mut self) {
+        let mut status = Status::offline(self.device_id.clone(), Some("connection lost".into()));
+        // Registered long before it fires: the epoch says "time unknown".
+        status.time = Timestamp::UNIX_EPOCH;
+        status.gateway_id.clone_from(&self.gateway_id);
+        let payload = (self.encoder)(&status);
+        self.eventloop.mqtt_options.set_last_will(LastWill {
+            topic: self.status_topic.clone(),
+            message: payload,
+            qos: rumqttc::QoS::AtLeastOnce,
+            retain: true,
+        });
+    }
+
+    fn status(&self, online: bool, reason: Option<&str>) -> OutboundMessage {
+        let mut status = if online {
+            Status::birth(self.device_id.clone())
+        } else {
+            Status::offline(self.device_id.clone(), reason.map(str::to_owned))
+        };
+        status.firmware_version.clone_from(&self.firmware_version);
+        status.gateway_id.clone_from(&self.gateway_id);
+        status.start_time = Some(self.start_time);
+        OutboundMessage::new(self.status_topic.clone(), (self.encoder)(&status)).with_retain(true)
+    }
+
+    /// Puts a publish at the head of the line (`pending` is served before the queue).
+    fn push_pending(
+        &mut self,
+        tracker: &mut Tracker,
+        message: OutboundMessage,
+        reply: Option<super::tracker::PublishReply>,
+    ) {
+        let mut p = Publish::from_bytes(
+            message.topic.clone(),
+            to_qos(message.qos),
+            message.payload.clone(),
+        );
+        p.retain = message.retain;
+        self.eventloop.pending.push_back(Request::Publish(p));
+        tracker.queued_in_pending(Waiter::Publish {
+            message,
+            reply,
+            queued: Instant::now(),
+        });
+    }
+
+    fn on_connack(&mut self, session_present: bool) {
+        metrics::counter!("iiot_mqtt_connects_total").increment(1);
+        tracing::info!(client_id = %self.shared.client_id, session_present, "connected");
+        let birth = self.status(true, None);
+        let shared = self.shared.clone();
+        let mut tracker = shared.lock();
+        if (!session_present || tracker.restore_needed) && !tracker.subscriptions.is_empty() {
+            let filters: Vec<SubscribeFilter> = tracker
+                .subscriptions
+                .iter()
+                .map(|(f, q)| SubscribeFilter::new(f.clone(), *q))
+                .collect();
+            tracing::info!(count = filters.len(), "restoring subscriptions");
+            let names = filters.iter().map(|f| f.path.clone()).collect();
+            self.eventloop
+                .pending
+                .push_back(Request::Subscribe(rumqttc::Subscribe::new_many(filters)));
+            tracker.queued_in_pending(Waiter::Subscribe {
+                filters: names,
+                reply: None,
+            });
+        }
+        tracker.restore_needed = false;
+        self.push_pending(&mut tracker, birth, None);
+        drop(tracker);
+        self.state_tx
+            .send_replace(ConnectionState::Connected { session_present });
+    }
+
+    fn record(&self, out: Outcome) {
+        if let Some(latency) = out.acked {
+            metrics::counter!("iiot_mqtt_acks_total").increment(1);
+            metrics::histogram!("iiot_mqtt_publish_ack_seconds").record(latency.as_secs_f64());
+        }
+        if out.failed > 0 {
+            metrics::counter!("iiot_mqtt_failed_back_total").increment(out.failed as u64);
+        }
+        if out.from_channel || out.failed > 0 {
+            self.shared.room.notify_waiters();
+        }
+    }
+
+    /// Handles one event; returns a received message to forward.
+    fn on_event(&mut self, event: Event) -> Option<InboundMessage> {
+        let now = Instant::now();
+        let out = match event {
+            Event::Incoming(Packet::ConnAck(c)) => {
+                self.on_connack(c.session_present);
+                return None;
+            }
+            Event::Incoming(Packet::Publish(p)) => {
+                return Some(InboundMessage {
+                    topic: p.topic,
+                    payload: p.payload,
+                    qos: from_qos(p.qos),
+                    retain: p.retain,
+                });
+            }
+            Event::Incoming(Packet::PubAck(a)) => self.shared.lock().puback(a.pkid, now),
+            Event::Incoming(Packet::SubAck(s)) => {
+                self.shared.lock().suback(s.pkid, &s.return_codes);
+                return None;
+            }
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.shared.lock().outgoing_publish(pkid),
+            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.shared.lock().await_ack(pkid),
+            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
+                self.shared.lock().outgoing_other(Some(pkid))
+            }
+            Event::Outgoing(Outgoing::Unsubscribe(_) | Outgoing::Disconnect) => {
+                self.shared.lock().outgoing_other(None)
+            }
+            Event::Incoming(_) | Event::Outgoing(_) => return None,
+        };
+        self.record(out);
+        None
+    }
+
+    fn on_error(&mut self, error: &ConnectionError, attempt: u32) {
+        let was_connected = self.shared.state.borrow().is_connected();
+        if was_connected {
+            metrics::counter!("iiot_mqtt_disconnects_total").increment(1);
+            tracing::warn!(client_id = %self.shared.client_id, %error, "connection lost");
+        } else {
+            tracing::debug!(client_id = %self.shared.client_id, %error, attempt, "connect failed");
+        }
+        let taken: Vec<Request> = std::mem::take(&mut self.eventloop.pending).into();
+        let collision = self.eventloop.state.collision.take();
+        let out = self.shared.lock().connection_lost(taken, collision);
+        if out.failed > 0 {
+            tracing::info!(failed_back = out.failed, "unconfirmed requests failed back");
+        }
+        self.record(out);
+        self.state_tx.send_replace(ConnectionState::Disconnected {
+            attempt,
+            reason: reason_of(error),
+        });
+    }
+
+    fn backoff(&self, attempt: u32) -> Duration {
+        let (min, max) = self.reconnect;
+        let factor = 1u32 << attempt.saturating_sub(1).min(16);
+        let full = min.saturating_mul(factor).min(max);
+        let half = full / 2;
+        half + full.saturating_sub(half).mul_f64(rand::random::<f64>())
+    }
+
+    /// Runs the session until `cancel` fires: connects, reconnects with jittered
+    /// backoff, publishes the retained birth after every CONNACK, restores
+    /// subscriptions when the broker lost the session, and pairs every PUBACK with
+    /// its caller. On cancel it publishes the retained offline status, waits for
+    /// its PUBACK (at most `shutdown_timeout`), disconnects cleanly (so the broker
+    /// does not send the will) and fails every open request with `Closed`.
+    ///
+    /// # Cancel safety
+    /// Meant to be spawned and stopped through `cancel`; dropping the future
+    /// instead skips the clean shutdown (the broker then publishes the will).
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut attempt: u32 = 0;
+        loop {
+            let polled = tokio::select! {
+                biased;
+                () = cancel.cancelled() => break,
+                r = self.eventloop.poll() => r,
+            };
+            match polled {
+                Ok(event) => {
+                    if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
+                        attempt = 0;
+                    }
+                    if let Some(msg) = self.on_event(event) {
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => break,
+                            r = self.inbound_tx.send(msg) => {
+                                if r.is_err() {
+                                    tracing::debug!("inbound receiver dropped");
+                                }
+                            }
+                        }
+                    }
+                }
+                Err(e) => {
+                    attempt = attempt.saturating_add(1);
+                    self.on_error(&e, attempt);
+                    let delay = self.backoff(attempt);
+                    tokio::select! {
+                        () = cancel.cancelled() => break,
+                        () = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    async fn shutdown(mut self) {
+        if self.shared.state.borrow().is_connected() {
+            let offline = self.status(false, Some("shutdown"));
+            let (tx, mut rx) = oneshot::channel();
+            {
+                let shared = self.shared.clone();
+                let mut tracker = shared.lock();
+                self.push_pending(&mut tracker, offline, Some(tx));
+            }
+            let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+            let acked = loop {
+                if let Ok(r) = rx.try_recv() {
+                    break r.is_ok();
+                }
+                match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                    Ok(Ok(event)) => {
+                        if let Some(msg) = self.on_event(event) {
+                            let _ = self.inbound_tx.try_send(msg);
+                        }
+                    }
+                    Ok(Err(_)) | Err(_) => break false,
+                }
+            };
+            if acked {
+                self.eventloop
+                    .pending
+                    .push_back(Request::Disconnect(rumqttc::Disconnect));
+                self.shared.lock().queued_in_pending(Waiter::Disconnect);
+                loop {
+                    match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
+                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => {
+                            break;
+                        }
+                        Ok(Ok(event)) => {
+                            if let Some(msg) = self.on_event(event) {
+                                let _ = self.inbound_tx.try_send(msg);
+                            }
+                        }
+                    }
+                }
+            } else {
+                tracing::warn!("offline status not confirmed before shutdown timeout");
+            }
+        }
+        let failed = {
+            let mut tracker = self.shared.lock();
+            self.shared.closed.store(true, Ordering::Release);
+            tracker.close()
+        };
+        if failed > 0 {
+            tracing::info!(failed, "requests failed back at shutdown");
+        }
+        self.shared.room.notify_waiters();
+        self.state_tx.send_replace(ConnectionState::Closed);
+        tracing::info!(client_id = %self.shared.client_id, "session closed");
+    }
+}
+
+fn reason_of(error: &ConnectionError) -> DisconnectReason {
+    match error {
+        ConnectionError::ConnectionRefused(code) => DisconnectReason::Refused { code: *code as u8 },
+        ConnectionError::Tls(_) => DisconnectReason::Tls,
+        ConnectionError::Io(e) => DisconnectReason::Io { kind: e.kind() },
+        ConnectionError::MqttState(rumqttc::StateError::Io(e)) => {
+            DisconnectReason::Io { kind: e.kind() }
+        }
+        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
+            DisconnectReason::Timeout
+        }
+        _ => DisconnectReason::Protocol,
+    }
+}
