@@ -779,7 +779,30 @@ impl Session {
     }
 }
 
+/// Whether a rustls error (e.g. an alert from the peer) sits in the error's chain.
+fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(error);
+    while let Some(e) = cur {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
 fn reason_of(error: &ConnectionError) -> DisconnectReason {
+    if is_tls(error) {
+        return DisconnectReason::Tls;
+    }
+    tracing::trace!(?error, "connection error");
     match error {
         ConnectionError::ConnectionRefused(code) => DisconnectReason::Refused { code: *code as u8 },
         ConnectionError::Tls(_) => DisconnectReason::Tls,
