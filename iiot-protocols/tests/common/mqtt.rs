@@ -465,3 +465,23 @@ pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) -> Duration
     assert!(child.wait().unwrap().success());
     start.elapsed()
 }
+
+/// Removes a retained message (empty retained publish, QoS 1) with a plain client.
+pub async fn clear_retained(host: &str, port: u16, topic: &str) {
+    let opts = rumqttc::MqttOptions::new(unique("janitor"), host, port);
+    let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 10);
+    client
+        .publish(topic, rumqttc::QoS::AtLeastOnce, true, Vec::new())
+        .await
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(rumqttc::Event::Incoming(rumqttc::Packet::PubAck(_))) = eventloop.poll().await
+            {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(acked.is_ok(), "retained message not cleared");
+}
