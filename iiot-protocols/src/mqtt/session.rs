@@ -643,13 +643,25 @@ impl Session {
         None
     }
 
-    fn on_error(&mut self, error: &ConnectionError, attempt: u32) {
+    /// Returns the received messages that rumqttc had buffered (and acknowledged)
+    /// before the error; they must still be delivered.
+    fn on_error(&mut self, error: &ConnectionError, attempt: u32) -> Vec<InboundMessage> {
         let was_connected = self.shared.state.borrow().is_connected();
         if was_connected {
             metrics::counter!("iiot_mqtt_disconnects_total").increment(1);
             tracing::warn!(client_id = %self.shared.client_id, %error, "connection lost");
         } else {
             tracing::debug!(client_id = %self.shared.client_id, %error, attempt, "connect failed");
+        }
+        // Events rumqttc generated but had not returned yet (a publish written just
+        // before the write failed, PUBACKs read in the same batch): pair them first,
+        // or the waiters would be out of step with the requests.
+        let buffered: Vec<Event> = self.eventloop.state.events.drain(..).collect();
+        let mut received = Vec::new();
+        for event in buffered {
+            if let Some(msg) = self.on_event(event) {
+                received.push(msg);
+            }
         }
         let taken: Vec<Request> = std::mem::take(&mut self.eventloop.pending).into();
         let collision = self.eventloop.state.collision.take();
@@ -662,6 +674,7 @@ impl Session {
             attempt,
             reason: reason_of(error),
         });
+        received
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
@@ -709,7 +722,20 @@ impl Session {
                 }
                 Err(e) => {
                     attempt = attempt.saturating_add(1);
-                    self.on_error(&e, attempt);
+                    for msg in self.on_error(&e, attempt) {
+                        tokio::select! {
+                            biased;
+                            () = cancel.cancelled() => break,
+                            r = self.inbound_tx.send(msg) => {
+                                if r.is_err() {
+                                    tracing::debug!("inbound receiver dropped");
+                                }
+                            }
+                        }
+                    }
+                    if cancel.is_cancelled() {
+                        break;
+                    }
                     let delay = self.backoff(attempt);
                     tokio::select! {
                         () = cancel.cancelled() => break,
@@ -809,6 +835,11 @@ fn reason_of(error: &ConnectionError) -> DisconnectReason {
         ConnectionError::Io(e) => DisconnectReason::Io { kind: e.kind() },
         ConnectionError::MqttState(rumqttc::StateError::Io(e)) => {
             DisconnectReason::Io { kind: e.kind() }
+        }
+        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
+            DisconnectReason::Io {
+                kind: std::io::ErrorKind::ConnectionAborted,
+            }
         }
         ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
             DisconnectReason::Timeout

@@ -118,6 +118,12 @@ impl Mosquitto {
     /// `extra`) and starts the broker; `None` when mosquitto is not installed.
     pub fn start(dir: &Path, extra: &str) -> Option<Self> {
         let binary = mosquitto_binary()?;
+        // Started as root, mosquitto drops to its own user: let it write its log
+        // and persistence file here.
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        }
         let port = free_port();
         let conf = dir.join("mosquitto.conf");
         let text = format!(
