@@ -339,21 +339,15 @@ impl SessionHandle {
 impl ConfirmedPublish for SessionHandle {
     /// Queues the message (waiting for room) and resolves on its PUBACK, or fails
     /// after the configured ack timeout.
-    fn publish_confirmed(
-        &self,
-        message: OutboundMessage,
-    ) -> impl Future<Output = Result<(), PublishError>> + Send {
-        async move {
-            let copy = message.clone();
-            let timeout = self.shared.ack_timeout;
-            let attempt = async { self.publish(message).await?.await };
-            match tokio::time::timeout(timeout, attempt).await {
-                Ok(r) => r,
-                Err(_) => Err(PublishError {
-                    message: copy,
-                    kind: PublishErrorKind::Timeout,
-                }),
-            }
+    async fn publish_confirmed(&self, message: OutboundMessage) -> Result<(), PublishError> {
+        let copy = message.clone();
+        let attempt = async { self.publish(message).await?.await };
+        match tokio::time::timeout(self.shared.ack_timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(PublishError {
+                message: copy,
+                kind: PublishErrorKind::Timeout,
+            }),
         }
     }
 }
@@ -664,8 +658,9 @@ impl Session {
             }
         }
         let taken: Vec<Request> = std::mem::take(&mut self.eventloop.pending).into();
-        let collision = self.eventloop.state.collision.take();
-        let out = self.shared.lock().connection_lost(taken, collision);
+        // rumqttc's held-back publish; its waiter is the tracker's collision.
+        let _ = self.eventloop.state.collision.take();
+        let out = self.shared.lock().connection_lost(taken);
         if out.failed > 0 {
             tracing::info!(failed_back = out.failed, "unconfirmed requests failed back");
         }
@@ -777,7 +772,7 @@ impl Session {
                 self.shared.lock().queued_in_pending(Waiter::Disconnect);
                 loop {
                     match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
-                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect))) | Ok(Err(_)) | Err(_) => {
+                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) | Err(_) => {
                             break;
                         }
                         Ok(Ok(event)) => {
@@ -815,7 +810,7 @@ fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
         if let Some(io) = e.downcast_ref::<std::io::Error>()
             && io
                 .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
+                .is_some_and(<dyn std::error::Error + Send + Sync>::is::<rustls::Error>)
         {
             return true;
         }

@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use iiot_core::publish::{OutboundMessage, PublishError, PublishErrorKind};
-use rumqttc::{Publish, Request, SubscribeReasonCode};
+use rumqttc::{Request, SubscribeReasonCode};
 use tokio::sync::oneshot;
 
 use super::error::{SubscribeError, SubscribeErrorKind};
@@ -161,15 +161,15 @@ impl Tracker {
     /// `Outgoing::AwaitAck(pkid)`: the next request collided with an unacknowledged id.
     pub(crate) fn await_ack(&mut self, pkid: u16) -> Outcome {
         let mut out = Outcome::default();
-        if let Some(w) = self.next(&mut out) {
-            if let Some((_, old)) = self.collision.replace((pkid, w)) {
-                // rumqttc keeps one collision; it lost the older one.
-                old.fail(
-                    &PublishErrorKind::ConnectionLost,
-                    &SubscribeErrorKind::ConnectionLost,
-                );
-                out.failed += 1;
-            }
+        if let Some(w) = self.next(&mut out)
+            && let Some((_, old)) = self.collision.replace((pkid, w))
+        {
+            // rumqttc keeps one collision; it lost the older one.
+            old.fail(
+                &PublishErrorKind::ConnectionLost,
+                &SubscribeErrorKind::ConnectionLost,
+            );
+            out.failed += 1;
         }
         out
     }
@@ -177,14 +177,13 @@ impl Tracker {
     /// `Incoming::PubAck(pkid)`.
     pub(crate) fn puback(&mut self, pkid: u16, now: Instant) -> Outcome {
         let mut out = Outcome::default();
-        match self.inflight.remove(&pkid) {
-            Some(Waiter::Publish { reply, queued, .. }) => {
-                out.acked = Some(now.saturating_duration_since(queued));
-                if let Some(reply) = reply {
-                    let _ = reply.send(Ok(()));
-                }
+        if let Some(Waiter::Publish { reply, queued, .. }) = self.inflight.remove(&pkid) {
+            out.acked = Some(now.saturating_duration_since(queued));
+            if let Some(reply) = reply {
+                let _ = reply.send(Ok(()));
             }
-            Some(_) | None => tracing::warn!(pkid, "PUBACK without a waiter"),
+        } else {
+            tracing::warn!(pkid, "PUBACK without a waiter");
         }
         out
     }
@@ -230,12 +229,9 @@ impl Tracker {
 
     /// The connection dropped. `taken` is what rumqttc had moved into `pending`
     /// (unacknowledged publishes with their ids, then unsent requests), in order;
-    /// `collision` is the publish rumqttc held back. Every waiter is failed back.
-    pub(crate) fn connection_lost(
-        &mut self,
-        taken: Vec<Request>,
-        collision: Option<Publish>,
-    ) -> Outcome {
+    /// the publish rumqttc held back after a collision is the tracker's own
+    /// `collision`. Every waiter is failed back.
+    pub(crate) fn connection_lost(&mut self, taken: Vec<Request>) -> Outcome {
         let mut out = Outcome::default();
         let lost = PublishErrorKind::ConnectionLost;
         let sub_lost = SubscribeErrorKind::ConnectionLost;
@@ -259,7 +255,6 @@ impl Tracker {
                 fail(w, &mut out);
             }
         }
-        let _ = collision;
         if let Some((_, w)) = self.collision.take() {
             fail(w, &mut out);
         }
@@ -300,6 +295,8 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
+    use rumqttc::Publish;
+
     use super::*;
 
     fn publish(n: u8) -> (Waiter, oneshot::Receiver<Result<(), PublishError>>) {
@@ -377,7 +374,7 @@ mod tests {
         t.queued_in_channel(w3);
         t.outgoing_publish(1);
         // rumqttc drained w2 from its channel; w3 was queued after the drain.
-        let out = t.connection_lost(vec![req(1), req(0)], None);
+        let out = t.connection_lost(vec![req(1), req(0)]);
         assert_eq!(out.failed, 2);
         let e1 = r1.try_recv().unwrap().unwrap_err();
         assert_eq!(e1.kind, PublishErrorKind::ConnectionLost);
