@@ -125,7 +125,15 @@ async fn last_will_then_birth() {
     assert!(seen.retain);
     assert_eq!(status_json(&seen.payload)["online"], true);
 
+    // Clean shutdown: the retained offline status, then DISCONNECT, so the broker
+    // does not publish the will on top of it.
     cancel.cancel();
     driver.await.unwrap();
+    let off = sub.next(T).await.expect("offline at shutdown");
+    assert_eq!(status_json(&off.payload)["reason"], "shutdown");
+    assert!(
+        sub.next(Duration::from_millis(500)).await.is_none(),
+        "the will fired after a clean shutdown"
+    );
     mqtt_common::clear_retained(&host, port, &format!("{}/status", prefix(&device))).await;
 }

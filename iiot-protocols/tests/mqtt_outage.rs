@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use iiot_core::publish::{ConfirmedPublish, OutboundMessage, QoS};
+use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishErrorKind, QoS};
 use iiot_protocols::mqtt::{ConnectionState, MqttConfig, Session};
 use mqtt_common::{Mosquitto, prefix, unique};
 use tokio_util::sync::CancellationToken;
@@ -127,7 +127,16 @@ async fn ten_thousand_confirmed_publishes_survive_two_restarts() {
                     match publisher.publish_confirmed(msg).await {
                         Ok(()) => break,
                         Err(e) => {
-                            assert!(e.kind.is_retryable(), "{e}");
+                            assert!(
+                                matches!(
+                                    e.kind,
+                                    PublishErrorKind::ConnectionLost
+                                        | PublishErrorKind::Timeout
+                                        | PublishErrorKind::NotConnected
+                                ),
+                                "{e}"
+                            );
+                            assert_eq!(e.message.payload.as_ref(), id.to_be_bytes());
                             resent.fetch_add(1, Ordering::Relaxed);
                             msg = e.message;
                             publisher.wait_connected(Duration::from_secs(30)).await;
