@@ -136,7 +136,8 @@ async fn subscription_delivers_messages() {
     other_driver.await.unwrap();
 }
 
-/// Invalid topics are refused with the message given back; with policy `Refuse`,
+/// Invalid topics and oversized messages are refused with the message given back
+/// (for good: resending cannot help); with policy `Refuse`,
 /// publishing before the connection exists fails with `NotConnected`.
 #[tokio::test]
 async fn refusals_return_the_message() {
@@ -152,6 +153,11 @@ async fn refusals_return_the_message() {
         .try_publish(OutboundMessage::new("a/+/b", b"p".to_vec()))
         .unwrap_err();
     assert!(matches!(e.kind, PublishErrorKind::Rejected { .. }));
+    let e = handle
+        .try_publish(OutboundMessage::new("a/b", vec![0u8; 2 << 20]))
+        .unwrap_err();
+    assert!(matches!(e.kind, PublishErrorKind::Rejected { .. }), "{e}");
+    assert_eq!(e.message.payload.len(), 2 << 20);
     let e = handle
         .try_publish(OutboundMessage::new("a/b", b"p".to_vec()))
         .unwrap_err();

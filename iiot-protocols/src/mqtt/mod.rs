@@ -22,7 +22,8 @@
 //! - **Observability.** [`SessionHandle::state`] is a watch of
 //!   [`ConnectionState`]. Metrics: `iiot_mqtt_connects_total`,
 //!   `iiot_mqtt_disconnects_total`, `iiot_mqtt_publishes_total`,
-//!   `iiot_mqtt_acks_total`, `iiot_mqtt_failed_back_total`, histogram
+//!   `iiot_mqtt_acks_total`, `iiot_mqtt_failed_back_total`, gauge
+//!   `iiot_mqtt_connected` (1 or 0), histogram
 //!   `iiot_mqtt_publish_ack_seconds` (queue to PUBACK).
 //!
 //! Memory stays bounded under any outage: at most `request_queue` requests

@@ -129,6 +129,7 @@ struct Shared {
     client_id: String,
     ack_timeout: Duration,
     when_disconnected: WhenDisconnected,
+    max_packet_size: usize,
 }
 
 impl Shared {
@@ -207,7 +208,7 @@ impl SessionHandle {
     /// # Errors
     /// The message is given back with `QueueFull` (the request queue is full),
     /// `NotConnected` (policy [`WhenDisconnected::Refuse`]), `Rejected` (invalid
-    /// topic) or `Closed`.
+    /// topic, or larger than `max_packet_size`) or `Closed`.
     pub fn try_publish(&self, message: OutboundMessage) -> Result<Confirmation, PublishError> {
         let fail = |message, kind| Err(PublishError { message, kind });
         if let Some(reason) = topic_problem(&message.topic) {
@@ -215,6 +216,21 @@ impl SessionHandle {
                 message,
                 PublishErrorKind::Rejected {
                     reason: reason.to_owned(),
+                },
+            );
+        }
+        // Remaining length of the PUBLISH: topic length prefix, topic, packet id,
+        // payload. rumqttc would fail the whole connection on an oversized packet
+        // and the resend would fail it again: refuse it here, for good.
+        let size = 2 + message.topic.len() + 2 + message.payload.len();
+        if size > self.shared.max_packet_size {
+            return fail(
+                message,
+                PublishErrorKind::Rejected {
+                    reason: format!(
+                        "packet of {size} bytes exceeds max_packet_size {}",
+                        self.shared.max_packet_size
+                    ),
                 },
             );
         }
@@ -482,6 +498,7 @@ impl Session {
             client_id: config.client_id.clone(),
             ack_timeout: config.ack_timeout,
             when_disconnected: config.when_disconnected,
+            max_packet_size: config.max_packet_size.get(),
         });
         let mut session = Session {
             eventloop,
@@ -585,6 +602,7 @@ impl Session {
         tracker.restore_needed = false;
         self.push_pending(&mut tracker, birth, None);
         drop(tracker);
+        metrics::gauge!("iiot_mqtt_connected").set(1.0);
         self.state_tx
             .send_replace(ConnectionState::Connected { session_present });
     }
@@ -643,6 +661,7 @@ impl Session {
         let was_connected = self.shared.state.borrow().is_connected();
         if was_connected {
             metrics::counter!("iiot_mqtt_disconnects_total").increment(1);
+            metrics::gauge!("iiot_mqtt_connected").set(0.0);
             tracing::warn!(client_id = %self.shared.client_id, %error, "connection lost");
         } else {
             tracing::debug!(client_id = %self.shared.client_id, %error, attempt, "connect failed");
@@ -795,6 +814,7 @@ impl Session {
             tracing::info!(failed, "requests failed back at shutdown");
         }
         self.shared.room.notify_waiters();
+        metrics::gauge!("iiot_mqtt_connected").set(0.0);
         self.state_tx.send_replace(ConnectionState::Closed);
         tracing::info!(client_id = %self.shared.client_id, "session closed");
     }
