@@ -692,11 +692,12 @@ impl Session {
     }
 
     fn backoff(&self, attempt: u32) -> Duration {
-        let (min, max) = self.reconnect;
-        let factor = 1u32 << attempt.saturating_sub(1).min(16);
-        let full = min.saturating_mul(factor).min(max);
-        let half = full / 2;
-        half + full.saturating_sub(half).mul_f64(rand::random::<f64>())
+        backoff_delay(
+            self.reconnect.0,
+            self.reconnect.1,
+            attempt,
+            rand::random::<f64>(),
+        )
     }
 
     /// Runs the session until `cancel` fires: connects, reconnects with jittered
@@ -820,6 +821,15 @@ impl Session {
     }
 }
 
+/// Exponential backoff with jitter: `min · 2^(attempt-1)` capped at `max`, then a
+/// uniform draw (`unit` in 0..1) between half of that and all of it.
+fn backoff_delay(min: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
+    let factor = 1u32 << attempt.saturating_sub(1).min(16);
+    let full = min.saturating_mul(factor).min(max);
+    let half = full / 2;
+    half + full.saturating_sub(half).mul_f64(unit.clamp(0.0, 1.0))
+}
+
 /// Whether a rustls error (e.g. an alert from the peer) sits in the error's chain.
 fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut cur = Some(error);
@@ -860,5 +870,20 @@ fn reason_of(error: &ConnectionError) -> DisconnectReason {
             DisconnectReason::Timeout
         }
         _ => DisconnectReason::Protocol,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters() {
+        let (min, max) = (Duration::from_millis(100), Duration::from_secs(2));
+        assert_eq!(backoff_delay(min, max, 1, 1.0), min);
+        assert_eq!(backoff_delay(min, max, 1, 0.0), min / 2);
+        assert_eq!(backoff_delay(min, max, 3, 1.0), Duration::from_millis(400));
+        assert_eq!(backoff_delay(min, max, 30, 1.0), max);
+        assert_eq!(backoff_delay(min, max, u32::MAX, 0.0), max / 2);
     }
 }
