@@ -53,6 +53,7 @@
 
 mod config;
 mod error;
+mod handle;
 mod identity;
 mod session;
 mod status;
@@ -63,5 +64,6 @@ pub use error::{
     ConfigError, DisconnectReason, IdentityError, IdentityProblem, SubscribeError,
     SubscribeErrorKind,
 };
-pub use session::{Confirmation, ConnectionState, Inbound, InboundMessage, Session, SessionHandle};
+pub use handle::{Confirmation, ConnectionState, Inbound, InboundMessage, SessionHandle};
+pub use session::Session;
 pub use status::{StatusEncoder, json_status, json_status_encoder};
