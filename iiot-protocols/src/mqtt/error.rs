@@ -67,6 +67,7 @@ pub enum ConfigError {
 
 /// A CA, certificate or key file failed the identity check made before connecting.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 #[error("{path}: {problem}", path = path.display())]
 pub struct IdentityError {
     /// The file at fault.
@@ -117,13 +118,15 @@ pub enum IdentityProblem {
         /// The configured client id.
         client_id: String,
     },
-    /// TLS refused the certificate or key (e.g. key does not match, unsupported algorithm).
+    /// TLS refused the certificate or key (e.g. key does not match, unsupported
+    /// algorithm). The TLS library's error is the source.
     #[error("rejected by TLS: {0}")]
-    Tls(#[source] rustls::Error),
+    Tls(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Why a subscription failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 #[error("subscribe to {filter:?} failed: {kind}")]
 pub struct SubscribeError {
     /// The topic filter.

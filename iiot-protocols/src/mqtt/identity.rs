@@ -113,12 +113,12 @@ pub(crate) fn client_config(
         check_certificate(ca_path, &ca, None, now)?;
         roots
             .add(ca)
-            .map_err(|e| fail(ca_path, IdentityProblem::Tls(e)))?;
+            .map_err(|e| fail(ca_path, IdentityProblem::Tls(Box::new(e))))?;
     }
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| fail(ca_path, IdentityProblem::Tls(e)))?
+        .map_err(|e| fail(ca_path, IdentityProblem::Tls(Box::new(e))))?
         .with_root_certificates(roots);
     let config = match identity {
         None => builder.with_no_client_auth(),
@@ -128,7 +128,7 @@ pub(crate) fn client_config(
             let key = read_key(key_path)?;
             builder
                 .with_client_auth_cert(chain, key)
-                .map_err(|e| fail(key_path, IdentityProblem::Tls(e)))?
+                .map_err(|e| fail(key_path, IdentityProblem::Tls(Box::new(e))))?
         }
     };
     Ok(Arc::new(config))
