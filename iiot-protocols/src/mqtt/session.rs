@@ -111,10 +111,17 @@ impl Session {
         let broker = config.broker()?;
         let mut options = MqttOptions::new(config.client_id.clone(), broker.host, broker.port);
         options
-            .set_keep_alive(Duration::from_secs(secs(config.keepalive).max(5)))
+            .set_keep_alive(Duration::from_secs(secs(config.keepalive)))
             .set_clean_session(config.clean_session)
             .set_inflight(u16::try_from(config.inflight.get()).unwrap_or(u16::MAX - 1))
             .set_max_packet_size(config.max_packet_size.get(), config.max_packet_size.get());
+        if config.cert_paths().is_none()
+            && (config.client_cert_path.is_some() || config.client_key_path.is_some())
+        {
+            return Err(ConfigError::TlsFiles {
+                reason: "client certificate and key go together",
+            });
+        }
         match (broker.tls, &config.ca_path, config.cert_paths()) {
             (true, None, _) => return Err(ConfigError::MissingCa),
             (true, Some(ca), identity) => {
@@ -127,14 +134,6 @@ impl Session {
                     reason: "certificate files given for mqtt://; use mqtts://",
                 });
             }
-        }
-        if broker.tls
-            && config.cert_paths().is_none()
-            && (config.client_cert_path.is_some() || config.client_key_path.is_some())
-        {
-            return Err(ConfigError::TlsFiles {
-                reason: "client certificate and key go together",
-            });
         }
         let (client, mut eventloop) = AsyncClient::new(options, config.request_queue.get());
         let mut net = eventloop.network_options();
