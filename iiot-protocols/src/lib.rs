@@ -8,6 +8,7 @@
 //! |---|---|---|
 //! | `modbus-tcp` | yes | [`modbus`]: register maps, codec, planner, poller over Modbus TCP, the map-driven TCP simulator |
 //! | `modbus-rtu` | yes | [`modbus`] over RTU: serial connector (`RtuConnector`), shared-bus scheduling |
+//! | `mqtt` | yes | [`mqtt`]: MQTT 3.1.1 session over rumqttc + rustls: mTLS identity check, persistent session, LWT and birth, confirmed publish |
 //!
 //! ```
 //! // Drivers emit iiot-core samples.
@@ -22,3 +23,7 @@
 #[cfg(any(feature = "modbus-tcp", feature = "modbus-rtu"))]
 #[cfg_attr(docsrs, doc(cfg(any(feature = "modbus-tcp", feature = "modbus-rtu"))))]
 pub mod modbus;
+
+#[cfg(feature = "mqtt")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
+pub mod mqtt;

@@ -1,0 +1,356 @@
+//! Session configuration.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::error::ConfigError;
+
+/// What a publish does while the session is not connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WhenDisconnected {
+    /// The message waits in the bounded request queue and goes out after the
+    /// reconnect. When the queue is full, `try_publish` fails with `QueueFull`
+    /// and `publish` waits for room. A message that was written to a connection
+    /// that then dropped is failed back with `ConnectionLost`; nothing is dropped
+    /// silently. Default.
+    #[default]
+    Queue,
+    /// The publish fails at once with `NotConnected` and the message is given
+    /// back: the caller's outbox keeps it and replays it after the reconnect.
+    Refuse,
+}
+
+/// Configuration of an MQTT session. Deserializes with `deny_unknown_fields`;
+/// every field but `client_id` and `topic_prefix` has a default.
+///
+/// ## Defaults
+///
+/// | field | default |
+/// |---|---|
+/// | `broker_url` | `mqtt://127.0.0.1:1883` |
+/// | `keepalive` | 30 s |
+/// | `clean_session` | `false` (persistent session) |
+/// | `ca_path`, `client_cert_path`, `client_key_path` | none |
+/// | `inflight` | 100 unacknowledged QoS 1 publishes |
+/// | `request_queue` | 1000 requests waiting for the connection |
+/// | `inbound_queue` | 256 received messages not yet taken |
+/// | `max_packet_size` | 1 MiB |
+/// | `reconnect_min` / `reconnect_max` | 250 ms / 30 s (exponential, jittered) |
+/// | `connect_timeout` | 5 s |
+/// | `ack_timeout` | 30 s |
+/// | `shutdown_timeout` | 5 s |
+/// | `when_disconnected` | [`WhenDisconnected::Queue`] |
+/// | `firmware_version`, `gateway_id` | none |
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    pub(crate) broker_url: String,
+    pub(crate) client_id: String,
+    pub(crate) topic_prefix: String,
+    pub(crate) keepalive: Duration,
+    pub(crate) clean_session: bool,
+    pub(crate) ca_path: Option<PathBuf>,
+    pub(crate) client_cert_path: Option<PathBuf>,
+    pub(crate) client_key_path: Option<PathBuf>,
+    pub(crate) inflight: NonZeroUsize,
+    pub(crate) request_queue: NonZeroUsize,
+    pub(crate) inbound_queue: NonZeroUsize,
+    pub(crate) max_packet_size: NonZeroUsize,
+    pub(crate) reconnect_min: Duration,
+    pub(crate) reconnect_max: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) ack_timeout: Duration,
+    pub(crate) shutdown_timeout: Duration,
+    pub(crate) when_disconnected: WhenDisconnected,
+    pub(crate) firmware_version: Option<String>,
+    pub(crate) gateway_id: Option<String>,
+}
+
+const fn nz(n: usize) -> NonZeroUsize {
+    match NonZeroUsize::new(n) {
+        Some(v) => v,
+        None => NonZeroUsize::MIN,
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            broker_url: "mqtt://127.0.0.1:1883".to_owned(),
+            client_id: String::new(),
+            topic_prefix: String::new(),
+            keepalive: Duration::from_secs(30),
+            clean_session: false,
+            ca_path: None,
+            client_cert_path: None,
+            client_key_path: None,
+            inflight: nz(100),
+            request_queue: nz(1000),
+            inbound_queue: nz(256),
+            max_packet_size: nz(1024 * 1024),
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(30),
+            connect_timeout: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            when_disconnected: WhenDisconnected::Queue,
+            firmware_version: None,
+            gateway_id: None,
+        }
+    }
+}
+
+impl MqttConfig {
+    /// A configuration with the required fields: the broker URL (`mqtt://host[:port]`
+    /// or `mqtts://host[:port]`), the client id (= the device id, = the CN of the
+    /// client certificate) and the UNS topic prefix of the device
+    /// (`{enterprise}/{site}/{area}/{line}/{device_type}/{device_id}`, whose last
+    /// segment must equal the client id). Nothing is checked until the session is
+    /// built.
+    pub fn new(
+        broker_url: impl Into<String>,
+        client_id: impl Into<String>,
+        topic_prefix: impl Into<String>,
+    ) -> Self {
+        Self {
+            broker_url: broker_url.into(),
+            client_id: client_id.into(),
+            topic_prefix: topic_prefix.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The client id.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// The broker URL.
+    pub fn broker_url(&self) -> &str {
+        &self.broker_url
+    }
+
+    /// The UNS topic prefix of the device.
+    pub fn topic_prefix(&self) -> &str {
+        &self.topic_prefix
+    }
+
+    /// The retained status topic: `{topic_prefix}/status`.
+    pub fn status_topic(&self) -> String {
+        format!("{}/status", self.topic_prefix)
+    }
+
+    /// Keepalive interval (whole seconds on the wire; at least 1 s).
+    pub fn set_keepalive(&mut self, keepalive: Duration) -> &mut Self {
+        self.keepalive = keepalive;
+        self
+    }
+
+    /// Clean session. `false` (default) keeps the broker-side session across
+    /// reconnects, as the guide prescribes.
+    pub fn set_clean_session(&mut self, clean: bool) -> &mut Self {
+        self.clean_session = clean;
+        self
+    }
+
+    /// PEM file with the CA certificate(s) that sign the broker's certificate.
+    /// Required for `mqtts://`.
+    pub fn set_ca_path(&mut self, path: impl Into<PathBuf>) -> &mut Self {
+        self.ca_path = Some(path.into());
+        self
+    }
+
+    /// PEM files with the client certificate (chain) and its private key, for mTLS.
+    pub fn set_client_identity(
+        &mut self,
+        cert_path: impl Into<PathBuf>,
+        key_path: impl Into<PathBuf>,
+    ) -> &mut Self {
+        self.client_cert_path = Some(cert_path.into());
+        self.client_key_path = Some(key_path.into());
+        self
+    }
+
+    /// Most QoS 1 publishes on the wire without a PUBACK (at most 65 535).
+    pub fn set_inflight(&mut self, inflight: NonZeroUsize) -> &mut Self {
+        self.inflight = inflight;
+        self
+    }
+
+    /// Capacity of the request queue between the handles and the connection.
+    /// Together with `inflight` it bounds the memory held during an outage.
+    pub fn set_request_queue(&mut self, capacity: NonZeroUsize) -> &mut Self {
+        self.request_queue = capacity;
+        self
+    }
+
+    /// Capacity of the channel of received messages. When it is full the session
+    /// stops reading from the broker (back-pressure) instead of dropping.
+    pub fn set_inbound_queue(&mut self, capacity: NonZeroUsize) -> &mut Self {
+        self.inbound_queue = capacity;
+        self
+    }
+
+    /// Largest MQTT packet sent or accepted, in bytes.
+    pub fn set_max_packet_size(&mut self, bytes: NonZeroUsize) -> &mut Self {
+        self.max_packet_size = bytes;
+        self
+    }
+
+    /// Reconnect backoff: the first delay and the cap. Each failed attempt doubles
+    /// the delay; the actual wait is drawn uniformly from half of it to all of it.
+    pub fn set_reconnect_backoff(&mut self, min: Duration, max: Duration) -> &mut Self {
+        self.reconnect_min = min;
+        self.reconnect_max = max;
+        self
+    }
+
+    /// Time allowed for TCP + TLS + CONNACK (whole seconds; at least 1 s).
+    pub fn set_connect_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.connect_timeout = timeout;
+        self
+    }
+
+    /// How long `publish_confirmed` waits for the PUBACK before failing with `Timeout`.
+    pub fn set_ack_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.ack_timeout = timeout;
+        self
+    }
+
+    /// How long a clean shutdown waits for the offline status to be acknowledged.
+    pub fn set_shutdown_timeout(&mut self, timeout: Duration) -> &mut Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
+    /// What publishing does while disconnected.
+    pub fn set_when_disconnected(&mut self, policy: WhenDisconnected) -> &mut Self {
+        self.when_disconnected = policy;
+        self
+    }
+
+    /// Firmware version announced in the birth message.
+    pub fn set_firmware_version(&mut self, version: impl Into<String>) -> &mut Self {
+        self.firmware_version = Some(version.into());
+        self
+    }
+
+    /// Gateway id announced in the birth message.
+    pub fn set_gateway_id(&mut self, gateway_id: impl Into<String>) -> &mut Self {
+        self.gateway_id = Some(gateway_id.into());
+        self
+    }
+
+    pub(crate) fn broker(&self) -> Result<Broker, ConfigError> {
+        Broker::parse(&self.broker_url)
+    }
+
+    pub(crate) fn cert_paths(&self) -> Option<(&Path, &Path)> {
+        match (&self.client_cert_path, &self.client_key_path) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            _ => None,
+        }
+    }
+}
+
+/// A parsed broker URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Broker {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) tls: bool,
+}
+
+impl Broker {
+    pub(crate) fn parse(url: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: &'static str| ConfigError::BrokerUrl {
+            url: url.to_owned(),
+            reason,
+        };
+        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
+            (false, r)
+        } else if let Some(r) = url.strip_prefix("mqtts://") {
+            (true, r)
+        } else {
+            return Err(bad("scheme must be mqtt:// or mqtts://"));
+        };
+        let rest = rest.strip_suffix('/').unwrap_or(rest);
+        if rest.contains(['/', '@', '?', '#']) {
+            return Err(bad("only host and port are allowed"));
+        }
+        let default_port = if tls { 8883 } else { 1883 };
+        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+            match after.strip_prefix(':') {
+                Some(p) => (host, Some(p)),
+                None if after.is_empty() => (host, None),
+                None => return Err(bad("junk after ]")),
+            }
+        } else {
+            match rest.rsplit_once(':') {
+                Some((h, p)) => (h, Some(p)),
+                None => (rest, None),
+            }
+        };
+        if host.is_empty() {
+            return Err(bad("host is empty"));
+        }
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| bad("port is not a number"))?,
+            None => default_port,
+        };
+        if port == 0 {
+            return Err(bad("port 0"));
+        }
+        Ok(Self {
+            host: host.to_owned(),
+            port,
+            tls,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let b = Broker::parse("mqtt://127.0.0.1:1883").unwrap();
+        assert_eq!((b.host.as_str(), b.port, b.tls), ("127.0.0.1", 1883, false));
+        let b = Broker::parse("mqtts://broker.example").unwrap();
+        assert_eq!(
+            (b.host.as_str(), b.port, b.tls),
+            ("broker.example", 8883, true)
+        );
+        let b = Broker::parse("mqtt://[::1]:1999/").unwrap();
+        assert_eq!((b.host.as_str(), b.port), ("::1", 1999));
+        for bad in [
+            "http://x",
+            "mqtt://",
+            "mqtt://h:x",
+            "mqtt://h:0",
+            "mqtt://u@h",
+            "mqtt://h/p",
+        ] {
+            assert!(Broker::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn config_serde_rejects_unknown_fields() {
+        let json = r#"{"client_id":"d1","topic_prefix":"e/s/a/l/t/d1","bogus":1}"#;
+        assert!(serde_json::from_str::<MqttConfig>(json).is_err());
+        let json = r#"{"client_id":"d1","topic_prefix":"e/s/a/l/t/d1"}"#;
+        let c: MqttConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(
+            c,
+            MqttConfig::new("mqtt://127.0.0.1:1883", "d1", "e/s/a/l/t/d1")
+        );
+    }
+}
