@@ -67,3 +67,8 @@ pub trait Sink: Send {
         &mut self,
     ) -> impl Future<Output = Result<Vec<DeviceSequenceState>, SinkError>> + Send;
 }
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;
