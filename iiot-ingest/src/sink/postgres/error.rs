@@ -37,14 +37,25 @@ pub(crate) fn class_of_sqlstate(code: &str) -> Class {
 /// Classifies `e`, which happened while doing `during`. Errors without a server
 /// answer (I/O, closed connection, timeout) are [`Class::Unavailable`].
 pub(crate) fn classify(e: &tokio_postgres::Error, during: &str) -> (Class, SinkError) {
+    let class = match e.as_db_error() {
+        Some(db) => class_of_sqlstate(db.code().code()),
+        // A value the client could not encode (a type mismatch) is a problem of
+        // the content or of this code, never of the connection.
+        None if e.to_string().starts_with("error serializing") => Class::Rejected,
+        None => Class::Unavailable,
+    };
+    (class, to_error(class, describe(e, during)))
+}
+
+/// `during: SEVERITY CODE: message (detail)` for a server error, else the error
+/// and its sources.
+pub(crate) fn describe(e: &tokio_postgres::Error, during: &str) -> String {
     if let Some(db) = e.as_db_error() {
         let code = db.code().code();
-        let class = class_of_sqlstate(code);
-        let detail = match db.detail() {
+        return match db.detail() {
             Some(d) => format!("{during}: {} {code}: {} ({d})", db.severity(), db.message()),
             None => format!("{during}: {} {code}: {}", db.severity(), db.message()),
         };
-        return (class, to_error(class, detail));
     }
     let mut detail = format!("{during}: {e}");
     let mut source = std::error::Error::source(e);
@@ -53,14 +64,7 @@ pub(crate) fn classify(e: &tokio_postgres::Error, during: &str) -> (Class, SinkE
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    // A value the client could not encode (a type mismatch) is a problem of the
-    // content or of this code, never of the connection.
-    let class = if e.to_string().starts_with("error serializing") {
-        Class::Rejected
-    } else {
-        Class::Unavailable
-    };
-    (class, to_error(class, detail))
+    detail
 }
 
 pub(crate) fn to_error(class: Class, detail: String) -> SinkError {

@@ -53,7 +53,7 @@ use tokio_postgres::{Client, NoTls, Statement};
 use self::commit::{LoadError, load, write};
 pub use self::config::{IdentifierError, PostgresConfig, TimescaleMode};
 use self::copy::SAMPLE_COLUMNS;
-use self::error::{Class, classify, to_error};
+use self::error::{Class, classify, describe, to_error};
 pub use self::schema::{SCHEMA_VERSION, TableNames};
 use self::schema::{TimescalePlan, migrate, timescale_facts, timescale_plan, timescale_sql};
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
@@ -204,10 +204,11 @@ impl PostgresSink {
     }
 
     async fn setup_schema(&mut self, client: &mut Client) -> Result<(), SinkError> {
+        // Anything but a lost connection is a setup problem here.
         let setup = |step: &str, e: &tokio_postgres::Error| match classify(e, step) {
             (Class::Unavailable, err) => err,
-            (_, err) => SinkError::Setup {
-                detail: err.to_string(),
+            _ => SinkError::Setup {
+                detail: describe(e, step),
             },
         };
         migrate(client, &self.tables)

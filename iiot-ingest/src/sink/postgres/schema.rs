@@ -73,13 +73,14 @@ pub(crate) async fn migrate(
     t: &TableNames,
 ) -> Result<(), tokio_postgres::Error> {
     let tx = client.transaction().await?;
-    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", t.schema))
-        .await?;
+    // The lock comes first: even `CREATE SCHEMA IF NOT EXISTS` races with itself.
     tx.execute(
         "SELECT pg_advisory_xact_lock(hashtext($1))",
         &[&format!("iiot-ingest schema {}", t.schema_version)],
     )
     .await?;
+    tx.batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS \"{}\"", t.schema))
+        .await?;
     tx.batch_execute(&format!(
         "CREATE TABLE IF NOT EXISTS {} (\
              version integer PRIMARY KEY, \
