@@ -1,1 +1,290 @@
-fn main() {}
+//! Rows per second through the PostgreSQL sink, beside two baselines on the same
+//! rows and the same table, in the same run:
+//!
+//! - `psql -c "COPY … FROM STDIN (FORMAT binary)"` fed a binary COPY file of the
+//!   same rows (written by the sink's own encoder);
+//! - row-by-row `INSERT` (one prepared statement per row) in one transaction.
+//!
+//! Run: `cargo bench -p iiot-ingest --bench sink_postgres`. Environment:
+//! `IIOT_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
+//! `IIOT_BENCH_ROWS` (default 200 000), `IIOT_BENCH_COMMIT_ROWS` (rows per
+//! commit, default 10 000), `IIOT_BENCH_ROUNDS` (default 3; the median is
+//! reported). Without a reachable server it prints why and exits 0. Works in
+//! schemas `iiot_bench_*`, dropped at the end.
+#![allow(missing_docs)]
+
+use std::io::Write as _;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use iiot_core::quality::Quality;
+use iiot_core::types::{
+    DeviceId, MessageId, Sample, Sequence, TagPath, TelemetryBatch, Timestamp, Value,
+};
+use iiot_ingest::record::{AcceptedBatch, CommitBatch};
+use iiot_ingest::sink::Sink;
+use iiot_ingest::sink::postgres::copy::{SAMPLE_COLUMNS, SampleCopyEncoder};
+use iiot_ingest::sink::postgres::types::{PgTime, PgU64};
+use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
+use tokio_postgres::types::ToSql;
+
+const SAMPLES_PER_BATCH: usize = 50;
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Commit batches of 50-sample telemetry batches from 20 devices: mostly
+/// doubles, some ints, bools and floats, a few Uncertain qualities (the shape of
+/// the codec benchmark).
+fn build(rows: usize, commit_rows: usize) -> Vec<CommitBatch> {
+    let base = Timestamp::now().unix_nanos();
+    let tags: Vec<TagPath> = (0..SAMPLES_PER_BATCH)
+        .map(|i| TagPath::new(format!("line2/filler3/pressure_{i:02}")).unwrap())
+        .collect();
+    let devices: Vec<DeviceId> = (0..20)
+        .map(|d| DeviceId::new(format!("plc-{d:03}")).unwrap())
+        .collect();
+    let batches = rows.div_ceil(SAMPLES_PER_BATCH);
+    let per_commit = (commit_rows / SAMPLES_PER_BATCH).max(1);
+    let mut out = Vec::new();
+    let mut current = CommitBatch::default();
+    for b in 0..batches {
+        let t = base + b as i64 * 1_000_000;
+        let samples = tags
+            .iter()
+            .enumerate()
+            .map(|(i, tag)| {
+                let at = Timestamp::from_unix_nanos(t + i as i64 * 1_000).unwrap();
+                let value: Value = match i % 10 {
+                    7 => Value::Int(b as i64 * 3 - i as i64),
+                    8 => Value::Bool(b % 2 == 0),
+                    9 => Value::Float(b as f32 * 0.25),
+                    _ => Value::Double(b as f64 * 0.1 + i as f64),
+                };
+                let q = if i % 17 == 0 {
+                    Quality::UNCERTAIN_LAST_USABLE_VALUE
+                } else {
+                    Quality::GOOD
+                };
+                Sample::new(tag.clone(), Some(value), q, at).unwrap()
+            })
+            .collect();
+        let device = devices[b % devices.len()].clone();
+        let mut batch = TelemetryBatch::new(device, Sequence((b / devices.len()) as u64), samples);
+        batch.message_id = MessageId::from_parts(1_700_000_000_000, b as u128);
+        current.telemetry.push(AcceptedBatch {
+            topic: format!("acme/s1/a1/l2/plc/{}/telemetry", batch.device_id.as_str()),
+            batch,
+            received_at: Timestamp::now(),
+        });
+        if current.telemetry.len() == per_commit {
+            out.push(std::mem::take(&mut current));
+        }
+    }
+    if !current.telemetry.is_empty() {
+        out.push(current);
+    }
+    out
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+fn rate(rows: usize, d: Duration) -> f64 {
+    rows as f64 / d.as_secs_f64()
+}
+
+async fn sink_for(url: &str, schema: &str) -> PostgresSink {
+    let mut c = PostgresConfig::new(url);
+    c.set_schema(schema).set_application_name(schema);
+    PostgresSink::connect(c).await.unwrap()
+}
+
+async fn reset(client: &tokio_postgres::Client, schema: &str) {
+    client
+        .batch_execute(&format!(
+            "TRUNCATE \"{schema}\".iiot_samples, \"{schema}\".iiot_messages"
+        ))
+        .await
+        .unwrap();
+}
+
+fn insert_params(a: &AcceptedBatch, s: &Sample) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    let v = s.value();
+    let none_f: Option<f64> = None;
+    let none_i: Option<i64> = None;
+    let none_u: Option<PgU64> = None;
+    let none_b: Option<bool> = None;
+    let none_t: Option<String> = None;
+    let none_y: Option<Vec<u8>> = None;
+    let mut p: Vec<Box<dyn ToSql + Sync + Send>> = vec![
+        Box::new(PgTime(s.source_time())),
+        Box::new(a.batch.device_id.as_str().to_owned()),
+        Box::new(s.tag().as_str().to_owned()),
+        Box::new(v.map(|v| v.type_name().to_owned())),
+    ];
+    let (d, i, b) = match v {
+        Some(Value::Double(x)) => (Some(*x), None, None),
+        Some(Value::Float(x)) => (Some(f64::from(*x)), None, None),
+        Some(Value::Int(x)) => (None, Some(*x), None),
+        Some(Value::Bool(x)) => (None, None, Some(*x)),
+        _ => (none_f, none_i, none_b),
+    };
+    p.push(Box::new(d));
+    p.push(Box::new(i));
+    p.push(Box::new(none_u));
+    p.push(Box::new(b));
+    p.push(Box::new(none_t));
+    p.push(Box::new(none_y));
+    p.push(Box::new(i64::from(s.quality().status_code())));
+    p.push(Box::new(a.batch.message_id.to_bytes().to_vec()));
+    p.push(Box::new(PgU64(a.batch.seq.0)));
+    p
+}
+
+#[tokio::main]
+async fn main() {
+    let url = std::env::var("IIOT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let rows = env_usize("IIOT_BENCH_ROWS", 200_000);
+    let commit_rows = env_usize("IIOT_BENCH_COMMIT_ROWS", 10_000);
+    let rounds = env_usize("IIOT_BENCH_ROUNDS", 3).max(1);
+
+    let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+        eprintln!("sink_postgres bench: PostgreSQL at {url} unreachable; skipped");
+        return;
+    };
+    tokio::spawn(conn);
+    let mut client = client;
+
+    let commits = build(rows, commit_rows);
+    let rows: usize = commits.iter().map(CommitBatch::sample_count).sum();
+    println!(
+        "rows {rows}, {} commits of {} rows, {SAMPLES_PER_BATCH} samples per telemetry batch, median of {rounds}",
+        commits.len(),
+        commits[0].sample_count()
+    );
+
+    // 1. The sink: pre-built CommitBatches, messages ledger + binary COPY.
+    let s_sink = "iiot_bench_sink";
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {s_sink} CASCADE"))
+        .await
+        .unwrap();
+    let mut sink = sink_for(&url, s_sink).await;
+    let mut sink_times = Vec::new();
+    for _ in 0..rounds {
+        reset(&client, s_sink).await;
+        let t = Instant::now();
+        for c in &commits {
+            sink.commit(c).await.unwrap();
+        }
+        sink_times.push(t.elapsed());
+    }
+    let sink_t = median(sink_times);
+
+    // 2. psql COPY of the same rows (the same encoder writes the file).
+    let s_psql = "iiot_bench_psql";
+    client
+        .batch_execute(&format!("DROP SCHEMA IF EXISTS {s_psql} CASCADE"))
+        .await
+        .unwrap();
+    drop(sink_for(&url, s_psql).await);
+    let mut enc = SampleCopyEncoder::new();
+    for c in &commits {
+        for a in &c.telemetry {
+            enc.push_batch(a);
+        }
+    }
+    let file = std::env::temp_dir().join(format!("iiot-bench-{}.pgcopy", std::process::id()));
+    let bytes = enc.finish();
+    std::fs::File::create(&file)
+        .unwrap()
+        .write_all(&bytes)
+        .unwrap();
+    let copy_sql = format!("COPY {s_psql}.iiot_samples ({SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)");
+    let mut psql_times = Vec::new();
+    for _ in 0..rounds {
+        reset(&client, s_psql).await;
+        let t = Instant::now();
+        let status = Command::new("psql")
+            .args([url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &copy_sql])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .stdout(Stdio::null())
+            .status();
+        let elapsed = t.elapsed();
+        match status {
+            Ok(s) if s.success() => psql_times.push(elapsed),
+            other => {
+                eprintln!("psql COPY failed: {other:?}");
+                break;
+            }
+        }
+    }
+    let copied: i64 = client
+        .query_one(&format!("SELECT count(*) FROM {s_psql}.iiot_samples"), &[])
+        .await
+        .unwrap()
+        .get(0);
+    let _ = std::fs::remove_file(&file);
+
+    // 3. Row-by-row INSERT in one transaction.
+    reset(&client, s_psql).await;
+    let insert = client
+        .prepare(&format!(
+            "INSERT INTO {s_psql}.iiot_samples ({SAMPLE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"
+        ))
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    let t = Instant::now();
+    for c in &commits {
+        for a in &c.telemetry {
+            for s in &a.batch.samples {
+                let p = insert_params(a, s);
+                let refs: Vec<&(dyn ToSql + Sync)> =
+                    p.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
+                tx.execute(&insert, &refs).await.unwrap();
+            }
+        }
+    }
+    tx.commit().await.unwrap();
+    let insert_t = t.elapsed();
+
+    let sink_r = rate(rows, sink_t);
+    println!("| path | rows/s | time | vs sink |");
+    println!("|---|---:|---:|---:|");
+    println!("| sink (ledger + binary COPY) | {sink_r:.0} | {sink_t:.2?} | 1.00x |");
+    if psql_times.len() == rounds && copied == rows as i64 {
+        let psql_t = median(psql_times);
+        let r = rate(rows, psql_t);
+        println!(
+            "| psql COPY binary | {r:.0} | {psql_t:.2?} | sink = {:.2}x psql |",
+            sink_r / r
+        );
+    } else {
+        println!("| psql COPY binary | failed ({copied} rows copied) | | |");
+    }
+    let r = rate(rows, insert_t);
+    println!(
+        "| row-by-row INSERT, 1 tx | {r:.0} | {insert_t:.2?} | sink = {:.1}x INSERT |",
+        sink_r / r
+    );
+    println!(
+        "cores available: {}",
+        std::thread::available_parallelism().map_or(0, std::num::NonZero::get)
+    );
+    for s in [s_sink, s_psql] {
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .await
+            .unwrap();
+    }
+}

@@ -5,7 +5,7 @@ use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
 use tokio_postgres::Client;
 
 use super::services::{pg_client, pg_url};
-use super::sink::{StoredSample, sorted, value_from_columns};
+use super::sink::{StoredSample, ValueColumns, sorted};
 
 /// One test's schema, a client for inspection, and the sink's config.
 pub struct PgEnv {
@@ -74,7 +74,6 @@ impl PgEnv {
             .iter()
             .map(|r| {
                 let us: i64 = r.get(0);
-                let vt: Option<&str> = r.get(3);
                 let uint: Option<&str> = r.get(6);
                 let id: &[u8] = r.get(11);
                 let seq: &str = r.get(12);
@@ -82,15 +81,16 @@ impl PgEnv {
                     time_ns: us * 1_000,
                     device: r.get(1),
                     tag: r.get(2),
-                    value: value_from_columns(
-                        vt,
-                        r.get(4),
-                        r.get(5),
-                        uint.map(|u| u.parse().unwrap()),
-                        r.get(7),
-                        r.get(8),
-                        r.get(9),
-                    ),
+                    value: ValueColumns {
+                        value_type: r.get(3),
+                        double: r.get(4),
+                        int: r.get(5),
+                        uint: uint.map(|u| u.parse().unwrap()),
+                        boolean: r.get(7),
+                        text: r.get(8),
+                        bytes: r.get(9),
+                    }
+                    .value(),
                     quality: u32::try_from(r.get::<_, i64>(10)).unwrap(),
                     message_id: id.try_into().unwrap(),
                     seq: seq.parse().unwrap(),

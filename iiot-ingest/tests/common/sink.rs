@@ -146,37 +146,43 @@ pub fn expected_rows<'a>(
     sorted(out)
 }
 
-/// Rebuilds a value from `value_type` and the value columns.
-#[allow(clippy::too_many_arguments)]
-pub fn value_from_columns(
-    vt: Option<&str>,
-    d: Option<f64>,
-    i: Option<i64>,
-    u: Option<u64>,
-    b: Option<bool>,
-    t: Option<String>,
-    bytes: Option<Vec<u8>>,
-) -> Option<Value> {
-    Some(match vt? {
-        "f64" => match bytes {
-            Some(bits) => {
-                Value::Double(f64::from_bits(u64::from_be_bytes(bits.try_into().unwrap())))
-            }
-            None => Value::Double(d.unwrap()),
-        },
-        "f32" => match bytes {
-            Some(bits) => {
-                Value::Float(f32::from_bits(u32::from_be_bytes(bits.try_into().unwrap())))
-            }
-            None => Value::Float(d.unwrap() as f32),
-        },
-        "i64" => Value::Int(i.unwrap()),
-        "u64" => Value::UInt(u.unwrap()),
-        "bool" => Value::Bool(b.unwrap()),
-        "string" => Value::String(t.unwrap()),
-        "bytes" => Value::Bytes(bytes.unwrap().into()),
-        other => panic!("unknown value_type {other}"),
-    })
+/// The value columns of one row, as read back.
+#[derive(Debug, Default)]
+pub struct ValueColumns {
+    pub value_type: Option<String>,
+    pub double: Option<f64>,
+    pub int: Option<i64>,
+    pub uint: Option<u64>,
+    pub boolean: Option<bool>,
+    pub text: Option<String>,
+    pub bytes: Option<Vec<u8>>,
+}
+
+impl ValueColumns {
+    /// Rebuilds the value. `bytes` next to a float holds its exact bits (SQLite's
+    /// way to keep NaN and -0.0).
+    pub fn value(self) -> Option<Value> {
+        Some(match self.value_type?.as_str() {
+            "f64" => match self.bytes {
+                Some(bits) => {
+                    Value::Double(f64::from_bits(u64::from_be_bytes(bits.try_into().unwrap())))
+                }
+                None => Value::Double(self.double.unwrap()),
+            },
+            "f32" => match self.bytes {
+                Some(bits) => {
+                    Value::Float(f32::from_bits(u32::from_be_bytes(bits.try_into().unwrap())))
+                }
+                None => Value::Float(self.double.unwrap() as f32),
+            },
+            "i64" => Value::Int(self.int.unwrap()),
+            "u64" => Value::UInt(self.uint.unwrap()),
+            "bool" => Value::Bool(self.boolean.unwrap()),
+            "string" => Value::String(self.text.unwrap()),
+            "bytes" => Value::Bytes(self.bytes.unwrap().into()),
+            other => panic!("unknown value_type {other}"),
+        })
+    }
 }
 
 /// A SQLite `u64` column (INTEGER, or 20-digit TEXT above `i64::MAX`).
@@ -202,22 +208,21 @@ pub fn sqlite_samples(conn: &rusqlite::Connection, prefix: &str) -> Vec<StoredSa
     let mut rows = stmt.query([]).unwrap();
     let mut out = Vec::new();
     while let Some(r) = rows.next().unwrap() {
-        let vt: Option<String> = r.get(3).unwrap();
-        let bytes: Option<Vec<u8>> = r.get(9).unwrap();
         let id: Vec<u8> = r.get(11).unwrap();
         out.push(StoredSample {
             time_ns: r.get(0).unwrap(),
             device: r.get(1).unwrap(),
             tag: r.get(2).unwrap(),
-            value: value_from_columns(
-                vt.as_deref(),
-                r.get(4).unwrap(),
-                r.get(5).unwrap(),
-                sqlite_u64(r.get_ref(6).unwrap()),
-                r.get(7).unwrap(),
-                r.get(8).unwrap(),
-                bytes,
-            ),
+            value: ValueColumns {
+                value_type: r.get(3).unwrap(),
+                double: r.get(4).unwrap(),
+                int: r.get(5).unwrap(),
+                uint: sqlite_u64(r.get_ref(6).unwrap()),
+                boolean: r.get(7).unwrap(),
+                text: r.get(8).unwrap(),
+                bytes: r.get(9).unwrap(),
+            }
+            .value(),
             quality: r.get(10).unwrap(),
             message_id: id.try_into().unwrap(),
             seq: sqlite_u64(r.get_ref(12).unwrap()).unwrap(),

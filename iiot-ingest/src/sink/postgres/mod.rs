@@ -44,7 +44,7 @@ mod config;
 pub mod copy;
 mod error;
 mod schema;
-mod types;
+pub mod types;
 
 use std::time::Instant;
 

@@ -3,7 +3,9 @@
 //! are kept exactly) and `timestamptz` from a nanosecond [`Timestamp`].
 //!
 //! The same functions feed both statement parameters ([`ToSql`]) and the binary
-//! COPY stream, so a value is encoded one way only.
+//! COPY stream, so a value is encoded one way only. [`PgU64`] and [`PgTime`] are
+//! public so that code reading the sink's tables with tokio-postgres can decode
+//! those columns exactly.
 
 use std::error::Error as StdError;
 
@@ -120,9 +122,10 @@ pub(crate) fn get_numeric(raw: &[u8]) -> Result<u64, BoxError> {
     Ok(v)
 }
 
-/// A `u64` as PostgreSQL `numeric` (exact for the whole range).
+/// A `u64` as PostgreSQL `numeric` (exact for the whole range). Reading fails
+/// for a negative, fractional or too large `numeric`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PgU64(pub u64);
+pub struct PgU64(pub u64);
 
 impl ToSql for PgU64 {
     fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
@@ -140,9 +143,11 @@ impl<'a> FromSql<'a> for PgU64 {
     accepts!(NUMERIC);
 }
 
-/// A [`Timestamp`] as PostgreSQL `timestamptz` (microsecond resolution).
+/// A [`Timestamp`] as PostgreSQL `timestamptz` (microsecond resolution: writing
+/// drops the sub-microsecond part). Reading fails for times before 1970 and
+/// `infinity`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct PgTime(pub Timestamp);
+pub struct PgTime(pub Timestamp);
 
 impl ToSql for PgTime {
     fn to_sql(&self, _ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
