@@ -115,37 +115,30 @@ async fn reset(client: &tokio_postgres::Client, schema: &str) {
         .unwrap();
 }
 
-fn insert_params(a: &AcceptedBatch, s: &Sample) -> Vec<Box<dyn ToSql + Sync + Send>> {
-    let v = s.value();
-    let none_f: Option<f64> = None;
-    let none_i: Option<i64> = None;
-    let none_u: Option<PgU64> = None;
-    let none_b: Option<bool> = None;
-    let none_t: Option<String> = None;
-    let none_y: Option<Vec<u8>> = None;
-    let mut p: Vec<Box<dyn ToSql + Sync + Send>> = vec![
-        Box::new(PgTime(s.source_time())),
-        Box::new(a.batch.device_id.as_str().to_owned()),
-        Box::new(s.tag().as_str().to_owned()),
-        Box::new(v.map(|v| v.type_name().to_owned())),
-    ];
-    let (d, i, b) = match v {
+fn insert_params(accepted: &AcceptedBatch, sample: &Sample) -> Vec<Box<dyn ToSql + Sync + Send>> {
+    let value = sample.value();
+    let (double, int, boolean) = match value {
         Some(Value::Double(x)) => (Some(*x), None, None),
         Some(Value::Float(x)) => (Some(f64::from(*x)), None, None),
         Some(Value::Int(x)) => (None, Some(*x), None),
         Some(Value::Bool(x)) => (None, None, Some(*x)),
-        _ => (none_f, none_i, none_b),
+        _ => (None, None, None),
     };
-    p.push(Box::new(d));
-    p.push(Box::new(i));
-    p.push(Box::new(none_u));
-    p.push(Box::new(b));
-    p.push(Box::new(none_t));
-    p.push(Box::new(none_y));
-    p.push(Box::new(i64::from(s.quality().status_code())));
-    p.push(Box::new(a.batch.message_id.to_bytes().to_vec()));
-    p.push(Box::new(PgU64(a.batch.seq.0)));
-    p
+    vec![
+        Box::new(PgTime(sample.source_time())),
+        Box::new(accepted.batch.device_id.as_str().to_owned()),
+        Box::new(sample.tag().as_str().to_owned()),
+        Box::new(value.map(|v| v.type_name().to_owned())),
+        Box::new(double),
+        Box::new(int),
+        Box::new(None::<PgU64>),
+        Box::new(boolean),
+        Box::new(None::<String>),
+        Box::new(None::<Vec<u8>>),
+        Box::new(i64::from(sample.quality().status_code())),
+        Box::new(accepted.batch.message_id.to_bytes().to_vec()),
+        Box::new(PgU64(accepted.batch.seq.0)),
+    ]
 }
 
 #[tokio::main]
@@ -208,13 +201,22 @@ async fn main() {
         .unwrap()
         .write_all(&bytes)
         .unwrap();
-    let copy_sql = format!("COPY {s_psql}.iiot_samples ({SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)");
+    let copy_sql =
+        format!("COPY {s_psql}.iiot_samples ({SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)");
     let mut psql_times = Vec::new();
     for _ in 0..rounds {
         reset(&client, s_psql).await;
         let t = Instant::now();
         let status = Command::new("psql")
-            .args([url.as_str(), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", &copy_sql])
+            .args([
+                url.as_str(),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &copy_sql,
+            ])
             .stdin(std::fs::File::open(&file).unwrap())
             .stdout(Stdio::null())
             .status();
@@ -249,8 +251,10 @@ async fn main() {
         for a in &c.telemetry {
             for s in &a.batch.samples {
                 let p = insert_params(a, s);
-                let refs: Vec<&(dyn ToSql + Sync)> =
-                    p.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
+                let refs: Vec<&(dyn ToSql + Sync)> = p
+                    .iter()
+                    .map(|b| b.as_ref() as &(dyn ToSql + Sync))
+                    .collect();
                 tx.execute(&insert, &refs).await.unwrap();
             }
         }

@@ -472,3 +472,61 @@ fn invalid_config_is_setup_error() {
     let c = PostgresConfig::new("postgres://[::1");
     assert!(matches!(PostgresSink::new(c), Err(SinkError::Setup { .. })));
 }
+
+/// Holds an ACCESS EXCLUSIVE lock on the samples table in its own session until
+/// dropped (rolled back).
+async fn lock_samples(env: &PgEnv) -> tokio_postgres::Client {
+    let locker = common::services::pg_client().await.unwrap();
+    locker
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            env.table("samples")
+        ))
+        .await
+        .unwrap();
+    locker
+}
+
+/// A commit future dropped mid-transaction (cancel safety): nothing is
+/// committed, and the next commit discards that session, reconnects and writes
+/// every row once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_commit_future_leaves_nothing_half_written() {
+    let env = env_or_skip!("cancel");
+    let mut sink = env.sink().await;
+    let batch = CommitBatch {
+        telemetry: vec![accepted("dev-a", 1, 1, doubles(100, T0))],
+        ..CommitBatch::default()
+    };
+    let locker = lock_samples(&env).await;
+    // The commit blocks on the lock; give up on it after a moment.
+    let cancelled = tokio::time::timeout(Duration::from_millis(300), sink.commit(&batch)).await;
+    assert!(cancelled.is_err(), "commit should have been blocked");
+    drop(locker); // releases the lock
+    let report = sink.commit(&batch).await.unwrap();
+    assert_eq!(report.rows_written, 100);
+    assert_eq!(env.count("samples").await, 100);
+    assert_eq!(env.count("messages").await, 1);
+    env.cleanup().await;
+}
+
+/// A commit that runs into `statement_timeout` is `Unavailable` (retry later),
+/// and a retry after the blockage goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statement_timeout_is_unavailable_and_retry_succeeds() {
+    let mut env = env_or_skip!("timeout");
+    env.config.set_statement_timeout(Duration::from_millis(200));
+    let mut sink = env.sink().await;
+    let batch = CommitBatch {
+        telemetry: vec![accepted("dev-a", 1, 1, doubles(10, T0))],
+        ..CommitBatch::default()
+    };
+    let locker = lock_samples(&env).await;
+    let err = sink.commit(&batch).await.unwrap_err();
+    assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
+    assert!(err.to_string().contains("57014"), "{err}");
+    drop(locker);
+    assert_eq!(sink.commit(&batch).await.unwrap().rows_written, 10);
+    assert_eq!(env.count("samples").await, 10);
+    env.cleanup().await;
+}

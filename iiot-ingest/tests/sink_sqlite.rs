@@ -339,7 +339,11 @@ fn value() -> impl Strategy<Value = Option<Value>> {
 }
 
 fn pool_batch(i: usize) -> impl Strategy<Value = AcceptedBatch> {
-    let device = if i.is_multiple_of(2) { "dev-a" } else { "dev-b" };
+    let device = if i.is_multiple_of(2) {
+        "dev-a"
+    } else {
+        "dev-b"
+    };
     prop::collection::vec((value(), 0..1_000_000i64), 0..5).prop_map(move |vals| {
         let samples = vals
             .into_iter()
