@@ -207,7 +207,8 @@ async fn gaps_and_sequence_state_survive_restart() {
 }
 
 /// Dead letters are stored byte for byte with topic, reason label, detail and
-/// time; data-loss records as such; a replayed commit adds neither twice.
+/// time (a NUL in the detail, which PostgreSQL text refuses, becomes U+FFFD);
+/// data-loss records as such; a replayed commit adds neither twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dead_letters_and_data_loss_are_stored_exactly() {
     let env = env_or_skip!("dead");
@@ -237,6 +238,8 @@ async fn dead_letters_and_data_loss_are_stored_exactly() {
             DeadLetter {
                 payload: Bytes::from_static(b"\0"),
                 reason: DeadLetterReason::DeviceMismatch,
+                // PostgreSQL text refuses NUL; a dead letter must never be refused.
+                detail: "nul \0 inside".into(),
                 ..dead.clone()
             },
         ],
@@ -264,6 +267,19 @@ async fn dead_letters_and_data_loss_are_stored_exactly() {
     assert_eq!(r.get::<_, &str>(2), dead.detail);
     assert_eq!(r.get::<_, &[u8]>(3), &payload[..]);
     assert_eq!(r.get::<_, i64>(4), T0 / US);
+    let nul_detail: String = env
+        .client
+        .query_one(
+            &format!(
+                "SELECT detail FROM {} WHERE length(payload) = 1",
+                env.table("dead_letter")
+            ),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(nul_detail, "nul \u{fffd} inside");
     let r = env
         .client
         .query_one(

@@ -1,5 +1,6 @@
 //! The statements of one commit and of the sequence-state load.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use futures_util::SinkExt;
@@ -130,7 +131,10 @@ pub(super) async fn write(conn: &mut Conn, batch: &CommitBatch) -> Result<Commit
         let counts: Vec<PgU64> = d.iter().map(|x| PgU64(x.count())).collect();
         let reasons: Vec<&str> = d.iter().map(|x| data_loss_label(x.reason)).collect();
         let detected: Vec<PgTime> = d.iter().map(|x| PgTime(x.detected_at)).collect();
-        let details: Vec<Option<&str>> = d.iter().map(|x| x.detail.as_deref()).collect();
+        let details: Vec<Option<Cow<'_, str>>> = d
+            .iter()
+            .map(|x| x.detail.as_deref().map(storable_text))
+            .collect();
         let bytes: Vec<Option<PgU64>> = d.iter().map(|x| x.bytes.map(PgU64)).collect();
         let params: [&(dyn ToSql + Sync); 9] = [
             &devices, &ids, &firsts, &lasts, &counts, &reasons, &detected, &details, &bytes,
@@ -170,9 +174,9 @@ pub(super) async fn write(conn: &mut Conn, batch: &CommitBatch) -> Result<Commit
     if !batch.dead_letters.is_empty() {
         let d = &batch.dead_letters;
         let received: Vec<PgTime> = d.iter().map(|x| PgTime(x.received_at)).collect();
-        let topics: Vec<&str> = d.iter().map(|x| x.topic.as_str()).collect();
+        let topics: Vec<Cow<'_, str>> = d.iter().map(|x| storable_text(&x.topic)).collect();
         let reasons: Vec<String> = d.iter().map(|x| x.reason.label()).collect();
-        let details: Vec<&str> = d.iter().map(|x| x.detail.as_str()).collect();
+        let details: Vec<Cow<'_, str>> = d.iter().map(|x| storable_text(&x.detail)).collect();
         let payloads: Vec<&[u8]> = d.iter().map(|x| &x.payload[..]).collect();
         let params: [&(dyn ToSql + Sync); 5] = [&received, &topics, &reasons, &details, &payloads];
         tx.execute(&conn.insert_dead_letters, &params)
@@ -204,6 +208,20 @@ async fn upsert_gap(
     .await
     .map(drop)
     .map_err(|e| ("gaps", e))
+}
+
+/// Text that PostgreSQL accepts: NUL (which `text` refuses) becomes U+FFFD.
+///
+/// Used for the records that must never be refused: dead letters (their bytes
+/// are kept exactly in `payload`) and data-loss details. Telemetry text values
+/// are not altered: a NUL there makes the commit `Rejected`, and the pipeline
+/// dead-letters the batch with its original bytes.
+pub(crate) fn storable_text(s: &str) -> Cow<'_, str> {
+    if s.contains('\0') {
+        Cow::Owned(s.replace('\0', "\u{fffd}"))
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 /// The `reason` column of a data-loss row (the serde name of the reason).
@@ -294,4 +312,15 @@ pub(super) async fn load(
         }
     }
     Ok(out.into_values().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storable_text_replaces_nul_only() {
+        assert!(matches!(storable_text("plain ✓"), Cow::Borrowed("plain ✓")));
+        assert_eq!(storable_text("a\0b\0"), "a\u{fffd}b\u{fffd}");
+    }
 }
