@@ -323,6 +323,29 @@ async fn invalid_prefix_is_setup_error() {
     assert!(!dir.path().join("x.sqlite3").exists());
 }
 
+/// Another process holds the write lock past the busy timeout: the commit is
+/// `Unavailable` with nothing written, and the retry after the lock is released
+/// reopens the database and succeeds.
+#[tokio::test]
+async fn busy_database_is_unavailable_then_retry_succeeds() {
+    let dir = TempDir::new().unwrap();
+    let mut config = SqliteConfig::new(dir.path().join("ingest.sqlite3"));
+    config.set_busy_timeout(std::time::Duration::from_millis(50));
+    let mut sink = SqliteSink::open(config).await.unwrap();
+    let batch = CommitBatch {
+        telemetry: vec![accepted("dev-a", 1, 1, doubles(3, T0))],
+        ..CommitBatch::default()
+    };
+    let other = inspect(&dir);
+    other.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let err = sink.commit(&batch).await.unwrap_err();
+    assert!(err.is_transient(), "{err}");
+    other.execute_batch("ROLLBACK").unwrap();
+    assert_eq!(sqlite_count(&other, "iiot_", "samples"), 0);
+    assert_eq!(sink.commit(&batch).await.unwrap().rows_written, 3);
+    assert_eq!(sqlite_count(&other, "iiot_", "samples"), 3);
+}
+
 // ---- model check -----------------------------------------------------------
 
 fn value() -> impl Strategy<Value = Option<Value>> {
