@@ -546,3 +546,75 @@ async fn statement_timeout_is_unavailable_and_retry_succeeds() {
     assert_eq!(env.count("samples").await, 10);
     env.cleanup().await;
 }
+
+/// The sink's backend is killed in the middle of the COPY stream, with part of
+/// the rows already inserted in the open transaction (a row trigger stops the
+/// COPY halfway on an advisory lock the test holds): `Unavailable`, nothing
+/// committed, and the next commit reconnects and writes every row exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_killed_mid_copy_stream_then_reconnects() {
+    let env = env_or_skip!("killcopy");
+    let mut sink = env.sink().await;
+    let key = i64::from(std::process::id()) << 8 | 7;
+    env.client
+        .batch_execute(&format!(
+            "CREATE FUNCTION \"{s}\".gate() RETURNS trigger LANGUAGE plpgsql AS $$ \
+             BEGIN IF NEW.tag = 'gate/row' THEN PERFORM pg_advisory_xact_lock_shared({key}); \
+             END IF; RETURN NEW; END $$; \
+             CREATE TRIGGER gate BEFORE INSERT ON {t} FOR EACH ROW EXECUTE FUNCTION \"{s}\".gate()",
+            s = env.schema,
+            t = env.table("samples")
+        ))
+        .await
+        .unwrap();
+    let mut telemetry: Vec<_> = (0..200)
+        .map(|i| accepted("dev-a", i, u128::from(i), doubles(100, T0)))
+        .collect();
+    telemetry[100].batch.samples[0] = Sample::good(common::sink::tag("gate/row"), 1.0, ts(T0));
+    let batch = CommitBatch {
+        telemetry,
+        ..CommitBatch::default()
+    };
+    let locker = common::services::pg_client().await.unwrap();
+    locker
+        .execute("SELECT pg_advisory_lock($1)", &[&key])
+        .await
+        .unwrap();
+    let to_commit = batch.clone();
+    let task = tokio::spawn(async move {
+        let r = sink.commit(&to_commit).await;
+        (sink, r)
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let stuck: i64 = env
+            .client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 \
+                 AND wait_event_type = 'Lock' AND query LIKE 'COPY%'",
+                &[&env.schema],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if stuck > 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "COPY never reached the gate row");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(env.terminate_sinks().await, 1);
+    let (mut sink, result) = task.await.unwrap();
+    assert!(
+        matches!(result, Err(SinkError::Unavailable { .. })),
+        "{result:?}"
+    );
+    assert_eq!(env.count("samples").await, 0);
+    assert_eq!(env.count("messages").await, 0);
+    drop(locker); // releases the advisory lock
+    let report = sink.commit(&batch).await.unwrap();
+    assert_eq!(report.rows_written, 20_000);
+    assert_eq!(sink.commit(&batch).await.unwrap().batches_skipped, 200);
+    assert_eq!(env.samples().await, expected_rows([&batch], US));
+    env.cleanup().await;
+}
