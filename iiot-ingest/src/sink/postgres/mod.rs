@@ -38,6 +38,19 @@
 //!
 //! The idempotency of step 1 lasts as long as the `{prefix}messages` rows: prune
 //! that table no faster than the broker may redeliver.
+//!
+//! ## Metrics
+//! Through the `metrics` facade, labelled `sink = "postgres"`:
+//! `iiot_ingest_sink_rows_written_total`, `iiot_ingest_sink_batches_written_total`,
+//! `iiot_ingest_sink_batches_skipped_total` (counters),
+//! `iiot_ingest_sink_commit_seconds` (histogram of successful commits),
+//! `iiot_ingest_sink_errors_total` (counter, label `kind` = `unavailable`,
+//! `rejected` or `setup`) and `iiot_ingest_sink_reconnects_total`.
+//!
+//! ## Cancel safety
+//! A dropped commit future leaves its transaction uncommitted (or, if COMMIT was
+//! already sent, committed); the next call discards that session and opens a new
+//! one, and the retried commit is idempotent.
 
 mod commit;
 mod config;

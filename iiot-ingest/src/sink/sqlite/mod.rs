@@ -15,6 +15,17 @@
 //!
 //! `:memory:` works (tests) but holds nothing past the sink: no durability.
 //!
+//! Errors: constraint, size and type errors are [`SinkError::Rejected`]; busy or
+//! locked files, I/O errors and a full disk are [`SinkError::Unavailable`] (the
+//! connection is reopened on the next call); a corrupt or read-only file, denied
+//! permissions or a broken schema are [`SinkError::Setup`].
+//!
+//! ## Metrics
+//! The same as the PostgreSQL sink's, labelled `sink = "sqlite"`:
+//! `iiot_ingest_sink_rows_written_total`, `iiot_ingest_sink_batches_written_total`,
+//! `iiot_ingest_sink_batches_skipped_total`, `iiot_ingest_sink_commit_seconds`,
+//! `iiot_ingest_sink_errors_total` (label `kind`).
+//!
 //! # Cancel safety
 //! A dropped commit future leaves its blocking task running to the end: the
 //! transaction is committed or rolled back, never half-written.
