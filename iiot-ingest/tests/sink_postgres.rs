@@ -15,7 +15,7 @@ use iiot_core::types::{DataLoss, DataLossReason, Sample, Sequence, Value};
 use iiot_ingest::record::{
     CommitBatch, CommitReport, DeadLetter, DeadLetterReason, DeviceSequenceState, Gap, GapChange,
 };
-use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink, SCHEMA_VERSION};
+use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink, SCHEMA_VERSION, TimescaleMode};
 use iiot_ingest::sink::{Sink, SinkError};
 
 /// PostgreSQL keeps microseconds.
@@ -616,5 +616,32 @@ async fn backend_killed_mid_copy_stream_then_reconnects() {
     assert_eq!(report.rows_written, 20_000);
     assert_eq!(sink.commit(&batch).await.unwrap().batches_skipped, 200);
     assert_eq!(env.samples().await, expected_rows([&batch], US));
+    env.cleanup().await;
+}
+
+/// `timescale = require` on a server without the extension is a setup error;
+/// `off` gives plain tables even where it exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn timescale_modes_on_this_server() {
+    let mut env = env_or_skip!("tsmode");
+    let available: bool = env
+        .client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb')",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    env.config.set_timescale(TimescaleMode::Off);
+    assert!(!env.sink().await.is_hypertable());
+    env.config.set_timescale(TimescaleMode::Require);
+    let required = PostgresSink::connect(env.config.clone()).await;
+    if available {
+        assert!(required.unwrap().is_hypertable());
+    } else {
+        let err = required.unwrap_err();
+        assert!(matches!(err, SinkError::Setup { .. }), "{err}");
+    }
     env.cleanup().await;
 }
