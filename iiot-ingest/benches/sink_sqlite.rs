@@ -33,6 +33,7 @@ async fn main() {
     let dir = tempfile::TempDir::new().unwrap();
     let mut sink_times = Vec::new();
     let mut insert_times = Vec::new();
+    let mut insert_ntx_times = Vec::new();
     for round in 0..rounds {
         // The sink, on a fresh file.
         let path = dir.path().join(format!("sink-{round}.sqlite3"));
@@ -44,54 +45,31 @@ async fn main() {
         sink_times.push(t.elapsed());
         drop(sink);
 
-        // Row by row on the same schema (created by the sink), one transaction.
-        let path = dir.path().join(format!("insert-{round}.sqlite3"));
-        drop(SqliteSink::open(SqliteConfig::new(&path)).await.unwrap());
-        let mut conn = rusqlite::Connection::open(&path).unwrap();
-        conn.pragma_update(None, "synchronous", "FULL").unwrap();
-        let t = Instant::now();
-        let tx = conn.transaction().unwrap();
-        {
-            let mut stmt = tx
-                .prepare(
-                    "INSERT INTO iiot_samples (time, device_id, tag, value_type, v_double, \
-                     v_int, v_bool, quality, message_id, seq) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                )
-                .unwrap();
-            for c in &commits {
-                for a in &c.telemetry {
-                    let id = a.batch.message_id.to_bytes();
-                    for s in &a.batch.samples {
-                        let (double, int, boolean) = match s.value() {
-                            Some(Value::Double(x)) => (Some(*x), None, None),
-                            Some(Value::Float(x)) => (Some(f64::from(*x)), None, None),
-                            Some(Value::Int(x)) => (None, Some(*x), None),
-                            Some(Value::Bool(x)) => (None, None, Some(*x)),
-                            _ => (None, None, None),
-                        };
-                        stmt.execute(params![
-                            s.source_time().unix_nanos(),
-                            a.batch.device_id.as_str(),
-                            s.tag().as_str(),
-                            s.value().map(Value::type_name),
-                            double,
-                            int,
-                            boolean,
-                            i64::from(s.quality().status_code()),
-                            &id[..],
-                            a.batch.seq.0 as i64,
-                        ])
-                        .unwrap();
-                    }
+        // Row by row on the same schema (created by the sink): all rows in one
+        // transaction, and one transaction per CommitBatch like the sink.
+        for (name, per_commit) in [("insert-1tx", false), ("insert-ntx", true)] {
+            let path = dir.path().join(format!("{name}-{round}.sqlite3"));
+            drop(SqliteSink::open(SqliteConfig::new(&path)).await.unwrap());
+            let mut conn = rusqlite::Connection::open(&path).unwrap();
+            conn.pragma_update(None, "synchronous", "FULL").unwrap();
+            let t = Instant::now();
+            if per_commit {
+                for c in &commits {
+                    insert_rows(&mut conn, std::slice::from_ref(c));
                 }
+            } else {
+                insert_rows(&mut conn, &commits);
+            }
+            if per_commit {
+                insert_ntx_times.push(t.elapsed());
+            } else {
+                insert_times.push(t.elapsed());
             }
         }
-        tx.commit().unwrap();
-        insert_times.push(t.elapsed());
     }
     let sink_t = median(sink_times);
     let insert_t = median(insert_times);
+    let insert_ntx_t = median(insert_ntx_times);
     println!("| path | rows/s (median) | median time | ratio |");
     println!("|---|---:|---:|---:|");
     println!(
@@ -104,4 +82,52 @@ async fn main() {
         "| rusqlite row-by-row INSERT, 1 transaction | {:.0} | {insert_t:.2?} | 1.00x |",
         rate(rows, insert_t)
     );
+    println!(
+        "| rusqlite row-by-row INSERT, {} transactions | {:.0} | {insert_ntx_t:.2?} | {:.2}x INSERT |",
+        commits.len(),
+        rate(rows, insert_ntx_t),
+        insert_t.as_secs_f64() / insert_ntx_t.as_secs_f64()
+    );
+}
+
+/// Inserts the samples of `commits` row by row in one transaction.
+fn insert_rows(conn: &mut rusqlite::Connection, commits: &[CommitBatch]) {
+    let tx = conn.transaction().unwrap();
+    {
+        let mut stmt = tx
+            .prepare_cached(
+                "INSERT INTO iiot_samples (time, device_id, tag, value_type, v_double, \
+                 v_int, v_bool, quality, message_id, seq) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            )
+            .unwrap();
+        for c in commits {
+            for a in &c.telemetry {
+                let id = a.batch.message_id.to_bytes();
+                for s in &a.batch.samples {
+                    let (double, int, boolean) = match s.value() {
+                        Some(Value::Double(x)) => (Some(*x), None, None),
+                        Some(Value::Float(x)) => (Some(f64::from(*x)), None, None),
+                        Some(Value::Int(x)) => (None, Some(*x), None),
+                        Some(Value::Bool(x)) => (None, None, Some(*x)),
+                        _ => (None, None, None),
+                    };
+                    stmt.execute(params![
+                        s.source_time().unix_nanos(),
+                        a.batch.device_id.as_str(),
+                        s.tag().as_str(),
+                        s.value().map(Value::type_name),
+                        double,
+                        int,
+                        boolean,
+                        i64::from(s.quality().status_code()),
+                        &id[..],
+                        a.batch.seq.0 as i64,
+                    ])
+                    .unwrap();
+                }
+            }
+        }
+    }
+    tx.commit().unwrap();
 }
