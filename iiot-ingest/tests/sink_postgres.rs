@@ -645,3 +645,26 @@ async fn timescale_modes_on_this_server() {
     }
     env.cleanup().await;
 }
+
+/// Two workers commit the same batches at once (a redelivery that reached a
+/// second shared-subscription worker): every row is written exactly once, and
+/// between them the two reports count each batch once as written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_sinks_committing_the_same_batch_write_once() {
+    let env = env_or_skip!("race");
+    let batch = CommitBatch {
+        telemetry: (0..50)
+            .map(|i| accepted("dev-a", i, u128::from(i), doubles(40, T0)))
+            .collect(),
+        ..CommitBatch::default()
+    };
+    let (mut a, mut b) = (env.sink().await, env.sink().await);
+    let (ra, rb) = tokio::join!(a.commit(&batch), b.commit(&batch));
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.batches_written + rb.batches_written, 50);
+    assert_eq!(ra.batches_skipped + rb.batches_skipped, 50);
+    assert_eq!(ra.rows_written + rb.rows_written, 2_000);
+    assert_eq!(env.count("samples").await, 2_000);
+    assert_eq!(env.samples().await, expected_rows([&batch], US));
+    env.cleanup().await;
+}
