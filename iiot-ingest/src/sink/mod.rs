@@ -68,3 +68,8 @@ pub trait Sink: Send {
     ) -> impl Future<Output = Result<Vec<DeviceSequenceState>, SinkError>> + Send;
 }
 pub mod memory;
+
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(feature = "sqlite")]
+pub mod sqlite;

@@ -1,0 +1,7 @@
+//! Shared helpers for iiot-ingest integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+#[cfg(feature = "postgres")]
+pub mod pg;
+pub mod services;
+pub mod sink;
