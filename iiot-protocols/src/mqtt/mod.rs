@@ -66,4 +66,6 @@ pub use error::{
 };
 pub use handle::{Confirmation, ConnectionState, Inbound, InboundMessage, SessionHandle};
 pub use session::Session;
-pub use status::{StatusEncoder, json_status, json_status_encoder};
+pub use status::{
+    StatusEncoder, json_status, json_status_encoder, protobuf_status, protobuf_status_encoder,
+};

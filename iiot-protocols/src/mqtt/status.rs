@@ -11,26 +11,28 @@ use iiot_core::types::Status;
 /// Turns a [`Status`] into the payload of the retained `…/status` message.
 pub type StatusEncoder = Arc<dyn Fn(&Status) -> Bytes + Send + Sync>;
 
-/// The default encoder: one JSON object, the form `mosquitto_sub` users read.
+/// The default encoder: the JSON form of core's `Status` contract
+/// ([`iiot_core::codec::json::encode_status`], see `docs/contracts.md`), the form
+/// `mosquitto_sub` users read:
 ///
 /// ```text
-/// {"device_id":"pump-7","online":true,"time":"2026-01-01T00:00:00Z",
-///  "firmware_version":"1.2.0","gateway_id":"gw-1","start_time":"…","reason":null}
+/// {"schema_version":1,"device_id":"pump-7","online":true,"ts":"2026-01-01T00:00:00Z",
+///  "firmware_version":"1.2.0","gateway_id":"gw-1","start_time":"…"}
 /// ```
 ///
-/// Optional fields are `null` when unknown. **Stability:** this is a wire
-/// format; fields are only ever added.
+/// Use [`protobuf_status_encoder`] for the Protobuf form.
 pub fn json_status(status: &Status) -> Bytes {
-    let value = serde_json::json!({
-        "device_id": status.device_id.as_str(),
-        "online": status.online,
-        "time": status.time.to_rfc3339(),
-        "firmware_version": status.firmware_version,
-        "gateway_id": status.gateway_id,
-        "start_time": status.start_time.map(iiot_core::types::Timestamp::to_rfc3339),
-        "reason": status.reason,
-    });
-    Bytes::from(value.to_string())
+    Bytes::from(iiot_core::codec::json::encode_status(status))
+}
+
+/// The Protobuf form of core's `Status` contract.
+pub fn protobuf_status(status: &Status) -> Bytes {
+    Bytes::from(iiot_core::codec::protobuf::encode_status(status))
+}
+
+/// The Protobuf encoder as a [`StatusEncoder`].
+pub fn protobuf_status_encoder() -> StatusEncoder {
+    Arc::new(protobuf_status)
 }
 
 /// The JSON encoder as a [`StatusEncoder`].
@@ -45,14 +47,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn json_is_exact() {
+    fn encoders_speak_core_contract() {
         let mut s = Status::offline(DeviceId::new("d1").unwrap(), None);
         s.time = Timestamp::UNIX_EPOCH;
         assert_eq!(
             json_status(&s),
             Bytes::from_static(
-                br#"{"device_id":"d1","firmware_version":null,"gateway_id":null,"online":false,"reason":null,"start_time":null,"time":"1970-01-01T00:00:00Z"}"#
+                br#"{"schema_version":1,"device_id":"d1","online":false,"ts":"1970-01-01T00:00:00Z"}"#
             )
+        );
+        let limits = iiot_core::codec::Limits::default();
+        assert_eq!(
+            iiot_core::codec::json::decode_status(&json_status(&s), &limits).unwrap(),
+            s
+        );
+        assert_eq!(
+            iiot_core::codec::protobuf::decode_status(&protobuf_status(&s), &limits).unwrap(),
+            s
         );
     }
 }
