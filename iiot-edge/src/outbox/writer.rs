@@ -1,0 +1,547 @@
+//! The writer thread: the only code that mutates storage.
+//!
+//! It is the group-commit leader. Each round it takes everything queued (appends,
+//! acknowledgements, loss acknowledgements), builds one atomic batch (new segments, removed
+//! segments, data-loss events, the meta record), applies it and flushes once. Appends that
+//! arrive during a flush wait for the next round, so concurrent appenders share flushes
+//! without any added delay; under group commit the round additionally waits for the window.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use iiot_core::types::{DataLoss, DataLossReason, MessageId, Sequence, Timestamp};
+
+use super::codec::{self, Meta, SEG_PREFIX, decode_loss, encode_loss, index_segment, seg_key};
+use super::config::{Durability, WhenFull};
+use super::shared::{Pending, Shared, State};
+use super::storage::Op;
+
+/// Largest segment the writer builds (one record may exceed it).
+const SEG_MAX_BYTES: usize = 1024 * 1024;
+/// Cap on stored data-loss events; beyond it the newest ones are merged.
+pub(crate) const MAX_LOSS_EVENTS: u64 = 10_000;
+/// Longest the writer sleeps without checking the age bound.
+const MAX_IDLE: Duration = Duration::from_secs(60);
+
+/// Work taken from the shared state for one round.
+struct Taken {
+    pending: Vec<Pending>,
+    ack_to: u64,
+    loss_acks: Vec<(u64, MessageId)>,
+    closing: bool,
+}
+
+/// Why the head moved.
+#[derive(Clone, Copy)]
+enum Advance {
+    /// Acknowledged up to (exclusive).
+    Ack(u64),
+    /// Drop oldest until this many bytes are freed.
+    Drop(u64),
+    /// Expire records appended before this time (ns).
+    Expire(i64),
+}
+
+/// Losses found during one round.
+#[derive(Default)]
+struct Losses {
+    overflow: LossRange,
+    expired: LossRange,
+    unreadable: LossRange,
+    changed: bool,
+    count_after: u64,
+}
+
+fn nanos(d: Duration) -> i64 {
+    i64::try_from(d.as_nanos()).unwrap_or(i64::MAX)
+}
+
+/// A loss range found during one round.
+#[derive(Default)]
+struct LossRange {
+    first: Option<u64>,
+    last: u64,
+    count: u64,
+    bytes: u64,
+}
+
+impl LossRange {
+    fn add(&mut self, seq: u64, count: u64, bytes: u64) {
+        if self.first.is_none() {
+            self.first = Some(seq);
+        }
+        self.last = seq.saturating_add(count.saturating_sub(1));
+        self.count += count;
+        self.bytes += bytes;
+    }
+}
+
+pub(crate) struct Writer {
+    pub(crate) shared: Arc<Shared>,
+}
+
+impl Writer {
+    /// Runs until the outbox is closed and drained.
+    pub(crate) fn run(self) {
+        loop {
+            let Some(taken) = self.take() else {
+                break;
+            };
+            let closing = taken.closing;
+            self.round(taken);
+            if closing {
+                let st = self.shared.lock();
+                if st.pending.is_empty() {
+                    break;
+                }
+            }
+        }
+        tracing::debug!("outbox writer stopped");
+    }
+
+    /// Waits for work (or the age bound), honouring the group-commit window.
+    fn take(&self) -> Option<Taken> {
+        let cfg = &self.shared.config;
+        let mut st = self.shared.lock();
+        loop {
+            let has_work =
+                !st.pending.is_empty() || st.ack_to > st.meta.head || !st.loss_acks.is_empty();
+            let expiry = self.expiry_wait(&st);
+            let now = Instant::now();
+            if let Durability::GroupCommit { window } = cfg.durability
+                && !st.closed
+                && st.ack_to <= st.meta.head
+                && st.loss_acks.is_empty()
+                && let Some(since) = st.pending_since
+            {
+                let deadline = since + window;
+                if now < deadline && st.pending_bytes < SEG_MAX_BYTES {
+                    st = self.wait(st, deadline - now);
+                    continue;
+                }
+            }
+            let expire_now = expiry == Some(Duration::ZERO);
+            if st.closed && !has_work {
+                return None;
+            }
+            if has_work || expire_now {
+                let pending = std::mem::take(&mut st.pending);
+                st.pending_bytes = 0;
+                st.pending_since = None;
+                return Some(Taken {
+                    pending,
+                    ack_to: st.ack_to,
+                    loss_acks: std::mem::take(&mut st.loss_acks),
+                    closing: st.closed,
+                });
+            }
+            st = self.wait(st, expiry.unwrap_or(MAX_IDLE).min(MAX_IDLE));
+        }
+    }
+
+    fn wait<'a>(
+        &'a self,
+        st: std::sync::MutexGuard<'a, State>,
+        d: Duration,
+    ) -> std::sync::MutexGuard<'a, State> {
+        self.shared
+            .wake
+            .wait_timeout(st, d)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .0
+    }
+
+    /// How long until the oldest live record passes the age bound (`ZERO`: now).
+    fn expiry_wait(&self, st: &State) -> Option<Duration> {
+        let max_age = self.shared.config.max_age?;
+        let oldest = st.oldest_at?;
+        let expires_ns = oldest.saturating_add(nanos(max_age));
+        let wait = expires_ns.saturating_sub(Timestamp::now().unix_nanos());
+        Some(Duration::from_nanos(u64::try_from(wait).unwrap_or(0)))
+    }
+
+    /// One commit group: build, apply, flush, reply.
+    fn round(&self, taken: Taken) {
+        let (before, cached_oldest) = {
+            let st = self.shared.lock();
+            (st.meta, st.oldest_at)
+        };
+        let mut meta = before;
+        let mut losses = Losses::default();
+        let mut ops = Vec::new();
+        let built = self.build(&taken, &mut meta, &mut ops, &mut losses, cached_oldest);
+
+        // `applied`: what the store holds in memory now; `result`: whether it is durable.
+        let (applied, result) = match built {
+            Err(e) => (before, Err(e)),
+            Ok(_) if ops.len() == 1 && meta == before && taken.pending.is_empty() => {
+                (before, Ok(()))
+            }
+            Ok(new_keys) => match self.shared.storage.apply(ops) {
+                Err(e) => (before, Err(e)),
+                Ok(()) => match self.shared.storage.flush() {
+                    Ok(()) => (meta, Ok(())),
+                    Err(e) => (self.withdraw(&taken, meta, new_keys), Err(e)),
+                },
+            },
+        };
+
+        let oldest =
+            if result.is_ok() && (applied.head != before.head || before.backlog_records == 0) {
+                self.oldest_at(&applied)
+            } else {
+                cached_oldest
+            };
+        let mut st = self.shared.lock();
+        st.meta = applied;
+        match result {
+            Ok(()) => {
+                st.durable_end = applied.next_seq;
+                st.oldest_at = oldest;
+                st.loss_count = losses.count_after;
+                let durable_end = st.durable_end;
+                drop(st);
+                for p in taken.pending {
+                    let _ = p.done.send(Ok(()));
+                }
+                self.shared.durable.send_replace(durable_end);
+                if losses.changed {
+                    self.shared.losses.send_modify(|v| *v = v.wrapping_add(1));
+                }
+                self.publish_metrics(&applied, oldest, &losses);
+            }
+            Err(e) => {
+                tracing::error!(error = %e, records = taken.pending.len(),
+                    "outbox commit failed; appenders get their messages back");
+                st.loss_acks.extend(taken.loss_acks);
+                drop(st);
+                for p in taken.pending {
+                    let err = io::Error::new(e.kind(), e.to_string());
+                    let _ = p.done.send(Err((Some(err), p.message)));
+                }
+                // Do not spin on a failing disk.
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        self.shared.space.notify_waiters();
+    }
+
+    /// After a failed flush: removes this round's new records from the (in-memory) store so
+    /// what is stored matches what appenders were told. Returns the meta now applied.
+    fn withdraw(&self, taken: &Taken, meta: Meta, new_keys: Vec<Vec<u8>>) -> Meta {
+        let mut undo: Vec<Op> = new_keys.into_iter().map(Op::Delete).collect();
+        let mut m = meta;
+        let n = taken.pending.len() as u64;
+        let b: u64 = taken.pending.iter().map(|p| p.len as u64).sum();
+        m.backlog_records = m.backlog_records.saturating_sub(n);
+        m.backlog_bytes = m.backlog_bytes.saturating_sub(b);
+        m.appended = m.appended.saturating_sub(n);
+        undo.push(Op::Put(codec::META_STATE.to_vec(), m.encode()));
+        if let Err(e) = self.shared.storage.apply(undo) {
+            tracing::error!(error = %e, "outbox: could not withdraw unflushed records");
+        }
+        m
+    }
+
+    /// Builds the batch of one round into `ops`. Returns the keys of new segments.
+    fn build(
+        &self,
+        taken: &Taken,
+        meta: &mut Meta,
+        ops: &mut Vec<Op>,
+        losses: &mut Losses,
+        cached_oldest: Option<i64>,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let cfg = &self.shared.config;
+        // 1. Acknowledgements (never beyond what was written).
+        let ack_to = taken.ack_to.min(meta.next_seq);
+        if ack_to > meta.head {
+            let mut acked = LossRange::default();
+            self.advance(
+                meta,
+                ops,
+                Advance::Ack(ack_to),
+                &mut acked,
+                &mut losses.unreadable,
+            )?;
+        }
+        // 2. Drop oldest to fit the new records.
+        let mut pending = &taken.pending[..];
+        let new_bytes: u64 = pending.iter().map(|p| p.len as u64).sum();
+        let max = cfg.max_bytes.get() as u64;
+        if cfg.when_full == WhenFull::DropOldest && meta.backlog_bytes + new_bytes > max {
+            let need = meta.backlog_bytes + new_bytes - max;
+            let freed = self.advance(
+                meta,
+                ops,
+                Advance::Drop(need),
+                &mut losses.overflow,
+                &mut losses.unreadable,
+            )?;
+            let mut still = need.saturating_sub(freed);
+            // The backlog alone was not enough: drop the oldest of the new records too.
+            while still > 0 && !pending.is_empty() {
+                let p = &pending[0];
+                losses.overflow.add(p.seq, 1, p.len as u64);
+                still = still.saturating_sub(p.len as u64);
+                meta.head = meta.head.max(p.seq + 1);
+                meta.appended += 1;
+                pending = &pending[1..];
+            }
+            meta.dropped_records += losses.overflow.count;
+            meta.dropped_bytes += losses.overflow.bytes;
+        }
+        // 3. New records, chunked into segments.
+        let mut new_keys = Vec::new();
+        let was_empty = meta.backlog_records == 0;
+        let mut start = 0;
+        while start < pending.len() {
+            let mut end = start;
+            let mut bytes = 0;
+            while end < pending.len() && (end == start || bytes + pending[end].len <= SEG_MAX_BYTES)
+            {
+                bytes += pending[end].len;
+                end += 1;
+            }
+            let chunk = &pending[start..end];
+            let first = chunk[0].seq;
+            let value =
+                codec::encode_segment(first, chunk.iter().map(|p| (p.at, &p.message)), bytes);
+            let key = seg_key(first).to_vec();
+            new_keys.push(key.clone());
+            ops.push(Op::Put(key, value));
+            meta.backlog_records += chunk.len() as u64;
+            meta.backlog_bytes += bytes as u64;
+            meta.appended += chunk.len() as u64;
+            start = end;
+        }
+        if let Some(first) = pending.first()
+            && was_empty
+        {
+            // Sequence numbers of failed writes leave gaps; the head skips them.
+            meta.head = meta.head.max(first.seq);
+        }
+        if let Some(last) = taken.pending.last() {
+            meta.next_seq = meta.next_seq.max(last.seq + 1);
+        }
+        // 4. Age bound (only read the store when the oldest record may have expired).
+        if let Some(age) = cfg.max_age {
+            let cutoff = Timestamp::now().unix_nanos().saturating_sub(nanos(age));
+            // The head only moves forward, so a cached oldest time is a lower bound.
+            let maybe =
+                meta.backlog_records > 0 && !was_empty && cached_oldest.is_none_or(|o| o < cutoff);
+            if maybe {
+                self.advance(
+                    meta,
+                    ops,
+                    Advance::Expire(cutoff),
+                    &mut losses.expired,
+                    &mut losses.unreadable,
+                )?;
+                meta.expired_records += losses.expired.count;
+                meta.expired_bytes += losses.expired.bytes;
+            }
+        }
+        // 5. Data-loss events and their acknowledgements.
+        let mut loss_count = self.shared.lock().loss_count;
+        for (key, id) in &taken.loss_acks {
+            let k = codec::loss_key(*key);
+            if let Some(v) = self.shared.storage.get(&k)? {
+                // A merged event got a new id; acknowledging the old id keeps it.
+                if decode_loss(&v).map_or(true, |l| l.message_id == *id) {
+                    ops.push(Op::Delete(k.to_vec()));
+                    loss_count = loss_count.saturating_sub(1);
+                    losses.changed = true;
+                }
+            }
+        }
+        for (range, reason) in [
+            (&losses.overflow, DataLossReason::Overflow),
+            (&losses.expired, DataLossReason::Expired),
+            (&losses.unreadable, DataLossReason::Unreadable),
+        ] {
+            if let Some(first) = range.first {
+                self.push_loss(meta, ops, &mut loss_count, first, range, reason)?;
+                losses.changed = true;
+            }
+        }
+        meta.unreadable_records += losses.unreadable.count;
+        losses.count_after = loss_count;
+        ops.push(Op::Put(codec::META_STATE.to_vec(), meta.encode()));
+        Ok(new_keys)
+    }
+
+    fn push_loss(
+        &self,
+        meta: &mut Meta,
+        ops: &mut Vec<Op>,
+        loss_count: &mut u64,
+        first: u64,
+        range: &LossRange,
+        reason: DataLossReason,
+    ) -> io::Result<()> {
+        let count = range.count.max(1).min(range.last - first + 1);
+        let Ok(mut loss) = DataLoss::new(
+            self.shared.device.clone(),
+            Sequence(first),
+            Sequence(range.last),
+            count,
+            reason,
+            Timestamp::now(),
+        ) else {
+            return Ok(());
+        };
+        loss.bytes = Some(range.bytes);
+        tracing::warn!(first, last = range.last, count, ?reason, "outbox data loss");
+        if *loss_count >= MAX_LOSS_EVENTS {
+            // Merge into the newest stored event (with a new id, so an in-flight copy of the
+            // old one does not acknowledge the merged range).
+            let lo = codec::loss_key(0);
+            let hi = codec::loss_key(u64::MAX);
+            if let Some((k, v)) = self.shared.storage.last(&lo, &hi)?
+                && let Ok(prev) = decode_loss(&v)
+            {
+                let f = prev.first_seq().min(loss.first_seq());
+                let l = prev.last_seq().max(loss.last_seq());
+                let c = (prev.count() + count).min(l.0 - f.0 + 1);
+                if let Ok(mut merged) = DataLoss::new(
+                    self.shared.device.clone(),
+                    f,
+                    l,
+                    c,
+                    reason,
+                    Timestamp::now(),
+                ) {
+                    merged.bytes = Some(prev.bytes.unwrap_or(0) + range.bytes);
+                    merged.detail = Some("merged: data-loss event cap reached".into());
+                    ops.push(Op::Put(k.to_vec(), encode_loss(&merged)));
+                    return Ok(());
+                }
+            }
+        }
+        ops.push(Op::Put(
+            codec::loss_key(meta.next_loss_id).to_vec(),
+            encode_loss(&loss),
+        ));
+        meta.next_loss_id += 1;
+        *loss_count += 1;
+        Ok(())
+    }
+
+    /// Moves the head forward. Returns the bytes freed. Segments wholly below the new head
+    /// are removed; unreadable segments are removed and reported in `unreadable`.
+    fn advance(
+        &self,
+        meta: &mut Meta,
+        ops: &mut Vec<Op>,
+        how: Advance,
+        lost: &mut LossRange,
+        unreadable: &mut LossRange,
+    ) -> io::Result<u64> {
+        let storage = &self.shared.storage;
+        let lo = seg_key(0);
+        let hi = [SEG_PREFIX + 1];
+        let mut cursor = match storage.floor(&lo, &seg_key(meta.head))? {
+            Some((k, _)) => k.to_vec(),
+            None => seg_key(meta.head).to_vec(),
+        };
+        let mut freed = 0u64;
+        'outer: loop {
+            let batch = storage.range(&cursor, &hi, 64)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (i, (k, v)) in batch.iter().enumerate() {
+                let first = codec::key_number(k).unwrap_or(meta.head);
+                let Ok(idx) = index_segment(v) else {
+                    // Unreadable: its range ends where the next segment starts.
+                    let end = match batch.get(i + 1) {
+                        Some((nk, _)) => codec::key_number(nk).unwrap_or(meta.next_seq),
+                        None => storage
+                            .range(&[k.as_ref(), &[0]].concat(), &hi, 1)?
+                            .first()
+                            .and_then(|(nk, _)| codec::key_number(nk).ok())
+                            .unwrap_or(meta.next_seq),
+                    };
+                    let from = first.max(meta.head);
+                    if end > from {
+                        unreadable.add(from, end - from, v.len() as u64);
+                        meta.backlog_records = meta.backlog_records.saturating_sub(end - from);
+                        meta.backlog_bytes = meta.backlog_bytes.saturating_sub(v.len() as u64);
+                        meta.head = end;
+                    }
+                    tracing::error!(segment = first, "outbox: unreadable segment removed");
+                    ops.push(Op::Delete(k.to_vec()));
+                    continue;
+                };
+                let mut seq = idx.first;
+                for &(at, len) in &idx.records {
+                    if seq >= meta.head {
+                        let take = match how {
+                            Advance::Ack(to) => seq < to,
+                            Advance::Drop(need) => freed < need,
+                            Advance::Expire(cutoff) => at < cutoff,
+                        };
+                        if !take {
+                            break 'outer;
+                        }
+                        lost.add(seq, 1, len as u64);
+                        freed += len as u64;
+                        meta.backlog_records = meta.backlog_records.saturating_sub(1);
+                        meta.backlog_bytes = meta.backlog_bytes.saturating_sub(len as u64);
+                        meta.head = seq + 1;
+                    }
+                    seq += 1;
+                }
+                ops.push(Op::Delete(k.to_vec()));
+            }
+            let Some((last, _)) = batch.last() else { break };
+            cursor = [last.as_ref(), &[0]].concat();
+        }
+        if let Advance::Ack(to) = how {
+            meta.head = meta.head.max(to);
+        }
+        Ok(freed)
+    }
+
+    /// Appended-at of the first live record.
+    fn oldest_at(&self, meta: &Meta) -> Option<i64> {
+        if meta.backlog_records == 0 {
+            return None;
+        }
+        let storage = &self.shared.storage;
+        let start = storage
+            .floor(&seg_key(0), &seg_key(meta.head))
+            .ok()
+            .flatten()
+            .map_or_else(|| seg_key(meta.head).to_vec(), |(k, _)| k.to_vec());
+        for (_, v) in storage.range(&start, &[SEG_PREFIX + 1], 4).ok()? {
+            if let Ok(idx) = index_segment(&v) {
+                let skip = meta.head.saturating_sub(idx.first) as usize;
+                if let Some(&(at, _)) = idx.records.get(skip) {
+                    return Some(at);
+                }
+            }
+        }
+        None
+    }
+
+    fn publish_metrics(&self, meta: &Meta, oldest: Option<i64>, losses: &Losses) {
+        let (overflow, expired) = (&losses.overflow, &losses.expired);
+        metrics::gauge!("iiot_outbox_backlog_records").set(meta.backlog_records as f64);
+        metrics::gauge!("iiot_outbox_backlog_bytes").set(meta.backlog_bytes as f64);
+        let age = oldest.map_or(0.0, |at| {
+            (Timestamp::now().unix_nanos().saturating_sub(at)).max(0) as f64 / 1e9
+        });
+        metrics::gauge!("iiot_outbox_oldest_age_seconds").set(age);
+        if overflow.count > 0 {
+            metrics::counter!("iiot_outbox_dropped_records_total", "reason" => "overflow")
+                .increment(overflow.count);
+        }
+        if expired.count > 0 {
+            metrics::counter!("iiot_outbox_dropped_records_total", "reason" => "expired")
+                .increment(expired.count);
+        }
+    }
+}
