@@ -96,7 +96,8 @@ pub enum AppendError {
     /// Writing or flushing failed (disk full, I/O error). Records stored before are intact.
     #[error("outbox write failed at sequence {seq}")]
     Io {
-        /// The sequence number the record would have had; it is not reused.
+        /// The sequence number the record would have had. It is not reused (unless the
+        /// process dies before the disk accepts another commit).
         seq: Sequence,
         /// The underlying error (`kind()` tells disk full from others).
         #[source]

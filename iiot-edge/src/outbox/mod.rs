@@ -29,7 +29,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use iiot_core::publish::OutboundMessage;
-use iiot_core::types::{DataLoss, DeviceId, Sequence, Timestamp};
+use iiot_core::types::{DataLoss, DeviceId, Sequence};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use codec::Record;
@@ -169,7 +169,7 @@ impl Outbox {
         let path = path.as_ref().to_owned();
         tokio::task::spawn_blocking(move || {
             let loaded = open::open_sled(&path, &device, &config)?;
-            Ok(Self::start(loaded, device, config))
+            Ok(Self::start(loaded, device, config, shared::system_clock()))
         })
         .await
         .map_err(|_| OpenError::Cancelled)?
@@ -181,12 +181,18 @@ impl Outbox {
         storage: Arc<dyn Storage>,
         device: DeviceId,
         config: OutboxConfig,
+        clock: shared::Clock,
     ) -> Result<Self, OpenError> {
         let loaded = open::load_or_init(&storage)?;
-        Ok(Self::start(loaded, device, config))
+        Ok(Self::start(loaded, device, config, clock))
     }
 
-    fn start(loaded: open::Loaded, device: DeviceId, config: OutboxConfig) -> Self {
+    fn start(
+        loaded: open::Loaded,
+        device: DeviceId,
+        config: OutboxConfig,
+        clock: shared::Clock,
+    ) -> Self {
         let meta = loaded.meta;
         let (durable, _) = watch::channel(meta.next_seq);
         let (losses, _) = watch::channel(0);
@@ -202,6 +208,9 @@ impl Outbox {
                 durable_end: meta.next_seq,
                 oldest_at: loaded.oldest_at,
                 loss_count: loaded.loss_count,
+                syncs: Vec::new(),
+                min_next_seq: meta.next_seq,
+                unflushed: false,
                 closed: false,
             }),
             wake: Condvar::new(),
@@ -211,6 +220,7 @@ impl Outbox {
             storage: loaded.storage,
             config,
             device,
+            clock,
         });
         let w = writer::Writer {
             shared: Arc::clone(&shared),
@@ -372,7 +382,7 @@ impl Outbox {
         }
         st.pending.push(Pending {
             seq,
-            at: Timestamp::now().unix_nanos(),
+            at: shared.now(),
             len,
             message,
             done: tx,
@@ -491,11 +501,29 @@ impl Outbox {
         shared.wake.notify_one();
     }
 
+    /// Resolves once everything accepted before the call (appends, acknowledgements, loss
+    /// acknowledgements) has been committed, and the age bound has been applied.
+    ///
+    /// # Cancel safety
+    /// Cancel safe.
+    pub async fn sync(&self) {
+        let (tx, rx) = oneshot::channel();
+        {
+            let mut st = self.shared().lock();
+            if st.closed {
+                return;
+            }
+            st.syncs.push(tx);
+        }
+        self.shared().wake.notify_one();
+        let _ = rx.await;
+    }
+
     /// A snapshot of cursors and counters.
     pub fn stats(&self) -> OutboxStats {
         let st = self.shared().lock();
         let m = &st.meta;
-        let now = Timestamp::now().unix_nanos();
+        let now = self.shared().now();
         OutboxStats {
             head: Sequence(m.head.max(st.ack_to.min(st.durable_end))),
             next_seq: Sequence(st.next_seq),

@@ -235,7 +235,7 @@ fn load(s: &Arc<dyn Storage>) -> Result<Loaded, LoadError> {
     })
 }
 
-fn first_live_at(s: &Arc<dyn Storage>, meta: &Meta) -> io::Result<Option<i64>> {
+pub(crate) fn first_live_at(s: &Arc<dyn Storage>, meta: &Meta) -> io::Result<Option<i64>> {
     if meta.backlog_records == 0 {
         return Ok(None);
     }

@@ -46,6 +46,13 @@ pub(crate) struct State {
     pub(crate) oldest_at: Option<i64>,
     /// Stored data-loss events not yet acknowledged.
     pub(crate) loss_count: u64,
+    /// Sequence numbers below this were handed out (some to failed appends) and must not be
+    /// reused; the writer persists it.
+    pub(crate) min_next_seq: u64,
+    /// A commit failed: the next round must write and flush even if nothing else changed.
+    pub(crate) unflushed: bool,
+    /// Callers of `sync()` waiting for the next commit.
+    pub(crate) syncs: Vec<oneshot::Sender<()>>,
     /// No more appends; the writer drains and exits.
     pub(crate) closed: bool,
 }
@@ -64,12 +71,27 @@ pub(crate) struct Shared {
     pub(crate) storage: Arc<dyn Storage>,
     pub(crate) config: OutboxConfig,
     pub(crate) device: DeviceId,
+    /// Wall clock in ns since the epoch (injectable for tests of the age bound).
+    pub(crate) clock: Clock,
+}
+
+/// A wall clock: ns since the Unix epoch.
+pub(crate) type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub(crate) fn system_clock() -> Clock {
+    Arc::new(|| iiot_core::types::Timestamp::now().unix_nanos())
 }
 
 impl Shared {
     /// Locks the state; a panic elsewhere never wedges the outbox.
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Now, in ns since the epoch.
+    pub(crate) fn now(&self) -> i64 {
+        (self.clock)()
     }
 
     /// Bytes counted against the byte bound: stored plus accepted.

@@ -29,6 +29,9 @@ struct Taken {
     pending: Vec<Pending>,
     ack_to: u64,
     loss_acks: Vec<(u64, MessageId)>,
+    syncs: Vec<tokio::sync::oneshot::Sender<()>>,
+    min_next_seq: u64,
+    unflushed: bool,
     closing: bool,
 }
 
@@ -41,6 +44,24 @@ enum Advance {
     Drop(u64),
     /// Expire records appended before this time (ns).
     Expire(i64),
+}
+
+/// The writes of one round and their inverse (to undo the round if its flush fails).
+#[derive(Default)]
+struct Batch {
+    ops: Vec<Op>,
+    undo: Vec<Op>,
+}
+
+impl Batch {
+    fn put_new(&mut self, k: Vec<u8>, v: Vec<u8>) {
+        self.undo.push(Op::Delete(k.clone()));
+        self.ops.push(Op::Put(k, v));
+    }
+    fn delete(&mut self, k: &[u8], old: &[u8]) {
+        self.undo.push(Op::Put(k.to_vec(), old.to_vec()));
+        self.ops.push(Op::Delete(k.to_vec()));
+    }
 }
 
 /// Losses found during one round.
@@ -105,14 +126,19 @@ impl Writer {
         let cfg = &self.shared.config;
         let mut st = self.shared.lock();
         loop {
-            let has_work =
-                !st.pending.is_empty() || st.ack_to > st.meta.head || !st.loss_acks.is_empty();
+            let has_work = !st.pending.is_empty()
+                || st.ack_to > st.meta.head
+                || !st.loss_acks.is_empty()
+                || !st.syncs.is_empty()
+                || st.min_next_seq > st.meta.next_seq
+                || st.unflushed;
             let expiry = self.expiry_wait(&st);
             let now = Instant::now();
             if let Durability::GroupCommit { window } = cfg.durability
                 && !st.closed
                 && st.ack_to <= st.meta.head
                 && st.loss_acks.is_empty()
+                && st.syncs.is_empty()
                 && let Some(since) = st.pending_since
             {
                 let deadline = since + window;
@@ -133,6 +159,9 @@ impl Writer {
                     pending,
                     ack_to: st.ack_to,
                     loss_acks: std::mem::take(&mut st.loss_acks),
+                    syncs: std::mem::take(&mut st.syncs),
+                    min_next_seq: st.min_next_seq,
+                    unflushed: st.unflushed,
                     closing: st.closed,
                 });
             }
@@ -157,7 +186,7 @@ impl Writer {
         let max_age = self.shared.config.max_age?;
         let oldest = st.oldest_at?;
         let expires_ns = oldest.saturating_add(nanos(max_age));
-        let wait = expires_ns.saturating_sub(Timestamp::now().unix_nanos());
+        let wait = expires_ns.saturating_sub(self.shared.now());
         Some(Duration::from_nanos(u64::try_from(wait).unwrap_or(0)))
     }
 
@@ -169,20 +198,33 @@ impl Writer {
         };
         let mut meta = before;
         let mut losses = Losses::default();
-        let mut ops = Vec::new();
+        let mut ops = Batch::default();
         let built = self.build(&taken, &mut meta, &mut ops, &mut losses, cached_oldest);
 
         // `applied`: what the store holds in memory now; `result`: whether it is durable.
         let (applied, result) = match built {
             Err(e) => (before, Err(e)),
-            Ok(_) if ops.len() == 1 && meta == before && taken.pending.is_empty() => {
+            Ok(_)
+                if ops.ops.len() == 1
+                    && meta == before
+                    && taken.pending.is_empty()
+                    && !taken.unflushed =>
+            {
                 (before, Ok(()))
             }
-            Ok(new_keys) => match self.shared.storage.apply(ops) {
+            Ok(()) => match self.shared.storage.apply(ops.ops) {
                 Err(e) => (before, Err(e)),
                 Ok(()) => match self.shared.storage.flush() {
                     Ok(()) => (meta, Ok(())),
-                    Err(e) => (self.withdraw(&taken, meta, new_keys), Err(e)),
+                    Err(e) => {
+                        // Undo the whole round in memory so the store matches what callers
+                        // were told; it becomes durable with the next successful flush.
+                        ops.undo.reverse();
+                        if let Err(e2) = self.shared.storage.apply(ops.undo) {
+                            tracing::error!(error = %e2, "outbox: could not undo a failed commit");
+                        }
+                        (before, Err(e))
+                    }
                 },
             },
         };
@@ -197,6 +239,7 @@ impl Writer {
         st.meta = applied;
         match result {
             Ok(()) => {
+                st.unflushed = false;
                 st.durable_end = applied.next_seq;
                 st.oldest_at = oldest;
                 st.loss_count = losses.count_after;
@@ -215,33 +258,25 @@ impl Writer {
                 tracing::error!(error = %e, records = taken.pending.len(),
                     "outbox commit failed; appenders get their messages back");
                 st.loss_acks.extend(taken.loss_acks);
+                st.unflushed = true;
+                if let Some(last) = taken.pending.last() {
+                    st.min_next_seq = st.min_next_seq.max(last.seq + 1);
+                }
                 drop(st);
                 for p in taken.pending {
                     let err = io::Error::new(e.kind(), e.to_string());
                     let _ = p.done.send(Err((Some(err), p.message)));
                 }
-                // Do not spin on a failing disk.
-                std::thread::sleep(Duration::from_millis(50));
+                // Do not spin on a disk that keeps failing.
+                if taken.unflushed {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
         self.shared.space.notify_waiters();
-    }
-
-    /// After a failed flush: removes this round's new records from the (in-memory) store so
-    /// what is stored matches what appenders were told. Returns the meta now applied.
-    fn withdraw(&self, taken: &Taken, meta: Meta, new_keys: Vec<Vec<u8>>) -> Meta {
-        let mut undo: Vec<Op> = new_keys.into_iter().map(Op::Delete).collect();
-        let mut m = meta;
-        let n = taken.pending.len() as u64;
-        let b: u64 = taken.pending.iter().map(|p| p.len as u64).sum();
-        m.backlog_records = m.backlog_records.saturating_sub(n);
-        m.backlog_bytes = m.backlog_bytes.saturating_sub(b);
-        m.appended = m.appended.saturating_sub(n);
-        undo.push(Op::Put(codec::META_STATE.to_vec(), m.encode()));
-        if let Err(e) = self.shared.storage.apply(undo) {
-            tracing::error!(error = %e, "outbox: could not withdraw unflushed records");
+        for s in taken.syncs {
+            let _ = s.send(());
         }
-        m
     }
 
     /// Builds the batch of one round into `ops`. Returns the keys of new segments.
@@ -249,11 +284,12 @@ impl Writer {
         &self,
         taken: &Taken,
         meta: &mut Meta,
-        ops: &mut Vec<Op>,
+        ops: &mut Batch,
         losses: &mut Losses,
         cached_oldest: Option<i64>,
-    ) -> io::Result<Vec<Vec<u8>>> {
+    ) -> io::Result<()> {
         let cfg = &self.shared.config;
+        let before_meta = *meta;
         // 1. Acknowledgements (never beyond what was written).
         let ack_to = taken.ack_to.min(meta.next_seq);
         if ack_to > meta.head {
@@ -293,7 +329,6 @@ impl Writer {
             meta.dropped_bytes += losses.overflow.bytes;
         }
         // 3. New records, chunked into segments.
-        let mut new_keys = Vec::new();
         let was_empty = meta.backlog_records == 0;
         let mut start = 0;
         while start < pending.len() {
@@ -308,9 +343,7 @@ impl Writer {
             let first = chunk[0].seq;
             let value =
                 codec::encode_segment(first, chunk.iter().map(|p| (p.at, &p.message)), bytes);
-            let key = seg_key(first).to_vec();
-            new_keys.push(key.clone());
-            ops.push(Op::Put(key, value));
+            ops.put_new(seg_key(first).to_vec(), value);
             meta.backlog_records += chunk.len() as u64;
             meta.backlog_bytes += bytes as u64;
             meta.appended += chunk.len() as u64;
@@ -325,9 +358,11 @@ impl Writer {
         if let Some(last) = taken.pending.last() {
             meta.next_seq = meta.next_seq.max(last.seq + 1);
         }
+        // Sequence numbers of earlier failed appends are never handed out again.
+        meta.next_seq = meta.next_seq.max(taken.min_next_seq);
         // 4. Age bound (only read the store when the oldest record may have expired).
         if let Some(age) = cfg.max_age {
-            let cutoff = Timestamp::now().unix_nanos().saturating_sub(nanos(age));
+            let cutoff = self.shared.now().saturating_sub(nanos(age));
             // The head only moves forward, so a cached oldest time is a lower bound.
             let maybe =
                 meta.backlog_records > 0 && !was_empty && cached_oldest.is_none_or(|o| o < cutoff);
@@ -350,7 +385,7 @@ impl Writer {
             if let Some(v) = self.shared.storage.get(&k)? {
                 // A merged event got a new id; acknowledging the old id keeps it.
                 if decode_loss(&v).map_or(true, |l| l.message_id == *id) {
-                    ops.push(Op::Delete(k.to_vec()));
+                    ops.delete(&k, &v);
                     loss_count = loss_count.saturating_sub(1);
                     losses.changed = true;
                 }
@@ -368,14 +403,17 @@ impl Writer {
         }
         meta.unreadable_records += losses.unreadable.count;
         losses.count_after = loss_count;
-        ops.push(Op::Put(codec::META_STATE.to_vec(), meta.encode()));
-        Ok(new_keys)
+        ops.ops
+            .push(Op::Put(codec::META_STATE.to_vec(), meta.encode()));
+        ops.undo
+            .push(Op::Put(codec::META_STATE.to_vec(), before_meta.encode()));
+        Ok(())
     }
 
     fn push_loss(
         &self,
         meta: &mut Meta,
-        ops: &mut Vec<Op>,
+        ops: &mut Batch,
         loss_count: &mut u64,
         first: u64,
         range: &LossRange,
@@ -415,15 +453,16 @@ impl Writer {
                 ) {
                     merged.bytes = Some(prev.bytes.unwrap_or(0) + range.bytes);
                     merged.detail = Some("merged: data-loss event cap reached".into());
-                    ops.push(Op::Put(k.to_vec(), encode_loss(&merged)));
+                    ops.ops.push(Op::Put(k.to_vec(), encode_loss(&merged)));
+                    ops.undo.push(Op::Put(k.to_vec(), v.to_vec()));
                     return Ok(());
                 }
             }
         }
-        ops.push(Op::Put(
+        ops.put_new(
             codec::loss_key(meta.next_loss_id).to_vec(),
             encode_loss(&loss),
-        ));
+        );
         meta.next_loss_id += 1;
         *loss_count += 1;
         Ok(())
@@ -434,7 +473,7 @@ impl Writer {
     fn advance(
         &self,
         meta: &mut Meta,
-        ops: &mut Vec<Op>,
+        ops: &mut Batch,
         how: Advance,
         lost: &mut LossRange,
         unreadable: &mut LossRange,
@@ -472,7 +511,7 @@ impl Writer {
                         meta.head = end;
                     }
                     tracing::error!(segment = first, "outbox: unreadable segment removed");
-                    ops.push(Op::Delete(k.to_vec()));
+                    ops.delete(k, v);
                     continue;
                 };
                 let mut seq = idx.first;
@@ -494,7 +533,7 @@ impl Writer {
                     }
                     seq += 1;
                 }
-                ops.push(Op::Delete(k.to_vec()));
+                ops.delete(k, v);
             }
             let Some((last, _)) = batch.last() else { break };
             cursor = [last.as_ref(), &[0]].concat();
@@ -507,24 +546,9 @@ impl Writer {
 
     /// Appended-at of the first live record.
     fn oldest_at(&self, meta: &Meta) -> Option<i64> {
-        if meta.backlog_records == 0 {
-            return None;
-        }
-        let storage = &self.shared.storage;
-        let start = storage
-            .floor(&seg_key(0), &seg_key(meta.head))
+        super::open::first_live_at(&self.shared.storage, meta)
             .ok()
             .flatten()
-            .map_or_else(|| seg_key(meta.head).to_vec(), |(k, _)| k.to_vec());
-        for (_, v) in storage.range(&start, &[SEG_PREFIX + 1], 4).ok()? {
-            if let Ok(idx) = index_segment(&v) {
-                let skip = meta.head.saturating_sub(idx.first) as usize;
-                if let Some(&(at, _)) = idx.records.get(skip) {
-                    return Some(at);
-                }
-            }
-        }
-        None
     }
 
     fn publish_metrics(&self, meta: &Meta, oldest: Option<i64>, losses: &Losses) {
@@ -532,7 +556,7 @@ impl Writer {
         metrics::gauge!("iiot_outbox_backlog_records").set(meta.backlog_records as f64);
         metrics::gauge!("iiot_outbox_backlog_bytes").set(meta.backlog_bytes as f64);
         let age = oldest.map_or(0.0, |at| {
-            (Timestamp::now().unix_nanos().saturating_sub(at)).max(0) as f64 / 1e9
+            (self.shared.now().saturating_sub(at)).max(0) as f64 / 1e9
         });
         metrics::gauge!("iiot_outbox_oldest_age_seconds").set(age);
         if overflow.count > 0 {
