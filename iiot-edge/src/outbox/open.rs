@@ -14,6 +14,11 @@ use super::config::OutboxConfig;
 use super::error::OpenError;
 use super::storage::{Op, SledOpenError, SledStorage, Storage};
 
+/// A file the outbox writes next to sled's files once a store is initialised. If it exists
+/// but sled shows an empty store, or sled refuses its own files, the store was damaged
+/// (sled silently treats some damaged logs as empty: that must not be a silent loss).
+const MARKER: &str = "iiot-outbox.marker";
+
 /// A store loaded and ready for the writer.
 pub(crate) struct Loaded {
     pub(crate) storage: Arc<dyn Storage>,
@@ -47,23 +52,35 @@ pub(crate) fn open_sled(
     config: &OutboxConfig,
 ) -> Result<Loaded, OpenError> {
     let cache = config.cache_bytes.get() as u64;
+    let marked = path.join(MARKER).exists();
     let reason = match SledStorage::open(path, cache) {
         Ok(s) => {
             let s: Arc<dyn Storage> = Arc::new(s);
-            match load(&s) {
-                Ok(l) => return Ok(l),
-                Err(LoadError::Io(e)) => return Err(io_open_error(path, e)),
-                Err(LoadError::Newer(v)) => {
-                    return Err(OpenError::Unsupported {
-                        path: path.to_owned(),
-                        reason: format!("store format {v} is newer than {FORMAT_VERSION}"),
-                    });
+            if marked && s.is_empty() {
+                "the store was initialised but its log reads as empty".to_owned()
+            } else {
+                match load(&s) {
+                    Ok(l) => {
+                        if !marked {
+                            write_marker(path).map_err(|e| io_open_error(path, e))?;
+                        }
+                        return Ok(l);
+                    }
+                    Err(LoadError::Io(e)) => return Err(io_open_error(path, e)),
+                    Err(LoadError::Newer(v)) => {
+                        return Err(OpenError::Unsupported {
+                            path: path.to_owned(),
+                            reason: format!("store format {v} is newer than {FORMAT_VERSION}"),
+                        });
+                    }
+                    Err(LoadError::Corrupt(r)) => r,
                 }
-                Err(LoadError::Corrupt(r)) => r,
             }
         }
         Err(SledOpenError::Corrupt(r)) => r,
         Err(SledOpenError::Io(e)) => return Err(io_open_error(path, e)),
+        // sled refusing files it wrote itself means they are damaged.
+        Err(SledOpenError::Other(r)) if marked => r,
         Err(SledOpenError::Other(reason)) => {
             return Err(OpenError::Unsupported {
                 path: path.to_owned(),
@@ -123,12 +140,25 @@ pub(crate) fn open_sled(
         ..Meta::default()
     };
     init(&s, meta, Some(&loss)).map_err(|e| io_open_error(path, e))?;
+    write_marker(path).map_err(|e| io_open_error(path, e))?;
     Ok(Loaded {
         storage: s,
         meta,
         loss_count: 1,
         oldest_at: None,
     })
+}
+
+/// Writes the marker durably (file and directory synced).
+fn write_marker(path: &Path) -> io::Result<()> {
+    let p = path.join(MARKER);
+    let mut f = std::fs::File::create(&p)?;
+    io::Write::write_all(
+        &mut f,
+        format!("iiot-outbox store, format {FORMAT_VERSION}\n").as_bytes(),
+    )?;
+    f.sync_all()?;
+    std::fs::File::open(path)?.sync_all()
 }
 
 fn aside_path(path: &Path) -> PathBuf {
