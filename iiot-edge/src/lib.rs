@@ -14,4 +14,5 @@
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod forwarder;
 pub mod outbox;

@@ -432,27 +432,34 @@ impl Writer {
         };
         loss.bytes = Some(range.bytes);
         tracing::warn!(first, last = range.last, count, ?reason, "outbox data loss");
-        if *loss_count >= MAX_LOSS_EVENTS {
-            // Merge into the newest stored event (with a new id, so an in-flight copy of the
-            // old one does not acknowledge the merged range).
-            let lo = codec::loss_key(0);
-            let hi = codec::loss_key(u64::MAX);
-            if let Some((k, v)) = self.shared.storage.last(&lo, &hi)?
-                && let Ok(prev) = decode_loss(&v)
-            {
+        // Extend the newest event when this loss continues it (same reason, next sequence);
+        // past the event cap, merge into it regardless. The merged event gets a new id, so an
+        // in-flight copy of the old one does not acknowledge the extended range.
+        let lo = codec::loss_key(0);
+        let hi = [codec::LOSS_PREFIX + 1];
+        if let Some((k, v)) = self.shared.storage.last(&lo, &hi)?
+            && let Ok(prev) = decode_loss(&v)
+        {
+            let continues =
+                prev.reason == reason && prev.last_seq().0.checked_add(1) == Some(first);
+            if continues || *loss_count >= MAX_LOSS_EVENTS {
                 let f = prev.first_seq().min(loss.first_seq());
                 let l = prev.last_seq().max(loss.last_seq());
                 let c = (prev.count() + count).min(l.0 - f.0 + 1);
-                if let Ok(mut merged) = DataLoss::new(
-                    self.shared.device.clone(),
-                    f,
-                    l,
-                    c,
-                    reason,
-                    Timestamp::now(),
-                ) {
+                let why = if continues {
+                    reason
+                } else {
+                    DataLossReason::Unknown
+                };
+                if let Ok(mut merged) =
+                    DataLoss::new(self.shared.device.clone(), f, l, c, why, Timestamp::now())
+                {
                     merged.bytes = Some(prev.bytes.unwrap_or(0) + range.bytes);
-                    merged.detail = Some("merged: data-loss event cap reached".into());
+                    merged.detail = if continues {
+                        prev.detail
+                    } else {
+                        Some("several losses merged: data-loss event cap reached".into())
+                    };
                     ops.ops.push(Op::Put(k.to_vec(), encode_loss(&merged)));
                     ops.undo.push(Op::Put(k.to_vec(), v.to_vec()));
                     return Ok(());
