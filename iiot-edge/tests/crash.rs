@@ -50,10 +50,9 @@ fn crash_child() {
         };
         let ob = open(Path::new(&dir), cfg).await;
         println!("OPEN");
-        let mut tasks = Vec::new();
         for _ in 0..4 {
             let ob = ob.clone();
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 loop {
                     let a = ob
                         .append_with(|seq| OutboundMessage::new("t/crash", payload(trial, seq)))
@@ -62,11 +61,10 @@ fn crash_child() {
                     let seq = a.durable().await.unwrap();
                     println!("ACK {}", seq.0);
                 }
-            }));
+            });
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        // Appends until killed.
+        std::future::pending::<()>().await;
     });
 }
 

@@ -67,7 +67,7 @@ async fn drain_with_chaos(window: usize, order: ReplayOrder) {
     cancel.cancel();
     assert_eq!(task.await.unwrap(), ForwarderExit::Cancelled);
 
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     // Nothing lost: every record confirmed.
     let confirmed: HashSet<&String> = log.confirmed.iter().collect();
     for i in 0..250 {
@@ -195,7 +195,7 @@ async fn data_loss_events_are_published_first_and_acknowledged() {
         .await;
     cancel.cancel();
     task.await.unwrap();
-    let log = log.lock().unwrap();
+    let log = std::mem::take(&mut *log.lock().unwrap());
     assert_eq!(log.confirmed[0], "loss:1-5:5");
     assert_eq!(log.confirmed.len(), 11);
     ob.sync().await;

@@ -232,14 +232,12 @@ where
                     Step::Exit(e) => return e,
                 }
             }
-            if !pending_losses {
-                if let Err(e) = self.fill(cancel).await {
-                    tracing::warn!(error = %e, "forwarder: outbox read failed");
-                    if let Step::Exit(x) = self.backoff(cancel).await {
-                        return x;
-                    }
-                    continue;
+            if !pending_losses && let Err(e) = self.fill(cancel).await {
+                tracing::warn!(error = %e, "forwarder: outbox read failed");
+                if let Step::Exit(x) = self.backoff(cancel).await {
+                    return x;
                 }
+                continue;
             }
             let Some(front) = self.inflight.front_mut() else {
                 self.wait_for_work(cancel).await;
@@ -377,7 +375,7 @@ where
     fn ack_confirmed(&mut self) {
         let mut floor = u64::MAX;
         for s in &self.streams {
-            if !(s.exhausted() && !s.live) {
+            if !s.exhausted() || s.live {
                 floor = floor.min(s.min_unsent());
             }
         }
@@ -427,7 +425,7 @@ where
         }
         let mut from = retry_from;
         for s in &self.streams {
-            if !(s.exhausted() && !s.live) {
+            if !s.exhausted() || s.live {
                 from = from.min(s.min_unsent());
             }
         }

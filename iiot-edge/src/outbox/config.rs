@@ -6,14 +6,15 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 /// When an append counts as stored, and therefore what survives a power cut.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 #[non_exhaustive]
 pub enum Durability {
     /// `append` returns only after the record (and every record before it) was flushed
     /// to disk. **Power cut:** every record whose `append` returned `Ok` survives.
     /// Concurrent appenders share flushes (group commit without added delay): while one
-    /// flush runs, new appends queue and the next flush covers them all.
+    /// flush runs, new appends queue and the next flush covers them all. Default.
+    #[default]
     EveryWrite,
     /// Appends are collected for up to `window` after the first one arrives, then written
     /// and flushed together. `append` returns once the record is queued, with a
@@ -26,12 +27,6 @@ pub enum Durability {
         #[serde(with = "duration_ms")]
         window: Duration,
     },
-}
-
-impl Default for Durability {
-    fn default() -> Self {
-        Self::EveryWrite
-    }
 }
 
 /// What happens when an append would exceed [`OutboxConfig::max_bytes`].

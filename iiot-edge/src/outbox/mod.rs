@@ -178,12 +178,12 @@ impl Outbox {
     /// Opens an outbox over an injected storage engine (tests: failing or crashing storage).
     #[cfg(test)]
     pub(crate) fn open_with(
-        storage: Arc<dyn Storage>,
+        storage: &Arc<dyn Storage>,
         device: DeviceId,
         config: OutboxConfig,
         clock: shared::Clock,
     ) -> Result<Self, OpenError> {
-        let loaded = open::load_or_init(&storage)?;
+        let loaded = open::load_or_init(storage)?;
         Ok(Self::start(loaded, device, config, clock))
     }
 
@@ -468,7 +468,7 @@ impl Outbox {
                 match decode_loss(&v) {
                     Ok(loss) => out.push(LossEvent { key, loss }),
                     Err(e) => {
-                        tracing::error!(key, error = %e, "outbox: unreadable data-loss event")
+                        tracing::error!(key, error = %e, "outbox: unreadable data-loss event");
                     }
                 }
             }

@@ -130,7 +130,7 @@ impl Harness {
     fn open(&mut self) {
         let c = Arc::clone(&self.clock);
         let ob = Outbox::open_with(
-            Arc::clone(&self.storage) as Arc<dyn Storage>,
+            &(Arc::clone(&self.storage) as Arc<dyn Storage>),
             DeviceId::new("dev-1").unwrap(),
             self.config.clone(),
             Arc::new(move || c.load(Ordering::SeqCst)),
@@ -200,6 +200,7 @@ fn payload(seq: u64, len: usize) -> Vec<u8> {
     p
 }
 
+#[allow(clippy::too_many_lines)] // one match arm per model action reads best in one place
 async fn run_model(actions: Vec<Action>, max_bytes: usize, max_age_ms: u64) {
     let mut cfg = OutboxConfig::default();
     cfg.set_max_bytes(nz(max_bytes))
@@ -315,7 +316,7 @@ async fn run_model(actions: Vec<Action>, max_bytes: usize, max_age_ms: u64) {
             evs.iter().map(|e| e.loss.count()).sum::<u64>(),
             lost.len() as u64
         );
-        for seq in lost.iter() {
+        for seq in lost {
             assert!(
                 evs.iter()
                     .any(|e| e.loss.first_seq().0 <= *seq && *seq <= e.loss.last_seq().0),

@@ -204,7 +204,7 @@ impl Writer {
         // `applied`: what the store holds in memory now; `result`: whether it is durable.
         let (applied, result) = match built {
             Err(e) => (before, Err(e)),
-            Ok(_)
+            Ok(())
                 if ops.ops.len() == 1
                     && meta == before
                     && taken.pending.is_empty()
@@ -378,7 +378,22 @@ impl Writer {
                 meta.expired_bytes += losses.expired.bytes;
             }
         }
-        // 5. Data-loss events and their acknowledgements.
+        self.record_losses(taken, meta, ops, losses)?;
+        ops.ops
+            .push(Op::Put(codec::META_STATE.to_vec(), meta.encode()));
+        ops.undo
+            .push(Op::Put(codec::META_STATE.to_vec(), before_meta.encode()));
+        Ok(())
+    }
+
+    /// Step 5 of a round: data-loss events and their acknowledgements.
+    fn record_losses(
+        &self,
+        taken: &Taken,
+        meta: &mut Meta,
+        ops: &mut Batch,
+        losses: &mut Losses,
+    ) -> io::Result<()> {
         let mut loss_count = self.shared.lock().loss_count;
         for (key, id) in &taken.loss_acks {
             let k = codec::loss_key(*key);
@@ -403,10 +418,6 @@ impl Writer {
         }
         meta.unreadable_records += losses.unreadable.count;
         losses.count_after = loss_count;
-        ops.ops
-            .push(Op::Put(codec::META_STATE.to_vec(), meta.encode()));
-        ops.undo
-            .push(Op::Put(codec::META_STATE.to_vec(), before_meta.encode()));
         Ok(())
     }
 
@@ -521,8 +532,7 @@ impl Writer {
                     ops.delete(k, v);
                     continue;
                 };
-                let mut seq = idx.first;
-                for &(at, len) in &idx.records {
+                for (seq, &(at, len)) in (idx.first..).zip(idx.records.iter()) {
                     if seq >= meta.head {
                         let take = match how {
                             Advance::Ack(to) => seq < to,
@@ -538,12 +548,13 @@ impl Writer {
                         meta.backlog_bytes = meta.backlog_bytes.saturating_sub(len as u64);
                         meta.head = seq + 1;
                     }
-                    seq += 1;
                 }
                 ops.delete(k, v);
             }
-            let Some((last, _)) = batch.last() else { break };
-            cursor = [last.as_ref(), &[0]].concat();
+            let Some((last_key, _)) = batch.last() else {
+                break;
+            };
+            cursor = [last_key.as_ref(), &[0]].concat();
         }
         if let Advance::Ack(to) = how {
             meta.head = meta.head.max(to);
