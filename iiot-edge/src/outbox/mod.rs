@@ -19,6 +19,7 @@ mod codec;
 mod config;
 mod error;
 mod open;
+mod read;
 mod shared;
 mod storage;
 mod writer;
@@ -36,7 +37,7 @@ pub use codec::Record;
 pub use config::{Durability, OutboxConfig, WhenFull};
 pub use error::{AppendError, DurableError, OpenError, OutboxError};
 
-use codec::{LOSS_PREFIX, decode_loss, seg_key};
+use codec::{LOSS_PREFIX, decode_loss};
 use shared::{Pending, Reply, Shared, State};
 #[cfg(test)]
 use storage::Storage;
@@ -413,7 +414,7 @@ impl Outbox {
     ) -> Result<Vec<Record>, OutboxError> {
         let shared = Arc::clone(&self.inner.shared);
         tokio::task::spawn_blocking(move || {
-            read_blocking(&shared, from.0, max_records.get(), max_bytes.get())
+            read::read_blocking(&shared, from.0, max_records.get(), max_bytes.get())
         })
         .await
         .map_err(|_| OutboxError::Closed)?
@@ -563,48 +564,6 @@ impl Outbox {
             let _ = tokio::task::spawn_blocking(move || h.join()).await;
         }
     }
-}
-
-fn read_blocking(
-    shared: &Shared,
-    from: u64,
-    max_records: usize,
-    max_bytes: usize,
-) -> Result<Vec<Record>, OutboxError> {
-    let (head, end) = {
-        let st = shared.lock();
-        (st.meta.head.max(st.ack_to), st.durable_end)
-    };
-    let start = from.max(head);
-    let mut out = Vec::new();
-    if start >= end {
-        return Ok(out);
-    }
-    let storage = &shared.storage;
-    let mut cursor = storage
-        .floor(&seg_key(0), &seg_key(start))?
-        .map_or_else(|| seg_key(start).to_vec(), |(k, _)| k.to_vec());
-    let hi = seg_key(end);
-    let mut bytes = 0usize;
-    'segments: loop {
-        let rows = storage.range(&cursor, &hi, 4)?;
-        let Some((last, _)) = rows.last() else { break };
-        cursor = [last.as_ref(), &[0]].concat();
-        for (k, v) in &rows {
-            let before = out.len();
-            match codec::decode_segment(v, start, max_records, max_bytes, &mut out, &mut bytes) {
-                Ok(true) => break 'segments,
-                Ok(false) => {}
-                Err(e) => {
-                    out.truncate(before);
-                    tracing::error!(segment = ?codec::key_number(k).ok(), error = %e,
-                        "outbox: unreadable segment skipped");
-                }
-            }
-        }
-    }
-    out.retain(|r| r.seq.0 < end);
-    Ok(out)
 }
 
 #[cfg(test)]
