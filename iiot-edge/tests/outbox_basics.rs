@@ -154,3 +154,26 @@ async fn a_second_open_of_the_same_store_is_refused_not_moved_aside() {
     assert_eq!(read_all(&ob).await.len(), 1);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
+
+/// sled 0.34 never syncs blob files (nodes over ~128 KiB): the segment layout must keep
+/// ordinary records out of them, or `flush` would not be a durability point.
+#[tokio::test]
+async fn group_commit_of_many_records_writes_no_sled_blobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ob");
+    let ob = open(&path, group_commit(50)).await;
+    let payload = vec![0u8; 200];
+    let mut last = None;
+    for _ in 0..20_000 {
+        last = Some(
+            ob.append(OutboundMessage::new("t", payload.clone()))
+                .await
+                .unwrap(),
+        );
+    }
+    last.unwrap().durable().await.unwrap();
+    assert_eq!(read_all(&ob).await.len(), 20_000);
+    ob.close().await;
+    let blobs = std::fs::read_dir(path.join("blobs")).map_or(0, Iterator::count);
+    assert_eq!(blobs, 0);
+}

@@ -7,10 +7,11 @@
 //! outbox and published ahead of records by the [`Forwarder`](crate::forwarder::Forwarder).
 //!
 //! ## Layout (sled, one tree)
-//! One entry per commit group ("segment", at most 1 MiB) keyed by its first sequence number,
-//! plus one meta entry (cursors and counters) rewritten in the same atomic batch, plus one
-//! entry per data-loss event. A commit group is one sled batch and one flush, however many
-//! records it holds.
+//! Each commit group is stored as one or more segments (entries of at most 6 KiB, or one
+//! larger record) keyed by the first sequence number they hold, plus one meta entry (cursors
+//! and counters) rewritten in the same atomic batch, plus one entry per data-loss event. A
+//! commit group is one sled batch and one flush (sled's flush plus `fdatasync` of its log),
+//! however many records it holds.
 //!
 //! **Stability warning:** the disk format is versioned (see `codec.rs`); stores written by a
 //! newer format are refused, never modified.
@@ -378,9 +379,13 @@ impl Outbox {
         let (tx, rx) = oneshot::channel();
         st.next_seq += 1;
         st.pending_bytes += len;
-        if st.pending.is_empty() {
+        let was_empty = st.pending.is_empty();
+        if was_empty {
             st.pending_since = Some(Instant::now());
         }
+        // The writer only sleeps with nothing pending, or inside a group-commit window that
+        // this record does not need to cut short: skip the wake-up syscall otherwise.
+        let wake = was_empty || st.pending_bytes >= writer::GROUP_MAX_BYTES;
         st.pending.push(Pending {
             seq,
             at: shared.now(),
@@ -389,7 +394,9 @@ impl Outbox {
             done: tx,
         });
         drop(st);
-        shared.wake.notify_one();
+        if wake {
+            shared.wake.notify_one();
+        }
         metrics::counter!("iiot_outbox_appended_total").increment(1);
         Ok(Appended {
             seq: Sequence(seq),

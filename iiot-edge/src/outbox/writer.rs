@@ -17,8 +17,11 @@ use super::config::{Durability, WhenFull};
 use super::shared::{Pending, Shared, State};
 use super::storage::Op;
 
-/// Largest segment the writer builds (one record may exceed it).
-const SEG_MAX_BYTES: usize = 1024 * 1024;
+/// Largest segment the writer builds (one record may exceed it). sled splits a leaf at 17
+/// entries and writes a node larger than ~128 KiB to a blob file: 17 × 6 KiB stays below.
+const SEG_MAX_BYTES: usize = 6 * 1024;
+/// A group-commit window closes early once this much is pending.
+pub(crate) const GROUP_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Cap on stored data-loss events; beyond it the newest ones are merged.
 pub(crate) const MAX_LOSS_EVENTS: u64 = 10_000;
 /// Longest the writer sleeps without checking the age bound.
@@ -142,7 +145,7 @@ impl Writer {
                 && let Some(since) = st.pending_since
             {
                 let deadline = since + window;
-                if now < deadline && st.pending_bytes < SEG_MAX_BYTES {
+                if now < deadline && st.pending_bytes < GROUP_MAX_BYTES {
                     st = self.wait(st, deadline - now);
                     continue;
                 }
