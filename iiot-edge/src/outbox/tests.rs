@@ -24,6 +24,8 @@ struct MemStorage {
     durable: Mutex<BTreeMap<Vec<u8>, Bytes>>,
     fail_apply: AtomicBool,
     fail_flush: AtomicBool,
+    flushes: std::sync::atomic::AtomicU64,
+    slow_flush: AtomicBool,
 }
 
 impl MemStorage {
@@ -89,6 +91,11 @@ impl Storage for MemStorage {
     fn flush(&self) -> StorageResult<()> {
         if self.fail_flush.swap(false, Ordering::SeqCst) {
             return Err(disk_full());
+        }
+        self.flushes.fetch_add(1, Ordering::SeqCst);
+        if self.slow_flush.load(Ordering::SeqCst) {
+            // Like a disk: a flush takes a while, so appends pile up behind it.
+            std::thread::sleep(Duration::from_millis(2));
         }
         let live = self.live.lock().unwrap().clone();
         *self.durable.lock().unwrap() = live;
@@ -426,4 +433,73 @@ async fn expiry_happens_without_appends() {
         ),
         (Sequence(1), Sequence(3), 3)
     );
+}
+
+/// Issue 4: concurrent `EveryWrite` appenders share flushes (group commit without added
+/// delay), and each append still returns only after a flush that covers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_every_write_appends_share_flushes() {
+    let h = Harness::new(OutboxConfig::default());
+    h.storage.slow_flush.store(true, Ordering::SeqCst);
+    let before = h.storage.flushes.load(Ordering::SeqCst);
+    let mut tasks = Vec::new();
+    for t in 0..8u8 {
+        let ob = h.ob().clone();
+        let storage = Arc::clone(&h.storage);
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..25 {
+                let a = ob
+                    .append(OutboundMessage::new(TOPIC, vec![t]))
+                    .await
+                    .unwrap();
+                // Returned only once durable: the record is in the flushed map.
+                let key = codec::seg_key(a.seq().0);
+                let durable = storage.durable.lock().unwrap();
+                assert!(
+                    durable
+                        .range(..=key.to_vec())
+                        .next_back()
+                        .is_some_and(|(k, v)| {
+                            let first = codec::key_number(k).unwrap();
+                            codec::index_segment(v).unwrap().end() > a.seq().0 && first <= a.seq().0
+                        }),
+                    "record {} returned before it was flushed",
+                    a.seq().0
+                );
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let flushes = h.storage.flushes.load(Ordering::SeqCst) - before;
+    assert!(
+        flushes < 100,
+        "200 appends took {flushes} flushes: flushes are not shared"
+    );
+}
+
+#[tokio::test]
+async fn group_commit_durable_error_returns_the_message() {
+    let mut cfg = OutboxConfig::default();
+    cfg.set_durability(Durability::GroupCommit {
+        window: Duration::from_millis(1),
+    });
+    let h = Harness::new(cfg);
+    h.storage.fail_flush.store(true, Ordering::SeqCst);
+    let a = h
+        .ob()
+        .append(OutboundMessage::new(TOPIC, "lost?"))
+        .await
+        .unwrap();
+    let e = a.durable().await.unwrap_err();
+    assert_eq!(e.seq, Sequence(1));
+    assert_eq!(e.message.payload.as_ref(), b"lost?");
+    assert_eq!(e.source.unwrap().kind(), io::ErrorKind::StorageFull);
+    let b = h
+        .ob()
+        .append(OutboundMessage::new(TOPIC, "kept"))
+        .await
+        .unwrap();
+    assert_eq!(b.durable().await.unwrap(), Sequence(2));
 }
