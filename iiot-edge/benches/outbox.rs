@@ -4,7 +4,7 @@
 //! CI only compiles this (`cargo bench --no-run`). Run by hand:
 //!
 //! ```text
-//! cargo bench -p iiot-edge --bench outbox -- all        # every scenario, 5 s each
+//! cargo bench -p iiot-edge --bench outbox -- all --rounds 3 --secs 4  # medians of 3
 //! cargo bench -p iiot-edge --bench outbox -- ew1 --secs 10
 //! cargo bench -p iiot-edge --bench outbox -- rss --gib 1
 //! ```
@@ -298,46 +298,66 @@ fn main() {
         .unwrap_or_else(|_| std::env::temp_dir().display().to_string());
     let run = |name: &str| which.contains(&name) || which.contains(&"all");
     let tmp = || tempfile::tempdir_in(&base).unwrap();
+    let rounds = (arg("--rounds", 1.0) as usize).max(1);
     rt.block_on(async {
-        let (mut ew1, mut raw1, mut sq1, mut ew8, mut gc, mut raw10, mut sq10) =
-            (None, None, None, None, None, None, None);
-        if run("ew1") {
-            ew1 = Some(every_write(tmp().path(), 1, secs).await);
-        }
-        if run("raw1") {
-            raw1 = Some(raw_file(tmp().path(), None, secs));
-        }
-        if run("sqlite1") {
-            sq1 = Some(sqlite(tmp().path(), None, secs));
-        }
-        if run("ew8") {
-            ew8 = Some(every_write(tmp().path(), 8, secs).await);
-        }
-        if run("gc10") {
-            gc = Some(group_commit(tmp().path(), secs).await);
-        }
+        // Scenarios interleave round by round so that a burst of disk contention from other
+        // processes hits all of them alike; the medians are compared.
+        let mut results: Vec<(&str, Vec<f64>)> = Vec::new();
+        let mut push = |name: &'static str, v: f64| match results.iter_mut().find(|r| r.0 == name) {
+            Some(r) => r.1.push(v),
+            None => results.push((name, vec![v])),
+        };
         let w = Some(Duration::from_millis(10));
-        if run("raw10") {
-            raw10 = Some(raw_file(tmp().path(), w, secs));
-        }
-        if run("sqlite10") {
-            sq10 = Some(sqlite(tmp().path(), w, secs));
-        }
-        if run("drain") {
-            drain(tmp().path(), 200_000).await;
+        for _ in 0..rounds {
+            if run("ew1") {
+                push("ew1", every_write(tmp().path(), 1, secs).await);
+            }
+            if run("raw1") {
+                push("raw1", raw_file(tmp().path(), None, secs));
+            }
+            if run("sqlite1") {
+                push("sqlite1", sqlite(tmp().path(), None, secs));
+            }
+            if run("ew8") {
+                push("ew8", every_write(tmp().path(), 8, secs).await);
+            }
+            if run("gc10") {
+                push("gc10", group_commit(tmp().path(), secs).await);
+            }
+            if run("raw10") {
+                push("raw10", raw_file(tmp().path(), w, secs));
+            }
+            if run("sqlite10") {
+                push("sqlite10", sqlite(tmp().path(), w, secs));
+            }
+            if run("drain") {
+                push("drain", drain(tmp().path(), 200_000).await);
+            }
         }
         if which.contains(&"rss") {
             rss(tmp().path(), gib).await;
+        }
+        let median = |name: &str| {
+            results.iter().find(|r| r.0 == name).map(|r| {
+                let mut v = r.1.clone();
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            })
+        };
+        for (name, _) in &results {
+            if let Some(m) = median(name) {
+                println!("median {name:<10} {m:>12.0} records/s");
+            }
         }
         let ratio = |name: &str, a: Option<f64>, b: Option<f64>| {
             if let (Some(a), Some(b)) = (a, b) {
                 println!("ratio {name:<22} {:.2}x", a / b);
             }
         };
-        ratio("ew1 / raw1", ew1, raw1);
-        ratio("ew1 / sqlite1", ew1, sq1);
-        ratio("ew8 / ew1", ew8, ew1);
-        ratio("gc10 / raw10", gc, raw10);
-        ratio("gc10 / sqlite10", gc, sq10);
+        ratio("ew1 / raw1", median("ew1"), median("raw1"));
+        ratio("ew1 / sqlite1", median("ew1"), median("sqlite1"));
+        ratio("ew8 / ew1", median("ew8"), median("ew1"));
+        ratio("gc10 / raw10", median("gc10"), median("raw10"));
+        ratio("gc10 / sqlite10", median("gc10"), median("sqlite10"));
     });
 }
