@@ -6,7 +6,7 @@
 //! ```text
 //! cargo bench -p iiot-edge --bench outbox -- all --rounds 3 --secs 4  # medians of 3
 //! cargo bench -p iiot-edge --bench outbox -- ew1 --secs 10
-//! cargo bench -p iiot-edge --bench outbox -- rss --gib 1
+//! cargo bench -p iiot-edge --bench outbox -- rss --gib 1 --cache-mib 64
 //! ```
 //!
 //! Scenarios: `ew1` `raw1` `sqlite1` (one fsync per record), `ew8` (8 concurrent
@@ -244,22 +244,55 @@ fn rss_kib(field: &str) -> u64 {
         .unwrap_or(0)
 }
 
-async fn rss(dir: &Path, gib: f64) {
+async fn rss(dir: &Path, gib: f64, cache_mib: usize) {
     let gc = Durability::GroupCommit {
         window: Duration::from_millis(10),
     };
-    let ob = open(dir, gc).await;
+    let mut cfg = config(gc);
+    cfg.set_cache_bytes(nz(cache_mib << 20));
+    let path = dir.join("ob");
+    let device = DeviceId::new("bench").unwrap();
+    let ob = Outbox::open(&path, device.clone(), cfg.clone())
+        .await
+        .unwrap();
     let records = (gib * f64::from(1u32 << 30) / RECORD as f64) as u64;
     let start = Instant::now();
     fill(&ob, records).await;
     let s = ob.stats();
+    let mib = |f: &str| rss_kib(f) / 1024;
     println!(
-        "rss        backlog {} records, {:.2} GiB stored in {:.1?}; VmRSS {} MiB, VmHWM (peak) {} MiB",
+        "rss        sled cache {cache_mib} MiB; backlog {} records, {:.2} GiB, filled in {:.1?}",
         s.backlog_records,
         s.backlog_bytes as f64 / f64::from(1u32 << 30),
         start.elapsed(),
-        rss_kib("VmRSS:") / 1024,
-        rss_kib("VmHWM:") / 1024
+    );
+    println!(
+        "rss        after filling (same process):  VmRSS {} MiB, peak VmHWM {} MiB",
+        mib("VmRSS:"),
+        mib("VmHWM:")
+    );
+    ob.close().await;
+    let ob = Outbox::open(&path, device, cfg).await.unwrap();
+    println!(
+        "rss        after reopening the backlog:   VmRSS {} MiB",
+        mib("VmRSS:")
+    );
+    let mut from = Sequence(0);
+    let mut n = 0u64;
+    let drain_start = Instant::now();
+    while n < records / 2 {
+        let batch = ob.read(from, nz(1000), nz(1 << 20)).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        from = Sequence(last.seq.0 + 1);
+        n += batch.len() as u64;
+        ob.ack(last.seq);
+    }
+    ob.sync().await;
+    println!(
+        "rss        after draining half ({n} records in {:.1?}): VmRSS {} MiB, peak VmHWM {} MiB",
+        drain_start.elapsed(),
+        mib("VmRSS:"),
+        mib("VmHWM:")
     );
     ob.close().await;
 }
@@ -278,6 +311,7 @@ fn main() {
     };
     let secs = arg("--secs", 5.0) as u64;
     let gib = arg("--gib", 1.0);
+    let cache_mib = arg("--cache-mib", 64.0) as usize;
     let which: Vec<&str> = args
         .iter()
         .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
@@ -335,7 +369,7 @@ fn main() {
             }
         }
         if which.contains(&"rss") {
-            rss(tmp().path(), gib).await;
+            rss(tmp().path(), gib, cache_mib).await;
         }
         let median = |name: &str| {
             results.iter().find(|r| r.0 == name).map(|r| {
