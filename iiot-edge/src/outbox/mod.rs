@@ -205,6 +205,7 @@ impl Outbox {
                 pending_bytes: 0,
                 pending_since: None,
                 ack_to: meta.head,
+                ack_since: None,
                 loss_acks: Vec::new(),
                 meta,
                 durable_end: meta.next_seq,
@@ -437,17 +438,20 @@ impl Outbox {
     }
 
     /// Acknowledges every record with `seq <= upto`: they are removed. Takes effect for readers
-    /// at once; it is persisted with the next commit group (flushed promptly), so a crash just
-    /// before may deliver them again (at least once). Acknowledging beyond what is durable is
-    /// clamped.
+    /// at once; it is persisted with the next commit group, at the latest 50 ms later (so
+    /// acknowledging record by record does not cost a flush each), and a crash before that
+    /// delivers them again (at least once). Acknowledging beyond what is durable is clamped.
     pub fn ack(&self, upto: Sequence) {
         let shared = self.shared();
         let mut st = shared.lock();
         let to = upto.0.saturating_add(1).min(st.durable_end);
         if to > st.ack_to {
             st.ack_to = to;
-            drop(st);
-            shared.wake.notify_one();
+            if st.ack_since.is_none() {
+                st.ack_since = Some(Instant::now());
+                drop(st);
+                shared.wake.notify_one();
+            }
         }
     }
 

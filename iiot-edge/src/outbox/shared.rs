@@ -36,6 +36,8 @@ pub(crate) struct State {
     pub(crate) pending_since: Option<Instant>,
     /// Requested head: acknowledged up to (exclusive).
     pub(crate) ack_to: u64,
+    /// When the oldest not-yet-committed acknowledgement arrived.
+    pub(crate) ack_since: Option<Instant>,
     /// Data-loss events acknowledged by the forwarder.
     pub(crate) loss_acks: Vec<(u64, MessageId)>,
     /// Persistent cursors and counters as of the last commit.

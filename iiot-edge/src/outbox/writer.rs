@@ -20,6 +20,8 @@ use super::storage::Op;
 /// Largest segment the writer builds (one record may exceed it). sled splits a leaf at 17
 /// entries and writes a node larger than ~128 KiB to a blob file: 17 × 6 KiB stays below.
 const SEG_MAX_BYTES: usize = 6 * 1024;
+/// Longest an acknowledgement waits for a commit when no append comes along.
+pub(crate) const ACK_DELAY: Duration = Duration::from_millis(50);
 /// A group-commit window closes early once this much is pending.
 pub(crate) const GROUP_MAX_BYTES: usize = 4 * 1024 * 1024;
 /// Cap on stored data-loss events; beyond it the newest ones are merged.
@@ -129,17 +131,21 @@ impl Writer {
         let cfg = &self.shared.config;
         let mut st = self.shared.lock();
         loop {
+            let now = Instant::now();
+            // Acknowledgements alone wait up to ACK_DELAY, so a forwarder acknowledging
+            // record by record does not cost a flush each; they ride along with appends.
+            let ack_deadline =
+                (st.ack_to > st.meta.head).then(|| st.ack_since.map_or(now, |t| t + ACK_DELAY));
+            let ack_due = ack_deadline.is_some_and(|d| st.closed || d <= now);
             let has_work = !st.pending.is_empty()
-                || st.ack_to > st.meta.head
+                || ack_due
                 || !st.loss_acks.is_empty()
                 || !st.syncs.is_empty()
                 || st.min_next_seq > st.meta.next_seq
                 || st.unflushed;
             let expiry = self.expiry_wait(&st);
-            let now = Instant::now();
             if let Durability::GroupCommit { window } = cfg.durability
                 && !st.closed
-                && st.ack_to <= st.meta.head
                 && st.loss_acks.is_empty()
                 && st.syncs.is_empty()
                 && let Some(since) = st.pending_since
@@ -158,6 +164,7 @@ impl Writer {
                 let pending = std::mem::take(&mut st.pending);
                 st.pending_bytes = 0;
                 st.pending_since = None;
+                st.ack_since = None;
                 return Some(Taken {
                     pending,
                     ack_to: st.ack_to,
@@ -168,7 +175,11 @@ impl Writer {
                     closing: st.closed,
                 });
             }
-            st = self.wait(st, expiry.unwrap_or(MAX_IDLE).min(MAX_IDLE));
+            let mut sleep = expiry.unwrap_or(MAX_IDLE).min(MAX_IDLE);
+            if let Some(d) = ack_deadline {
+                sleep = sleep.min(d.saturating_duration_since(now));
+            }
+            st = self.wait(st, sleep);
         }
     }
 
