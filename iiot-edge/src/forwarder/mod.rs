@@ -173,6 +173,8 @@ struct Run<P, E> {
     attempt: u32,
     next_slot: Instant,
     losses: watch::Receiver<u64>,
+    /// The last look found no loss event to send: skip until the set changes.
+    losses_idle: bool,
 }
 
 enum Step {
@@ -196,6 +198,7 @@ where
             attempt: 0,
             next_slot: Instant::now(),
             losses,
+            losses_idle: false,
         };
         let head = r.f.outbox.stats().head.0;
         r.acked = head;
@@ -225,7 +228,11 @@ where
             if cancel.is_cancelled() {
                 return ForwarderExit::Cancelled;
             }
-            let pending_losses = self.f.outbox.stats().pending_losses > 0;
+            if self.losses.has_changed().unwrap_or(false) {
+                self.losses.borrow_and_update();
+                self.losses_idle = false;
+            }
+            let pending_losses = self.f.outbox.stats().pending_losses > 0 && !self.losses_idle;
             if pending_losses && self.inflight.is_empty() {
                 match self.send_losses(cancel).await {
                     Step::Continue => continue,
@@ -462,6 +469,10 @@ where
                 return self.backoff(cancel).await;
             }
         };
+        if events.is_empty() {
+            self.losses_idle = true;
+            return Step::Continue;
+        }
         for ev in events {
             let msg = (self.f.encoder)(&ev.loss);
             let res = tokio::select! {
@@ -496,11 +507,10 @@ where
             .map(|s| s.cursor)
             .min()
             .unwrap_or(u64::MAX);
-        self.losses.borrow_and_update();
         tokio::select! {
             () = cancel.cancelled() => {}
             () = self.f.outbox.readable(Sequence(from)) => {}
-            _ = self.losses.changed() => {}
+            _ = self.losses.changed() => self.losses_idle = false,
         }
     }
 }

@@ -31,7 +31,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use iiot_core::publish::OutboundMessage;
-use iiot_core::types::{DataLoss, DeviceId, Sequence};
+use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use codec::Record;
@@ -480,7 +480,10 @@ impl Outbox {
                 match decode_loss(&v) {
                     Ok(loss) => out.push(LossEvent { key, loss }),
                     Err(e) => {
-                        tracing::error!(key, error = %e, "outbox: unreadable data-loss event");
+                        // Cannot be published; remove it rather than block the queue.
+                        tracing::error!(key, error = %e, "outbox: unreadable data-loss event dropped");
+                        shared.lock().loss_acks.push((key, MessageId::from_u128(0)));
+                        shared.wake.notify_one();
                     }
                 }
             }

@@ -503,3 +503,48 @@ async fn group_commit_durable_error_returns_the_message() {
         .unwrap();
     assert_eq!(b.durable().await.unwrap(), Sequence(2));
 }
+
+/// Bad bytes on disk never wedge the outbox: an unreadable data-loss event is dropped (and
+/// logged) instead of blocking the loss queue, and an unreadable segment is skipped by
+/// readers and reported as `Unreadable` data loss when the head passes it.
+#[tokio::test]
+async fn unreadable_entries_are_skipped_and_reported() {
+    let mut h = Harness::new(OutboxConfig::default());
+    for i in 0..3u8 {
+        h.ob()
+            .append(OutboundMessage::new(TOPIC, vec![i]))
+            .await
+            .unwrap();
+    }
+    h.ob.take().unwrap().close().await;
+    {
+        let mut live = h.storage.live.lock().unwrap();
+        live.insert(
+            codec::loss_key(7).to_vec(),
+            Bytes::from_static(b"\x01garbage"),
+        );
+        live.insert(
+            codec::seg_key(2).to_vec(),
+            Bytes::from_static(b"\x01\x00rotten"),
+        );
+    }
+    h.open();
+    // Segment 2 is unreadable: readers skip it.
+    let got: Vec<u64> = h.read_all().await.iter().map(|r| r.seq.0).collect();
+    assert_eq!(got, vec![1, 3]);
+    // The garbage loss event is dropped, not returned and not kept.
+    assert!(h.ob().losses(nz(10)).await.unwrap().is_empty());
+    h.ob().sync().await;
+    assert_eq!(h.ob().stats().pending_losses, 0);
+    // Acknowledging past the rotten segment reports it as data loss.
+    h.ob().ack(Sequence(3));
+    h.ob().sync().await;
+    let l = h.ob().losses(nz(10)).await.unwrap();
+    assert_eq!(l.len(), 1);
+    assert_eq!(l[0].loss.reason, DataLossReason::Unreadable);
+    assert_eq!(
+        (l[0].loss.first_seq(), l[0].loss.last_seq()),
+        (Sequence(2), Sequence(2))
+    );
+    assert_eq!(h.ob().stats().backlog_records, 0);
+}
