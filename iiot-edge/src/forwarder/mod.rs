@@ -9,6 +9,13 @@
 //! between half and all of it). After a failure, the backlog is replayed at
 //! [`ForwarderConfig::replay_rate`] while new appends keep flowing into the outbox (and, with
 //! [`ReplayOrder::LiveFirst`], out to the transport ahead of the backlog).
+//!
+//! The forwarder never drops a record on its own: a record the peer rejects
+//! (`PublishErrorKind::Rejected`) is logged at error level and retried with backoff like
+//! any other failure (fix the ACL or topic); only the outbox's bounds discard records, and
+//! they announce it. A transport that reports `Closed` ends [`Forwarder::run`]. After a
+//! failure the forwarder lets the rest of the in-flight window settle before retrying, so a
+//! transport must time out its own stalled publishes.
 
 mod config;
 mod ranges;
