@@ -63,7 +63,8 @@ pub enum WhenFull {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// sled page cache in bytes.
+    /// sled page cache in bytes. Note: sled 0.34's resident memory is *not* bounded by this;
+    /// it grows with the store (about 0.5 GiB for a 1 GiB backlog, see docs/BENCHMARKS.md).
     pub cache_bytes: NonZeroUsize,
     /// Bound on stored records, in bytes (payload + topic + 15 bytes of framing each).
     pub max_bytes: NonZeroUsize,

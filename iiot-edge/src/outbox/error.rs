@@ -135,7 +135,7 @@ pub struct DurableError {
     /// The underlying error; `None` when the outbox shut down before writing it.
     #[source]
     pub source: Option<io::Error>,
-    /// The message, given back.
+    /// The message, given back (empty only if the writer thread died, which is a bug).
     pub message: OutboundMessage,
 }
 

@@ -74,7 +74,6 @@ impl SledStorage {
         let cfg = sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
             // We decide when to flush; a background flusher would only add fsyncs.
             .flush_every_ms(None);
         // sled may panic on some damaged files; that must not become a crash loop.
