@@ -70,6 +70,10 @@ fn crash_child() {
 
 /// Runs `trials` crash trials against one store, which accumulates across trials.
 async fn run_trials(group: bool, trials: u64) {
+    // The parent's opens log why a store would be moved aside.
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .try_init();
     let dir = tempfile::tempdir().unwrap();
     let store = dir.path().join("ob");
     let exe = std::env::current_exe().unwrap();
@@ -177,9 +181,29 @@ async fn verify(store: &Path, acked: &BTreeMap<u64, u64>) {
         found.insert(r.seq.0, r.message.payload.clone());
     }
     for (&seq, &trial) in acked {
-        let got = found
-            .get(&seq)
-            .unwrap_or_else(|| panic!("acknowledged record {seq} lost"));
+        let Some(got) = found.get(&seq) else {
+            let dir: Vec<_> = std::fs::read_dir(store.parent().unwrap())
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            // Keep the evidence for a post-mortem.
+            let keep = std::env::temp_dir().join(format!("iiot-crash-keep-{}", std::process::id()));
+            let _ = Command::new("cp")
+                .arg("-a")
+                .arg(store.parent().unwrap())
+                .arg(&keep)
+                .status();
+            eprintln!("store kept at {}", keep.display());
+            panic!(
+                "acknowledged record {seq} (trial {trial}) lost; store holds {} records \
+                 (first {:?}, last {:?}); stats {:?}; {} acknowledged; directory {dir:?}",
+                records.len(),
+                records.first().map(|r| r.seq),
+                records.last().map(|r| r.seq),
+                ob.stats(),
+                acked.len()
+            );
+        };
         assert_eq!(
             got.as_ref(),
             payload(trial, Sequence(seq)),
