@@ -268,37 +268,14 @@ fn sample_from_json(
     base: Timestamp,
     limits: &Limits,
 ) -> Result<Sample, DecodeError> {
-    if tag.len() > limits.max_tag_len {
-        return Err(LimitError::TagTooLong {
-            index,
-            len: tag.len(),
-            limit: limits.max_tag_len,
-        }
-        .into());
-    }
+    limits.check_tag(index, tag)?;
     let tag =
         TagPath::new(tag).map_err(|e| DecodeError::invalid(format!("samples[{index}].tag"), e))?;
     let value =
         s.v.map(|raw| parse_value(raw, s.t.as_deref(), &format!("samples[{index}].v")))
             .transpose()?;
-    match &value {
-        Some(Value::String(st)) if st.len() > limits.max_string_value_len => {
-            return Err(LimitError::StringValueTooLong {
-                index,
-                len: st.len(),
-                limit: limits.max_string_value_len,
-            }
-            .into());
-        }
-        Some(Value::Bytes(b)) if b.len() > limits.max_bytes_value_len => {
-            return Err(LimitError::BytesValueTooLong {
-                index,
-                len: b.len(),
-                limit: limits.max_bytes_value_len,
-            }
-            .into());
-        }
-        _ => {}
+    if let Some(v) = &value {
+        limits.check_value(index, v)?;
     }
     let quality = match (s.qc, s.q) {
         (Some(code), _) => Quality::from_status_code(code),

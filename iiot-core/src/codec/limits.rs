@@ -136,6 +136,46 @@ impl Limits {
         Ok(())
     }
 
+    /// Checks the length of the tag of sample `index`.
+    ///
+    /// # Errors
+    /// [`LimitError::TagTooLong`].
+    pub fn check_tag(&self, index: usize, tag: &str) -> Result<(), LimitError> {
+        if tag.len() > self.max_tag_len {
+            return Err(LimitError::TagTooLong {
+                index,
+                len: tag.len(),
+                limit: self.max_tag_len,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the size of a string or bytes value of sample `index`.
+    ///
+    /// # Errors
+    /// [`LimitError::StringValueTooLong`] or [`LimitError::BytesValueTooLong`].
+    pub fn check_value(&self, index: usize, v: &crate::types::Value) -> Result<(), LimitError> {
+        use crate::types::Value;
+        match v {
+            Value::String(s) if s.len() > self.max_string_value_len => {
+                Err(LimitError::StringValueTooLong {
+                    index,
+                    len: s.len(),
+                    limit: self.max_string_value_len,
+                })
+            }
+            Value::Bytes(b) if b.len() > self.max_bytes_value_len => {
+                Err(LimitError::BytesValueTooLong {
+                    index,
+                    len: b.len(),
+                    limit: self.max_bytes_value_len,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Checks a short text field.
     ///
     /// # Errors

@@ -82,23 +82,7 @@ pub(super) fn opt_text(
 }
 
 pub(super) fn check_value(limits: &Limits, index: usize, v: &Value) -> Result<(), LimitError> {
-    match v {
-        Value::String(s) if s.len() > limits.max_string_value_len => {
-            Err(LimitError::StringValueTooLong {
-                index,
-                len: s.len(),
-                limit: limits.max_string_value_len,
-            })
-        }
-        Value::Bytes(b) if b.len() > limits.max_bytes_value_len => {
-            Err(LimitError::BytesValueTooLong {
-                index,
-                len: b.len(),
-                limit: limits.max_bytes_value_len,
-            })
-        }
-        _ => Ok(()),
-    }
+    limits.check_value(index, v)
 }
 
 // ---- values --------------------------------------------------------------
@@ -254,14 +238,7 @@ fn tag_path(
     field: &dyn Fn() -> String,
     tag: String,
 ) -> Result<TagPath, DecodeError> {
-    if tag.len() > limits.max_tag_len {
-        return Err(LimitError::TagTooLong {
-            index,
-            len: tag.len(),
-            limit: limits.max_tag_len,
-        }
-        .into());
-    }
+    limits.check_tag(index, &tag)?;
     TagPath::new(tag).map_err(|e| DecodeError::invalid(field(), e))
 }
 
