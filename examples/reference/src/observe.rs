@@ -23,12 +23,14 @@ pub fn init_tracing() {
 ///
 /// The per-device IoT signals come from the SDK crates:
 ///
-/// | signal | metric |
-/// |---|---|
-/// | connectivity | `iiot_ingest_device_online{device}`, `iiot_mqtt_connected` |
-/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` |
-/// | throughput | `iiot_ingest_rows_written_total`, `iiot_ingest_batches_written_total`, `iiot_mqtt_publishes_total` |
-/// | errors | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total`, `iiot_mqtt_failed_back_total` |
+/// | signal | per device | overall |
+/// |---|---|---|
+/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected` |
+/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | |
+/// | throughput | `iiot_reference_device_samples_committed_total{device}` | `iiot_ingest_rows_written_total`, `iiot_mqtt_publishes_total` |
+/// | errors | `iiot_reference_device_dead_letters_total{device,reason}`, `iiot_reference_device_gaps_opened_total{device}`, `iiot_reference_device_data_loss_records_total{device}` | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total` |
+///
+/// (`iiot_reference_*` come from [`crate::ingest::metrics`].)
 ///
 /// # Errors
 /// [`AppError::Metrics`] when the listener cannot be set up or a recorder is
@@ -58,6 +60,14 @@ fn describe() {
     metrics::describe_counter!(
         "iiot_ingest_rows_written_total",
         "Sample rows committed to the sink (throughput)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_device_samples_committed_total",
+        "Samples of the device committed to the sink (throughput)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_device_dead_letters_total",
+        "Payloads of the device dead-lettered, by reason (errors)"
     );
     metrics::describe_counter!(
         "iiot_ingest_dead_letters_total",

@@ -3,6 +3,7 @@
 //! The source is one function, [`source::open`]; everything else is the SDK's
 //! [`Pipeline`] over the SQLite or PostgreSQL sink named in the config.
 
+pub mod metrics;
 pub mod source;
 
 use std::path::Path;
@@ -117,29 +118,37 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
         crate::shutdown_signal().await;
         stop.cancel();
     });
-    let stats = run_until(setup, &cancel).await?;
+    let stats = run_until(setup, &cancel, |broker| {
+        use std::io::Write as _;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "ingest subscribed on {broker}");
+        let _ = out.flush();
+    })
+    .await?;
     tracing::info!(?stats, "ingest stopped");
     Ok(())
 }
 
 /// Runs ingest until `cancel` fires; returns the pipeline's final counters.
+/// `on_ready` is called with the broker URL once the subscriptions are in place.
 ///
 /// # Errors
 /// [`AppError`] when the source or sink cannot be opened, or the pipeline fails.
 pub async fn run_until(
     setup: IngestSetup,
     cancel: &CancellationToken,
+    on_ready: impl FnOnce(&str) + Send,
 ) -> Result<PipelineStats, AppError> {
     match setup.sink {
         SinkConfig::Sqlite(cfg) => {
             tracing::info!(path = %cfg.path.display(), "opening the SQLite sink");
             let sink = SqliteSink::open(cfg).await?;
-            pump(setup.mqtt, setup.pipeline, sink, cancel).await
+            pump(setup.mqtt, setup.pipeline, sink, cancel, on_ready).await
         }
         SinkConfig::Postgres(cfg) => {
             tracing::info!(schema = %cfg.schema, "connecting the PostgreSQL sink");
             let sink = PostgresSink::connect(cfg).await?;
-            pump(setup.mqtt, setup.pipeline, sink, cancel).await
+            pump(setup.mqtt, setup.pipeline, sink, cancel, on_ready).await
         }
     }
 }
@@ -149,8 +158,11 @@ async fn pump<K: Sink + 'static>(
     pipeline: PipelineConfig,
     sink: K,
     cancel: &CancellationToken,
+    on_ready: impl FnOnce(&str) + Send,
 ) -> Result<PipelineStats, AppError> {
     let (source, driver) = source::open(&mqtt, cancel).await?;
+    on_ready(&mqtt.broker_url);
+    let sink = metrics::DeviceMetricsSink::new(sink);
     let (pipeline, handle) = Pipeline::new(source, sink, pipeline);
     let progress = {
         let mut handle = handle.clone();

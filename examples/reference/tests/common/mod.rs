@@ -109,3 +109,57 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     std::fs::write(&p, text).expect("write file");
     p
 }
+
+/// `IIOT_MQTT_URL`, default `mqtt://127.0.0.1:1883`.
+pub fn mqtt_url() -> String {
+    std::env::var("IIOT_MQTT_URL").unwrap_or_else(|_| "mqtt://127.0.0.1:1883".to_owned())
+}
+
+/// Whether a missing service fails the test (`IIOT_REQUIRE_SERVICES=1`).
+pub fn services_required() -> bool {
+    std::env::var("IIOT_REQUIRE_SERVICES").is_ok_and(|v| v == "1")
+}
+
+/// Whether the broker of [`mqtt_url`] accepts TCP connections; prints why not
+/// (or panics under `IIOT_REQUIRE_SERVICES=1`).
+pub fn mqtt_available() -> bool {
+    let url = mqtt_url();
+    let hostport = url
+        .trim_start_matches("mqtt://")
+        .trim_start_matches("mqtts://")
+        .to_owned();
+    let reachable = std::net::ToSocketAddrs::to_socket_addrs(&hostport)
+        .ok()
+        .and_then(|mut a| a.next())
+        .is_some_and(|a| {
+            std::net::TcpStream::connect_timeout(&a, std::time::Duration::from_secs(2)).is_ok()
+        });
+    if !reachable {
+        assert!(
+            !services_required(),
+            "MQTT broker required (IIOT_REQUIRE_SERVICES=1) but {url} is unreachable"
+        );
+        eprintln!("skipping: MQTT broker {url} unreachable");
+    }
+    reachable
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// `GET /metrics` of a Prometheus endpoint, as text.
+pub fn scrape(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    text
+}

@@ -1,0 +1,147 @@
+//! `iiot ingest` against a real broker (Mosquitto, IIOT_MQTT_URL): telemetry
+//! published at QoS 1 lands in the SQLite file once, a duplicate is suppressed, a
+//! broken payload is dead-lettered, and `--metrics` shows the per-device signals.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{ChildGuard, free_port, mqtt_available, mqtt_url, scrape, write};
+use iiot_core::codec::protobuf;
+use iiot_core::publish::{ConfirmedPublish, OutboundMessage};
+use iiot_core::types::{DeviceId, Sample, Sequence, TagPath, TelemetryBatch, Timestamp};
+use iiot_protocols::mqtt::{MqttConfig, Session};
+use tokio_util::sync::CancellationToken;
+
+fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn telemetry_reaches_sqlite_once_with_metrics() {
+    if !mqtt_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("ingest.sqlite3");
+    let device = unique("dev");
+    let enterprise = unique("test");
+    let cfg = write(
+        dir.path(),
+        "ingest.toml",
+        &format!(
+            "[mqtt]\nbroker_url = {url:?}\nclient_id = {cid:?}\nclean_session = true\n\
+             subscribe = [\"{enterprise}/+/+/+/+/+/telemetry/#\", \"{enterprise}/+/+/+/+/+/status\"]\n\
+             [pipeline]\nbatch_max_delay = 20\n[sink.sqlite]\npath = {db:?}\n",
+            url = mqtt_url(),
+            cid = unique("ingest"),
+            db = db.display().to_string(),
+        ),
+    );
+    let port = free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let mut ingest = ChildGuard::spawn(&[
+        "ingest",
+        "--config",
+        cfg.to_str().unwrap(),
+        "--metrics",
+        &metrics,
+    ]);
+    let ready = ingest.read_line();
+    assert!(ready.starts_with("ingest subscribed"), "{ready}");
+
+    // A device publishing three batches, the second one twice, and one broken payload.
+    let prefix = format!("{enterprise}/site/area/line/plc/{device}");
+    let (handle, session, _inbound) =
+        Session::new(&MqttConfig::new(mqtt_url(), &device, &prefix)).unwrap();
+    let cancel = CancellationToken::new();
+    let driver = tokio::spawn(session.run(cancel.clone()));
+    assert!(handle.wait_connected(Duration::from_secs(10)).await);
+    let id = DeviceId::new(device.clone()).unwrap();
+    let tag = TagPath::new("tank1/level").unwrap();
+    let batches: Vec<TelemetryBatch> = (1..=3)
+        .map(|seq| {
+            TelemetryBatch::new(
+                id.clone(),
+                Sequence(seq),
+                vec![
+                    Sample::good(tag.clone(), seq as f64, Timestamp::now()),
+                    Sample::good(
+                        TagPath::new("pump1/running").unwrap(),
+                        true,
+                        Timestamp::now(),
+                    ),
+                ],
+            )
+        })
+        .collect();
+    let topic = format!("{prefix}/telemetry");
+    for b in [&batches[0], &batches[1], &batches[1], &batches[2]] {
+        handle
+            .publish_confirmed(OutboundMessage::new(
+                topic.clone(),
+                protobuf::encode_telemetry(b),
+            ))
+            .await
+            .unwrap();
+    }
+    handle
+        .publish_confirmed(OutboundMessage::new(
+            topic.clone(),
+            b"\x08\x09garbage".to_vec(),
+        ))
+        .await
+        .unwrap();
+
+    // Six rows (three batches of two samples), the duplicate suppressed.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let rows = loop {
+        let rows = count_rows(&db, &device);
+        if rows >= 6 || tokio::time::Instant::now() > deadline {
+            break rows;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(rows, 6);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(count_rows(&db, &device), 6, "no duplicate rows");
+
+    let text = scrape(port);
+    let line = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(&device))
+            .map(str::to_owned)
+    };
+    assert!(
+        line("iiot_reference_device_samples_committed_total").is_some_and(|l| l.ends_with(" 6")),
+        "{text}"
+    );
+    assert!(
+        line("iiot_ingest_device_last_seen_seconds").is_some(),
+        "{text}"
+    );
+    assert!(line("iiot_ingest_device_online").is_some(), "{text}");
+    assert!(
+        line("iiot_reference_device_dead_letters_total").is_some(),
+        "{text}"
+    );
+    cancel.cancel();
+    let _ = driver.await;
+    drop(ingest);
+}
+
+fn count_rows(db: &std::path::Path, device: &str) -> i64 {
+    let Ok(conn) = rusqlite::Connection::open(db) else {
+        return 0;
+    };
+    conn.query_row(
+        "SELECT count(*) FROM iiot_samples WHERE device_id = ?1",
+        [device],
+        |r| r.get(0),
+    )
+    .unwrap_or(0)
+}
