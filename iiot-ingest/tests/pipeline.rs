@@ -238,6 +238,7 @@ async fn acks_only_after_commit_and_stops_pulling_at_max_in_flight() {
     let cfg = PipelineConfig {
         max_in_flight: NonZeroUsize::new(10).unwrap(),
         batch_max_delay: Duration::from_secs(10),
+        idle_flush: Duration::from_secs(10),
         ..config()
     };
     let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), cfg);
@@ -312,6 +313,7 @@ async fn a_poison_batch_is_isolated_and_dead_lettered() {
     sink.faults().reject_tag = Some("poison".into());
     let cfg = PipelineConfig {
         batch_max_delay: Duration::from_secs(5),
+        idle_flush: Duration::from_secs(5),
         ..config()
     };
     let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), cfg);

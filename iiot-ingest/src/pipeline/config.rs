@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 /// |---|---|---|
 /// | `batch_max_rows` | 5 000 | commit once the batch holds this many samples |
 /// | `batch_max_delay` | 200 ms | commit at the latest this long after the batch's first message |
+/// | `idle_flush` | 10 ms | commit early when no message arrived for this long (a broker that limits un-acked messages in flight waits for our acks) |
 /// | `max_in_flight` | 1 000 | deliveries held un-acked; at the limit the pipeline stops pulling (back-pressure) |
 /// | `dedupe_window` | 10 min | how long a `(device_id, message_id)` is remembered in memory |
 /// | `dedupe_capacity` | 200 000 | most keys remembered |
@@ -29,6 +30,9 @@ pub struct PipelineConfig {
     /// Commit at the latest this long after the batch's first message.
     #[serde(with = "duration_ms")]
     pub batch_max_delay: Duration,
+    /// Commit early when the source has been idle this long.
+    #[serde(with = "duration_ms")]
+    pub idle_flush: Duration,
     /// Deliveries held un-acknowledged at most.
     pub max_in_flight: NonZeroUsize,
     /// How long a message key is remembered for in-memory dedupe.
@@ -60,6 +64,7 @@ impl Default for PipelineConfig {
         Self {
             batch_max_rows: nz(5000),
             batch_max_delay: Duration::from_millis(200),
+            idle_flush: Duration::from_millis(10),
             max_in_flight: nz(1000),
             dedupe_window: Duration::from_secs(600),
             dedupe_capacity: nz(200_000),

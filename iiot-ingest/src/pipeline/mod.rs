@@ -94,6 +94,7 @@ pub struct Pipeline<S: Source, K: Sink> {
     rows: usize,
     pending: Vec<S::Token>,
     batch_started: Option<Instant>,
+    last_receive: Option<Instant>,
     stats: PipelineStats,
     stats_tx: watch::Sender<PipelineStats>,
 }
@@ -121,6 +122,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
             rows: 0,
             pending: Vec::new(),
             batch_started: None,
+            last_receive: None,
             stats: PipelineStats::default(),
             stats_tx,
         };
@@ -142,7 +144,11 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
             return Ok(self.stats);
         }
         loop {
-            let deadline = self.batch_started.map(|t| t + self.config.batch_max_delay);
+            let deadline = self.batch_started.map(|t| {
+                let latest = t + self.config.batch_max_delay;
+                self.last_receive
+                    .map_or(latest, |r| latest.min(r + self.config.idle_flush))
+            });
             let can_pull = self.pending.len() < self.config.max_in_flight.get();
             tokio::select! {
                 biased;
@@ -219,8 +225,10 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
 
     fn process(&mut self, d: Delivery<S::Token>) {
         self.stats.received += 1;
+        let now = Instant::now();
+        self.last_receive = Some(now);
         if self.batch_started.is_none() {
-            self.batch_started = Some(Instant::now());
+            self.batch_started = Some(now);
         }
         let Delivery {
             topic,

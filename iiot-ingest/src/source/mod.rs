@@ -10,6 +10,8 @@ use bytes::Bytes;
 use iiot_core::types::Timestamp;
 
 pub mod memory;
+#[cfg(feature = "mqtt")]
+pub mod mqtt;
 
 /// One received payload.
 #[derive(Debug)]
