@@ -32,6 +32,9 @@ pub enum AppError {
         /// One line per kind tried, with the dead-letter label and reason.
         reasons: String,
     },
+    /// The ingest MQTT source could not start.
+    #[error("MQTT source: {0}")]
+    Source(#[from] iiot_ingest::source::mqtt::MqttSourceError),
     /// The MQTT session could not be built.
     #[error("MQTT: {0}")]
     Mqtt(#[from] iiot_protocols::mqtt::ConfigError),

@@ -70,13 +70,20 @@ fn bad_values_are_named() {
     });
     assert_names(&e, &f, "plant.pump_stop_level_m");
     let (e, f) = fails_with("ingest", "ingest.toml", |t| {
-        t.replace("keepalive_s = 30", "keepalive_s = \"soon\"")
+        t.replace("keepalive_ms = 30000", "keepalive_ms = \"soon\"")
     });
-    assert_names(&e, &f, "mqtt.keepalive_s");
+    assert_names(&e, &f, "mqtt.keepalive_ms");
     let (e, f) = fails_with("ingest", "ingest.toml", |t| {
-        t.replace("\"+/+/+/+/+/+/status\"", "\"a/#/b\"")
+        t.replace("\"$share/iiot-ingest/+/+/+/+/+/+/status\"", "\"a/#/b\"")
     });
-    assert_names(&e, &f, "mqtt.subscribe");
+    assert_names(&e, &f, "mqtt.filters");
+    let (e, f) = fails_with("ingest", "ingest.toml", |t| {
+        t.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"tcp://127.0.0.1:1883\"",
+        )
+    });
+    assert_names(&e, &f, "mqtt.url");
     let (e, f) = fails_with("gateway", "gateway.toml", |t| {
         t.replace("device_id = \"plc-01\"", "device_id = \"plc 01\"")
     });

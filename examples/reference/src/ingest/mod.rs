@@ -74,7 +74,7 @@ impl IngestSetup {
     /// # Errors
     /// [`ConfigError`] naming the file and the key.
     pub fn check(f: IngestFile, file: &Path) -> Result<Self, ConfigError> {
-        if let Err((key, problem)) = f.mqtt.check() {
+        if let Err((key, problem)) = source::check(&f.mqtt) {
             return Err(ConfigError::invalid(file, format!("mqtt.{key}"), problem));
         }
         if let SinkConfig::Postgres(pg) = &f.sink {
@@ -121,7 +121,7 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
     let stats = run_until(setup, &cancel, |broker| {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
-        let _ = writeln!(out, "ingest subscribed on {broker}");
+        let _ = writeln!(out, "ingest started on {broker}");
         let _ = out.flush();
     })
     .await?;
@@ -130,7 +130,8 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
 }
 
 /// Runs ingest until `cancel` fires; returns the pipeline's final counters.
-/// `on_ready` is called with the broker URL once the subscriptions are in place.
+/// `on_ready` is called with the broker URL once the source has started (it
+/// subscribes as soon as it is connected).
 ///
 /// # Errors
 /// [`AppError`] when the source or sink cannot be opened, or the pipeline fails.
@@ -160,8 +161,8 @@ async fn pump<K: Sink + 'static>(
     cancel: &CancellationToken,
     on_ready: impl FnOnce(&str) + Send,
 ) -> Result<PipelineStats, AppError> {
-    let (source, driver) = source::open(&mqtt, cancel).await?;
-    on_ready(&mqtt.broker_url);
+    let source = source::open(&mqtt)?;
+    on_ready(&mqtt.url);
     let sink = metrics::DeviceMetricsSink::new(sink);
     let (pipeline, handle) = Pipeline::new(source, sink, pipeline);
     let progress = {
@@ -183,8 +184,5 @@ async fn pump<K: Sink + 'static>(
     let result = pipeline.run(cancel.clone()).await;
     cancel.cancel();
     progress.abort();
-    if let Err(e) = driver.await {
-        tracing::warn!(%e, "MQTT driver task ended abnormally");
-    }
     Ok(result?)
 }
