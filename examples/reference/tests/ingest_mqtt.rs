@@ -21,25 +21,107 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
+/// Where the rows are counted.
+enum Store {
+    Sqlite(std::path::PathBuf),
+    Postgres { url: String, prefix: String },
+}
+
+impl Store {
+    fn toml(&self) -> String {
+        match self {
+            Self::Sqlite(db) => format!("[sink.sqlite]\npath = {:?}\n", db.display().to_string()),
+            Self::Postgres { url, prefix } => format!(
+                "[sink.postgres]\nurl = {url:?}\ntable_prefix = {prefix:?}\ntimescale = \"off\"\n"
+            ),
+        }
+    }
+
+    async fn count(&self, device: &str) -> i64 {
+        match self {
+            Self::Sqlite(db) => count_rows(db, device),
+            Self::Postgres { url, prefix } => {
+                let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+                else {
+                    return 0;
+                };
+                tokio::spawn(conn);
+                client
+                    .query_one(
+                        &format!("SELECT count(*) FROM {prefix}samples WHERE device_id = $1"),
+                        &[&device],
+                    )
+                    .await
+                    .map_or(0, |r| r.get::<_, i64>(0))
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn telemetry_reaches_sqlite_once_with_metrics() {
     if !mqtt_available() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("ingest.sqlite3");
+    let store = Store::Sqlite(dir.path().join("ingest.sqlite3"));
+    scenario(dir.path(), &store).await;
+}
+
+/// The same against PostgreSQL (IIOT_PG_URL).
+#[tokio::test(flavor = "multi_thread")]
+async fn telemetry_reaches_postgres_once_with_metrics() {
+    if !mqtt_available() {
+        return;
+    }
+    let url = std::env::var("IIOT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        assert!(
+            !common::services_required(),
+            "PostgreSQL required (IIOT_REQUIRE_SERVICES=1) but {url}: {e}"
+        );
+        eprintln!("skipping: PostgreSQL {url} unreachable: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("ref{}_", std::process::id());
+    let store = Store::Postgres {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    scenario(dir.path(), &store).await;
+    if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let tables = [
+            "samples",
+            "messages",
+            "data_loss",
+            "gaps",
+            "dead_letter",
+            "schema_version",
+        ]
+        .map(|t| format!("{prefix}{t}"))
+        .join(", ");
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {tables} CASCADE"))
+            .await;
+    }
+}
+
+async fn scenario(dir: &std::path::Path, store: &Store) {
     let device = unique("dev");
     let enterprise = unique("test");
     let cfg = write(
-        dir.path(),
+        dir,
         "ingest.toml",
         &format!(
             "[mqtt]\nurl = {url:?}\nclient_id = {cid:?}\n\
              filters = [\"{enterprise}/+/+/+/+/+/telemetry/#\", \"{enterprise}/+/+/+/+/+/status\"]\n\
-             [pipeline]\nbatch_max_delay = 20\n[sink.sqlite]\npath = {db:?}\n",
+             [pipeline]\nbatch_max_delay = 20\n{sink}",
             url = mqtt_url(),
             cid = unique("ingest"),
-            db = db.display().to_string(),
+            sink = store.toml(),
         ),
     );
     let port = free_port();
@@ -89,7 +171,7 @@ async fn telemetry_reaches_sqlite_once_with_metrics() {
     // The source subscribes once it is connected and says nothing when it has:
     // publish the first batch until its rows appear (the repeats are duplicates).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
-    while count_rows(&db, &device) < 2 {
+    while store.count(&device).await < 2 {
         assert!(
             tokio::time::Instant::now() < deadline,
             "ingest never stored batch 1"
@@ -111,7 +193,7 @@ async fn telemetry_reaches_sqlite_once_with_metrics() {
     // Six rows (three batches of two samples), the duplicate suppressed.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     let rows = loop {
-        let rows = count_rows(&db, &device);
+        let rows = store.count(&device).await;
         if rows >= 6 || tokio::time::Instant::now() > deadline {
             break rows;
         }
@@ -119,7 +201,7 @@ async fn telemetry_reaches_sqlite_once_with_metrics() {
     };
     assert_eq!(rows, 6);
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(count_rows(&db, &device), 6, "no duplicate rows");
+    assert_eq!(store.count(&device).await, 6, "no duplicate rows");
 
     let text = scrape(port);
     let line = |name: &str| {
