@@ -1,15 +1,91 @@
 //! # iiot-edge: gateway-side reliability
 //!
-//! Store-and-forward outbox and forwarder, command ledger and executor, OTA
+//! Store-and-forward outbox and forwarder; later: command ledger and executor, OTA
 //! verification. Generic over `iiot-core`'s traits; knows no concrete transport.
-//! The parts land with their issues.
+//!
+//! The [`outbox::Outbox`] is the source of truth, not the connection: every reading is
+//! appended there first (durably, under a stated [`outbox::Durability`] policy) and leaves
+//! only when the transport confirmed it. The [`forwarder::Forwarder`] drains it through any
+//! [`iiot_core::publish::ConfirmedPublish`] (for MQTT QoS 1: resolves on PUBACK), in order,
+//! at least once, with backoff and paced replay. Whatever the outbox's bounds discard becomes
+//! a [`iiot_core::types::DataLoss`] event that is published ahead of records: loss is never
+//! silent.
 //!
 //! ```
-//! // The forwarder drains through any iiot_core::publish::ConfirmedPublish.
-//! let msg = iiot_core::publish::OutboundMessage::new("a/b", vec![1u8, 2, 3]);
-//! assert_eq!(msg.payload.len(), 3);
+//! use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError};
+//! use iiot_core::types::{DataLoss, DeviceId};
+//! use iiot_edge::forwarder::{Forwarder, ForwarderConfig};
+//! use iiot_edge::outbox::{Outbox, OutboxConfig};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! /// A transport that confirms everything (a real one waits for the broker's PUBACK).
+//! struct Confirming;
+//! impl ConfirmedPublish for Confirming {
+//!     async fn publish_confirmed(&self, m: OutboundMessage) -> Result<(), PublishError> {
+//!         assert!(!m.payload.is_empty());
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! let dir = tempfile::tempdir().unwrap();
+//! let device = DeviceId::new("plc-01").unwrap();
+//! let outbox = Outbox::open(dir.path().join("outbox"), device, OutboxConfig::default())
+//!     .await
+//!     .unwrap();
+//!
+//! // EveryWrite (the default): `append` returns once the record is on disk.
+//! let topic = "acme/plant1/area1/line1/plc/plc-01/telemetry";
+//! let seq = outbox
+//!     .append_with(|seq| OutboundMessage::new(topic, seq.0.to_be_bytes().to_vec()))
+//!     .await
+//!     .unwrap()
+//!     .seq();
+//!
+//! // The caller encodes data-loss events (core's Protobuf codec in production).
+//! let encode_loss = |l: &DataLoss| {
+//!     let text = format!("lost {}..={}", l.first_seq().0, l.last_seq().0);
+//!     OutboundMessage::new("acme/plant1/area1/line1/plc/plc-01/status", text)
+//! };
+//! let (forwarder, mut handle) =
+//!     Forwarder::new(outbox.clone(), Confirming, encode_loss, ForwarderConfig::default());
+//! let cancel = CancellationToken::new();
+//! let task = tokio::spawn(forwarder.run(cancel.clone()));
+//! handle.wait_for(|s| s.acked == Some(seq)).await;
+//! cancel.cancel();
+//! task.await.unwrap();
+//! outbox.close().await;
+//! # }
 //! ```
+//!
+//! ## Modules
+//!
+//! | module | what |
+//! |---|---|
+//! | [`outbox`] | durable, ordered, bounded store-and-forward queue on sled |
+//! | [`forwarder`] | drains an outbox through a confirmed-publish transport |
+//!
+//! ## Features
+//!
+//! None yet: the outbox always uses sled (behind an internal storage trait).
+//!
+//! ## FAQ
+//!
+//! **What survives a power cut?** Under `EveryWrite`, every record whose `append` returned.
+//! Under `GroupCommit { window }`, every record whose `Appended::durable()` resolved; the
+//! last window's records may be lost, and their sequence numbers are reused.
+//!
+//! **Can a record arrive twice?** Yes, after a crash or a lost confirmation (at least once).
+//! Consumers dedupe by message id. A record the transport confirmed is never re-sent by the
+//! same forwarder run.
+//!
+//! **What if the disk fills?** `append` fails with `AppendError::Io` and gives the message
+//! back; stored records stay and the forwarder keeps draining.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod forwarder;
+pub mod outbox;

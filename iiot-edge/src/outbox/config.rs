@@ -1,0 +1,206 @@
+//! Outbox configuration and policies.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When an append counts as stored, and therefore what survives a power cut.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[non_exhaustive]
+pub enum Durability {
+    /// `append` returns only after the record (and every record before it) was flushed
+    /// to disk. **Power cut:** every record whose `append` returned `Ok` survives.
+    /// Concurrent appenders share flushes (group commit without added delay): while one
+    /// flush runs, new appends queue and the next flush covers them all. Default.
+    #[default]
+    EveryWrite,
+    /// Appends are collected for up to `window` after the first one arrives, then written
+    /// and flushed together. `append` returns once the record is queued, with a
+    /// [`Appended::durable`](super::Appended::durable) future that resolves when it is on
+    /// disk. **Power cut:** records whose `durable()` resolved survive; records appended in
+    /// the last window (plus the time of one flush) may be lost, and because they never left
+    /// the gateway their sequence numbers are reused after restart, so upstream sees no gap.
+    GroupCommit {
+        /// How long to collect appends before one flush. Default 10 ms.
+        #[serde(with = "duration_ms")]
+        window: Duration,
+    },
+}
+
+/// What happens when an append would exceed [`OutboxConfig::max_bytes`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum WhenFull {
+    /// Back-pressure: `append` waits until the forwarder frees space, and `try_append`
+    /// returns [`AppendError::Full`](super::AppendError::Full) with the message given back.
+    /// Nothing stored is ever dropped for space; the producer must handle the refusal.
+    Block,
+    /// The oldest records are discarded to make room. Every discarded range is counted in
+    /// persistent counters and queued as a `DataLoss { reason: Overflow }` event that the
+    /// forwarder publishes ahead of records. Default: the newest data is usually the most
+    /// valuable on a plant floor, and the loss is announced.
+    #[default]
+    DropOldest,
+}
+
+/// Configuration of an [`Outbox`](super::Outbox).
+///
+/// ## Defaults
+/// | field | default |
+/// |---|---|
+/// | `cache_bytes` | 64 MiB (sled page cache) |
+/// | `max_bytes` | 1 GiB of stored records |
+/// | `max_age` | 7 days |
+/// | `max_record_bytes` | 1 MiB |
+/// | `when_full` | [`WhenFull::DropOldest`] |
+/// | `durability` | [`Durability::EveryWrite`] |
+/// | `max_pending_bytes` | 16 MiB accepted but not yet written |
+///
+/// Size the byte bound from the field rule: bytes/s × worst outage × 1.3.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OutboxConfig {
+    /// sled page cache in bytes. Note: sled 0.34's resident memory is *not* bounded by this;
+    /// it grows with the store (about 0.5 GiB for a 1 GiB backlog, see docs/BENCHMARKS.md).
+    pub cache_bytes: NonZeroUsize,
+    /// Bound on stored records, in bytes (payload + topic + 15 bytes of framing each).
+    pub max_bytes: NonZeroUsize,
+    /// Records older than this are expired (and announced as data loss); `None` keeps them
+    /// until the byte bound applies.
+    #[serde(with = "opt_duration_ms")]
+    pub max_age: Option<Duration>,
+    /// Largest accepted record (payload + topic + framing).
+    pub max_record_bytes: NonZeroUsize,
+    /// Policy when `max_bytes` is reached.
+    pub when_full: WhenFull,
+    /// When an append is on disk.
+    pub durability: Durability,
+    /// Bound on records accepted but not yet written (memory). Appends wait when reached.
+    pub max_pending_bytes: NonZeroUsize,
+}
+
+const MIB: usize = 1024 * 1024;
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: nz(64 * MIB),
+            max_bytes: nz(1024 * MIB),
+            max_age: Some(Duration::from_secs(7 * 24 * 3600)),
+            max_record_bytes: nz(MIB),
+            when_full: WhenFull::DropOldest,
+            durability: Durability::EveryWrite,
+            max_pending_bytes: nz(16 * MIB),
+        }
+    }
+}
+
+fn nz(v: usize) -> NonZeroUsize {
+    NonZeroUsize::new(v).unwrap_or(NonZeroUsize::MIN)
+}
+
+impl OutboxConfig {
+    /// Sets the sled cache size.
+    pub fn set_cache_bytes(&mut self, v: NonZeroUsize) -> &mut Self {
+        self.cache_bytes = v;
+        self
+    }
+    /// Sets the byte bound.
+    pub fn set_max_bytes(&mut self, v: NonZeroUsize) -> &mut Self {
+        self.max_bytes = v;
+        self
+    }
+    /// Sets the age bound (`None`: no age bound).
+    pub fn set_max_age(&mut self, v: Option<Duration>) -> &mut Self {
+        self.max_age = v;
+        self
+    }
+    /// Sets the largest accepted record.
+    pub fn set_max_record_bytes(&mut self, v: NonZeroUsize) -> &mut Self {
+        self.max_record_bytes = v;
+        self
+    }
+    /// Sets the overflow policy.
+    pub fn set_when_full(&mut self, v: WhenFull) -> &mut Self {
+        self.when_full = v;
+        self
+    }
+    /// Sets the durability policy.
+    pub fn set_durability(&mut self, v: Durability) -> &mut Self {
+        self.durability = v;
+        self
+    }
+    /// Sets the bound on accepted-but-unwritten bytes.
+    pub fn set_max_pending_bytes(&mut self, v: NonZeroUsize) -> &mut Self {
+        self.max_pending_bytes = v;
+        self
+    }
+
+    /// The effective record limit: never more than the byte bound, and never more than
+    /// the format's 4 GiB payload field.
+    pub(crate) fn record_limit(&self) -> usize {
+        self.max_record_bytes
+            .get()
+            .min(self.max_bytes.get())
+            .min(u32::MAX as usize)
+    }
+}
+
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+mod opt_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)]
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
+            None => s.serialize_none(),
+        }
+    }
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn config_round_trips_and_rejects_unknown_fields() {
+        let mut c = OutboxConfig::default();
+        c.set_durability(Durability::GroupCommit {
+            window: Duration::from_millis(10),
+        });
+        let j = serde_json::to_string(&c).unwrap();
+        assert!(
+            j.contains(r#""durability":{"group_commit":{"window":10}}"#),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<OutboxConfig>(&j).unwrap(), c);
+        assert!(serde_json::from_str::<OutboxConfig>(r#"{"max_byts":1}"#).is_err());
+        assert_eq!(
+            serde_json::from_str::<OutboxConfig>("{}").unwrap(),
+            OutboxConfig::default()
+        );
+    }
+}

@@ -1,0 +1,284 @@
+//! Opening a store: load or initialise, and move a corrupt store aside.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use iiot_core::types::{DataLoss, DataLossReason, DeviceId, Sequence, Timestamp};
+
+use super::codec::{
+    self, DecodeError, FORMAT_VERSION, LOSS_PREFIX, META_FORMAT, META_STATE, Meta, SEG_PREFIX,
+    encode_loss, index_segment, seg_key,
+};
+use super::config::OutboxConfig;
+use super::error::OpenError;
+use super::storage::{Op, SledOpenError, SledStorage, Storage};
+
+/// A file the outbox writes next to sled's files once a store is initialised. If it exists
+/// but sled shows an empty store, or sled refuses its own files, the store was damaged
+/// (sled silently treats some damaged logs as empty: that must not be a silent loss).
+const MARKER: &str = "iiot-outbox.marker";
+
+/// A store loaded and ready for the writer.
+pub(crate) struct Loaded {
+    pub(crate) storage: Arc<dyn Storage>,
+    pub(crate) meta: Meta,
+    pub(crate) loss_count: u64,
+    pub(crate) oldest_at: Option<i64>,
+}
+
+enum LoadError {
+    Corrupt(String),
+    Io(io::Error),
+    Newer(u32),
+}
+
+impl From<io::Error> for LoadError {
+    fn from(e: io::Error) -> Self {
+        Self::Io(e)
+    }
+}
+
+impl From<DecodeError> for LoadError {
+    fn from(e: DecodeError) -> Self {
+        Self::Corrupt(e.to_string())
+    }
+}
+
+/// Opens the sled store at `path`; a corrupt one is moved aside and replaced.
+pub(crate) fn open_sled(
+    path: &Path,
+    device: &DeviceId,
+    config: &OutboxConfig,
+) -> Result<Loaded, OpenError> {
+    let cache = config.cache_bytes.get() as u64;
+    let marked = path.join(MARKER).exists();
+    let reason = match SledStorage::open(path, cache) {
+        Ok(s) => {
+            let s: Arc<dyn Storage> = Arc::new(s);
+            if marked && s.is_empty() {
+                "the store was initialised but its log reads as empty".to_owned()
+            } else {
+                match load(&s) {
+                    Ok(l) => {
+                        if !marked {
+                            write_marker(path).map_err(|e| io_open_error(path, e))?;
+                        }
+                        return Ok(l);
+                    }
+                    Err(LoadError::Io(e)) => return Err(io_open_error(path, e)),
+                    Err(LoadError::Newer(v)) => {
+                        return Err(OpenError::Unsupported {
+                            path: path.to_owned(),
+                            reason: format!("store format {v} is newer than {FORMAT_VERSION}"),
+                        });
+                    }
+                    Err(LoadError::Corrupt(r)) => r,
+                }
+            }
+        }
+        Err(SledOpenError::Corrupt(r)) => r,
+        Err(SledOpenError::Io(e)) => return Err(io_open_error(path, e)),
+        // sled refusing files it wrote itself means they are damaged.
+        Err(SledOpenError::Other(r)) if marked => r,
+        Err(SledOpenError::Other(reason)) => {
+            return Err(OpenError::Unsupported {
+                path: path.to_owned(),
+                reason,
+            });
+        }
+    };
+    // The sled handle is dropped here (end of the match arm), releasing the files.
+    let aside = aside_path(path);
+    tracing::error!(
+        path = %path.display(), aside = %aside.display(), %reason,
+        "outbox store is corrupt: moving it aside and starting a fresh store; \
+         its unacknowledged records are lost and reported as data loss"
+    );
+    std::fs::rename(path, &aside).map_err(|source| OpenError::MoveAside {
+        path: path.to_owned(),
+        aside: aside.clone(),
+        source,
+    })?;
+    let s: Arc<dyn Storage> = match SledStorage::open(path, cache) {
+        Ok(s) => Arc::new(s),
+        Err(SledOpenError::Io(e)) => return Err(io_open_error(path, e)),
+        Err(SledOpenError::Corrupt(r) | SledOpenError::Other(r)) => {
+            return Err(OpenError::Unsupported {
+                path: path.to_owned(),
+                reason: r,
+            });
+        }
+    };
+    // The old sequence is unknown: restart above any value it can plausibly have reached,
+    // so sequence numbers stay monotonic for the consumer's gap detection.
+    let floor = u64::try_from(Timestamp::now().unix_nanos() / 1000)
+        .unwrap_or(1)
+        .max(2);
+    let mut loss = DataLoss::new(
+        device.clone(),
+        Sequence(1),
+        Sequence(floor - 1),
+        1,
+        DataLossReason::StoreCorrupt,
+        Timestamp::now(),
+    )
+    .map_err(|e| OpenError::Unsupported {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    loss.detail = Some(format!(
+        "store {} was corrupt ({reason}) and was moved to {}; the number of lost records is \
+         unknown (count is a lower bound); sequence restarts at {floor}",
+        path.display(),
+        aside.display()
+    ));
+    let meta = Meta {
+        head: floor,
+        next_seq: floor,
+        next_loss_id: 1,
+        ..Meta::default()
+    };
+    init(&s, meta, Some(&loss)).map_err(|e| io_open_error(path, e))?;
+    write_marker(path).map_err(|e| io_open_error(path, e))?;
+    Ok(Loaded {
+        storage: s,
+        meta,
+        loss_count: 1,
+        oldest_at: None,
+    })
+}
+
+/// Writes the marker durably (file and directory synced).
+fn write_marker(path: &Path) -> io::Result<()> {
+    let p = path.join(MARKER);
+    let mut f = std::fs::File::create(&p)?;
+    io::Write::write_all(
+        &mut f,
+        format!("iiot-outbox store, format {FORMAT_VERSION}\n").as_bytes(),
+    )?;
+    f.sync_all()?;
+    std::fs::File::open(path)?.sync_all()
+}
+
+fn aside_path(path: &Path) -> PathBuf {
+    let stamp = Timestamp::now().to_rfc3339().replace(':', "-");
+    let name = path
+        .file_name()
+        .map_or_else(|| "outbox".into(), |n| n.to_string_lossy().into_owned());
+    path.with_file_name(format!("{name}.corrupt-{stamp}"))
+}
+
+fn io_open_error(path: &Path, e: io::Error) -> OpenError {
+    let path = path.to_owned();
+    match e.kind() {
+        io::ErrorKind::PermissionDenied => OpenError::PermissionDenied { path, source: e },
+        io::ErrorKind::WouldBlock => OpenError::Locked { path },
+        _ if e.to_string().contains("lock") => OpenError::Locked { path },
+        _ => OpenError::Io { path, source: e },
+    }
+}
+
+fn init(s: &Arc<dyn Storage>, meta: Meta, loss: Option<&DataLoss>) -> io::Result<()> {
+    let mut ops = vec![
+        Op::Put(META_FORMAT.to_vec(), FORMAT_VERSION.to_be_bytes().to_vec()),
+        Op::Put(META_STATE.to_vec(), meta.encode()),
+    ];
+    if let Some(l) = loss {
+        ops.push(Op::Put(codec::loss_key(0).to_vec(), encode_loss(l)));
+    }
+    s.apply(ops)?;
+    s.flush()
+}
+
+/// Loads meta from an existing store, or initialises an empty one.
+#[cfg(test)]
+pub(crate) fn load_or_init(s: &Arc<dyn Storage>) -> Result<Loaded, OpenError> {
+    load(s).map_err(|e| match e {
+        LoadError::Io(e) => OpenError::Io {
+            path: PathBuf::new(),
+            source: e,
+        },
+        LoadError::Corrupt(r) => OpenError::Unsupported {
+            path: PathBuf::new(),
+            reason: r,
+        },
+        LoadError::Newer(v) => OpenError::Unsupported {
+            path: PathBuf::new(),
+            reason: format!("format {v}"),
+        },
+    })
+}
+
+fn load(s: &Arc<dyn Storage>) -> Result<Loaded, LoadError> {
+    let Some(fmt) = s.get(META_FORMAT)? else {
+        if !s.is_empty() {
+            return Err(LoadError::Corrupt("format marker missing".into()));
+        }
+        let meta = Meta {
+            head: 1,
+            next_seq: 1,
+            ..Meta::default()
+        };
+        init(s, meta, None)?;
+        return Ok(Loaded {
+            storage: Arc::clone(s),
+            meta,
+            loss_count: 0,
+            oldest_at: None,
+        });
+    };
+    let v = u32::from_be_bytes(
+        fmt.as_ref()
+            .try_into()
+            .map_err(|_| LoadError::Corrupt("format marker".into()))?,
+    );
+    if v > FORMAT_VERSION {
+        return Err(LoadError::Newer(v));
+    }
+    if v != FORMAT_VERSION {
+        return Err(LoadError::Corrupt(format!("format marker {v}")));
+    }
+    let raw = s
+        .get(META_STATE)?
+        .ok_or_else(|| LoadError::Corrupt("meta record missing".into()))?;
+    let mut meta = Meta::decode(&raw)?;
+    // Meta is written atomically with segments, so they agree; be defensive anyway.
+    if let Some((k, v)) = s.last(&seg_key(0), &[SEG_PREFIX + 1])? {
+        let end = index_segment(&v)
+            .map_or_else(|_| codec::key_number(&k).map_or(0, |n| n + 1), |i| i.end());
+        meta.next_seq = meta.next_seq.max(end);
+    }
+    meta.head = meta.head.min(meta.next_seq);
+    let lo = codec::loss_key(0);
+    let hi = [LOSS_PREFIX + 1];
+    let losses = s.range(&lo, &hi, usize::MAX)?;
+    if let Some((k, _)) = losses.last() {
+        meta.next_loss_id = meta.next_loss_id.max(codec::key_number(k)? + 1);
+    }
+    let oldest_at = first_live_at(s, &meta)?;
+    Ok(Loaded {
+        storage: Arc::clone(s),
+        meta,
+        loss_count: losses.len() as u64,
+        oldest_at,
+    })
+}
+
+pub(crate) fn first_live_at(s: &Arc<dyn Storage>, meta: &Meta) -> io::Result<Option<i64>> {
+    if meta.backlog_records == 0 {
+        return Ok(None);
+    }
+    let start = s
+        .floor(&seg_key(0), &seg_key(meta.head))?
+        .map_or_else(|| seg_key(meta.head).to_vec(), |(k, _)| k.to_vec());
+    for (_, v) in s.range(&start, &[SEG_PREFIX + 1], 4)? {
+        if let Ok(idx) = index_segment(&v) {
+            let skip = meta.head.saturating_sub(idx.first) as usize;
+            if let Some(&(at, _)) = idx.records.get(skip) {
+                return Ok(Some(at));
+            }
+        }
+    }
+    Ok(None)
+}
