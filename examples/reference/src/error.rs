@@ -35,6 +35,9 @@ pub enum AppError {
     /// The ingest MQTT source could not start.
     #[error("MQTT source: {0}")]
     Source(#[from] iiot_ingest::source::mqtt::MqttSourceError),
+    /// The gateway's outbox could not be opened.
+    #[error("outbox: {0}")]
+    Outbox(#[from] iiot_edge::outbox::OpenError),
     /// The MQTT session could not be built.
     #[error("MQTT: {0}")]
     Mqtt(#[from] iiot_protocols::mqtt::ConfigError),
@@ -47,14 +50,6 @@ pub enum AppError {
     /// The ingest pipeline stopped on an error.
     #[error("ingest: {0}")]
     Pipeline(#[from] iiot_ingest::PipelineError),
-    /// A part this command needs has not landed in the SDK yet.
-    #[error("`iiot {command}` needs {missing}, which is not in this build yet")]
-    NotYet {
-        /// The command.
-        command: &'static str,
-        /// What is missing.
-        missing: &'static str,
-    },
     /// A background task panicked or was aborted.
     #[error("task {task} failed: {detail}")]
     Task {

@@ -5,6 +5,7 @@
 //!
 //! | module | command |
 //! |---|---|
+//! | [`demo`] | `iiot` / `iiot demo`: everything in one process, with an outage |
 //! | [`sim`] (+ [`plant`]) | `iiot sim`: the simulated PLC |
 //! | [`decode`] | `iiot decode`: payloads as JSON |
 //! | [`ingest`] | `iiot ingest`: MQTT to SQLite/PostgreSQL |
@@ -16,6 +17,7 @@
 
 pub mod config;
 pub mod decode;
+pub mod demo;
 pub mod error;
 pub mod gateway;
 pub mod ingest;

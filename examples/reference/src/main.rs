@@ -19,7 +19,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use iiot_reference::error::AppError;
-use iiot_reference::{decode, gateway, ingest, observe, sim};
+use iiot_reference::{decode, demo, gateway, ingest, observe, sim};
 
 /// The iiot-rs reference deployment: PLC register to database row.
 #[derive(Debug, Parser)]
@@ -134,10 +134,18 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
         }
         Command::Demo(args) => {
             start_metrics(cli.metrics)?;
-            let _ = (args.duration, args.data_dir, args.keep);
-            Err(AppError::NotYet {
-                command: "demo",
-                missing: "the iiot-edge store-and-forward outbox",
+            let report = demo::run(demo::DemoOptions {
+                duration: std::time::Duration::from_secs(args.duration),
+                data_dir: args.data_dir,
+                keep: args.keep,
+                progress: true,
+            })
+            .await?;
+            println!("{report}");
+            Ok(if report.lost == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
             })
         }
     }

@@ -8,9 +8,10 @@ use tracing_subscriber::EnvFilter;
 use crate::error::AppError;
 
 /// Logs go to stderr (stdout carries command output), filtered by `RUST_LOG`
-/// (default `info`).
+/// (default `info`, with the embedded broker silent and the MQTT client library at `warn`).
 pub fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
     // A second initialisation (tests calling in-process) is harmless; ignore it.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)

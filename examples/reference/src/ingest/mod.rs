@@ -11,7 +11,7 @@ use std::path::Path;
 use iiot_ingest::sink::Sink;
 use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
 use iiot_ingest::sink::sqlite::{SqliteConfig, SqliteSink};
-use iiot_ingest::{Pipeline, PipelineConfig, PipelineStats};
+use iiot_ingest::{Pipeline, PipelineConfig, PipelineHandle, PipelineStats};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -118,7 +118,7 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
         crate::shutdown_signal().await;
         stop.cancel();
     });
-    let stats = run_until(setup, &cancel, |broker| {
+    let stats = run_until(setup, &cancel, |broker, _| {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ingest started on {broker}");
@@ -130,7 +130,8 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
 }
 
 /// Runs ingest until `cancel` fires; returns the pipeline's final counters.
-/// `on_ready` is called with the broker URL once the source has started (it
+/// `on_ready` is called with the broker URL and the pipeline's handle once the
+/// source has started (it
 /// subscribes as soon as it is connected).
 ///
 /// # Errors
@@ -138,7 +139,7 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
 pub async fn run_until(
     setup: IngestSetup,
     cancel: &CancellationToken,
-    on_ready: impl FnOnce(&str) + Send,
+    on_ready: impl FnOnce(&str, &PipelineHandle) + Send,
 ) -> Result<PipelineStats, AppError> {
     match setup.sink {
         SinkConfig::Sqlite(cfg) => {
@@ -159,12 +160,12 @@ async fn pump<K: Sink + 'static>(
     pipeline: PipelineConfig,
     sink: K,
     cancel: &CancellationToken,
-    on_ready: impl FnOnce(&str) + Send,
+    on_ready: impl FnOnce(&str, &PipelineHandle) + Send,
 ) -> Result<PipelineStats, AppError> {
     let source = source::open(&mqtt)?;
-    on_ready(&mqtt.url);
     let sink = metrics::DeviceMetricsSink::new(sink);
     let (pipeline, handle) = Pipeline::new(source, sink, pipeline);
+    on_ready(&mqtt.url, &handle);
     let progress = {
         let mut handle = handle.clone();
         let cancel = cancel.clone();

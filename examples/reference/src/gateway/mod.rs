@@ -1,18 +1,30 @@
 //! `iiot gateway`: Modbus poll → deadband → telemetry batches → outbox → MQTT.
 //!
-//! The config is complete and checked at start; the run loop waits for the
-//! iiot-edge outbox and forwarder.
+//! The path of one reading: the [`Poller`](iiot_protocols::modbus::Poller) reads the
+//! plan's coalesced requests and keeps what moved beyond each tag's deadband; the
+//! batcher closes a [`TelemetryBatch`](iiot_core::types::TelemetryBatch) at a size or
+//! age bound and appends it to the sled [`Outbox`](iiot_edge::outbox::Outbox) *first*,
+//! stamping it with the outbox's sequence number; the
+//! [`Forwarder`](iiot_edge::forwarder::Forwarder) drains the outbox over the MQTT
+//! [`Session`](iiot_protocols::mqtt::Session) (QoS 1, retained birth after every
+//! connect, last will `online = false`) and removes a record only after its PUBACK.
 
-use std::num::NonZeroUsize;
+mod run;
+
+pub use run::{GatewayCounters, RunningGateway, run, start};
+
+use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use iiot_core::topic::UnsPath;
 use iiot_core::types::DeviceId;
+use iiot_edge::forwarder::ForwarderConfig;
+use iiot_edge::outbox::OutboxConfig;
 use iiot_protocols::modbus::{PollerConfig, RegisterMap, TransportConfig};
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError};
-use crate::error::AppError;
 
 /// The device's place in the UNS: `{enterprise}/{site}/{area}/{line}/{device_type}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -58,6 +70,8 @@ pub struct GatewayMqtt {
     pub firmware_version: Option<String>,
     /// Gateway id announced in the birth and batch metadata.
     pub gateway_id: Option<String>,
+    /// Longest wait between reconnect attempts, ms.
+    pub reconnect_max_ms: u64,
 }
 
 impl Default for GatewayMqtt {
@@ -70,6 +84,7 @@ impl Default for GatewayMqtt {
             client_key_path: None,
             firmware_version: None,
             gateway_id: None,
+            reconnect_max_ms: 5000,
         }
     }
 }
@@ -93,31 +108,6 @@ impl Default for BatchSection {
     }
 }
 
-/// `[outbox]`: the store-and-forward buffer.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct OutboxSection {
-    /// The sled directory, relative to the working directory.
-    pub path: PathBuf,
-    /// Bound on stored bytes.
-    pub max_bytes: u64,
-    /// Bound on record age, seconds.
-    pub max_age_s: u64,
-    /// Records per second replayed after an outage, on top of live data.
-    pub replay_per_s: u32,
-}
-
-impl Default for OutboxSection {
-    fn default() -> Self {
-        Self {
-            path: PathBuf::from("iiot-gateway-outbox"),
-            max_bytes: 256 * 1024 * 1024,
-            max_age_s: 7 * 24 * 3600,
-            replay_per_s: 200,
-        }
-    }
-}
-
 /// gateway.toml as written.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -125,6 +115,8 @@ struct GatewayFile {
     device_id: String,
     uns: UnsConfig,
     register_map: PathBuf,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
     #[serde(default)]
     modbus: ModbusSection,
     #[serde(default)]
@@ -132,7 +124,23 @@ struct GatewayFile {
     #[serde(default)]
     batch: BatchSection,
     #[serde(default)]
-    outbox: OutboxSection,
+    outbox: OutboxConfig,
+    #[serde(default = "default_forwarder")]
+    forwarder: ForwarderConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("iiot-gateway-data")
+}
+
+/// The forwarder defaults of the reference deployment: retries after 0.5 s up to
+/// 5 s (the SDK's 30 s..1 h suits a fleet talking to a cloud broker, not a demo),
+/// backlog replayed at 500 records/s.
+pub fn default_forwarder() -> ForwarderConfig {
+    let mut f = ForwarderConfig::default();
+    f.set_backoff(Duration::from_millis(500), Duration::from_secs(5))
+        .set_replay_rate(NonZeroU32::new(500));
+    f
 }
 
 /// A checked gateway.toml with its register map loaded.
@@ -148,8 +156,12 @@ pub struct GatewaySetup {
     pub mqtt: GatewayMqtt,
     /// Batching.
     pub batch: BatchSection,
-    /// Outbox.
-    pub outbox: OutboxSection,
+    /// Where the outbox lives (`{data_dir}/outbox`).
+    pub data_dir: PathBuf,
+    /// Outbox bounds and durability.
+    pub outbox: OutboxConfig,
+    /// Forwarder pacing and back-off.
+    pub forwarder: ForwarderConfig,
 }
 
 impl GatewaySetup {
@@ -182,6 +194,13 @@ impl GatewaySetup {
                 ),
             ));
         }
+        if f.mqtt.keepalive_s == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "mqtt.keepalive_s",
+                "must be at least 1",
+            ));
+        }
         if f.batch.max_delay_ms == 0 {
             return Err(ConfigError::invalid(
                 file,
@@ -196,20 +215,9 @@ impl GatewaySetup {
             modbus: f.modbus,
             mqtt: f.mqtt,
             batch: f.batch,
+            data_dir: f.data_dir,
             outbox: f.outbox,
+            forwarder: f.forwarder,
         })
     }
-}
-
-/// Runs the gateway.
-///
-/// # Errors
-/// [`AppError::NotYet`] until the iiot-edge outbox lands.
-#[allow(clippy::unused_async)] // awaits the forwarder once the outbox lands
-pub async fn run(setup: GatewaySetup) -> Result<(), AppError> {
-    tracing::info!(device = %setup.path.device_id(), tags = setup.map.tags().len(), "gateway config checked");
-    Err(AppError::NotYet {
-        command: "gateway",
-        missing: "the iiot-edge store-and-forward outbox",
-    })
 }
