@@ -163,3 +163,10 @@ pub fn scrape(port: u16) -> String {
     let _ = s.read_to_string(&mut text);
     text
 }
+
+impl ChildGuard {
+    /// Whether the process has exited.
+    pub fn exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+}
