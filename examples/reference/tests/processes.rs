@@ -1,7 +1,9 @@
 //! The halves as separate processes against Mosquitto: `iiot sim`, `iiot gateway`
-//! and `iiot ingest`. The gateway is killed with SIGKILL mid-run and restarted on
-//! the same outbox; afterwards the stored sequence numbers are contiguous, each once,
-//! and ingest recorded no gap (issue 8).
+//! and `iiot ingest`. The gateway reaches the broker through a relay the test cuts;
+//! in the middle of that outage the gateway is killed with SIGKILL and restarted on
+//! the same outbox, and later the ingest worker is killed and restarted too.
+//! Afterwards the stored sequence numbers are contiguous, each once, and ingest
+//! recorded no gap (issue 8).
 
 mod common;
 
@@ -9,6 +11,7 @@ use std::time::Duration;
 
 use common::{ChildGuard, free_port, mqtt_available, mqtt_url, sample_config, scrape, write};
 use iiot_protocols::mqtt::{MqttConfig, Session};
+use iiot_reference::demo::Relay;
 use tokio_util::sync::CancellationToken;
 
 fn unique(prefix: &str) -> String {
@@ -41,7 +44,7 @@ fn stored(db: &std::path::Path, device: &str) -> (Vec<i64>, i64, i64) {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn gateway_killed_and_restarted_loses_nothing() {
+async fn gateway_killed_in_an_outage_and_ingest_killed_lose_nothing() {
     if !mqtt_available() {
         return;
     }
@@ -87,6 +90,12 @@ async fn gateway_killed_and_restarted_loses_nothing() {
         "--metrics",
         &metrics,
     ]);
+    let cancel = CancellationToken::new();
+    let broker: std::net::SocketAddr = mqtt_url()
+        .trim_start_matches("mqtt://")
+        .parse()
+        .expect("IIOT_MQTT_URL as mqtt://IP:PORT");
+    let relay = Relay::start(broker, &cancel).await.unwrap();
     assert!(ingest.read_line().starts_with("ingest started"));
 
     // Wait until ingest's subscriptions are in place: a probe's retained birth arrives.
@@ -139,11 +148,22 @@ async fn gateway_killed_and_restarted_loses_nothing() {
     let args = ["gateway", "--config", gw_cfg.to_str().unwrap()];
     let mut gw = ChildGuard::spawn(&args);
     assert!(gw.read_line().contains("running"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Broker outage; the gateway dies in the middle of it and comes back.
+    relay.cut();
+    tokio::time::sleep(Duration::from_secs(1)).await;
     drop(gw); // SIGKILL
     let mut gw = ChildGuard::spawn(&args);
     assert!(gw.read_line().contains("running"));
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay.restore();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // The ingest worker dies once too; its persistent session keeps the rest.
+    drop(ingest); // SIGKILL
+    let ingest_again = ChildGuard::spawn(&["ingest", "--config", ingest_cfg.to_str().unwrap()]);
+    let mut ingest = ingest_again;
+    assert!(ingest.read_line().starts_with("ingest started"));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     // A clean stop (SIGTERM): stop polling, drain the outbox, exit.
     let status = std::process::Command::new("kill")
         .arg(gw.id().to_string())
@@ -160,8 +180,18 @@ async fn gateway_killed_and_restarted_loses_nothing() {
     }
 
     // Everything the two runs appended is stored once, without holes.
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let (seqs, ids, gaps) = stored(&db, &device);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let mut last = stored(&db, &device);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let now = stored(&db, &device);
+        let settled = now == last && now.0.len() >= 4;
+        last = now;
+        if settled || tokio::time::Instant::now() > deadline {
+            break;
+        }
+    }
+    let (seqs, ids, gaps) = last;
     assert!(seqs.len() >= 4, "too few batches: {seqs:?}");
     let first = seqs[0];
     let expected: Vec<i64> = (first..first + seqs.len() as i64).collect();
@@ -171,6 +201,7 @@ async fn gateway_killed_and_restarted_loses_nothing() {
     );
     assert_eq!(ids, seqs.len() as i64, "one message id per sequence number");
     assert_eq!(gaps, 0, "ingest recorded a gap");
+    cancel.cancel();
     drop(ingest);
     drop(sim);
 }
