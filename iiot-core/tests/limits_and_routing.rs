@@ -253,6 +253,38 @@ fn status_and_data_loss_round_trip_through_router() {
     m.reason = 42;
     let back = protobuf::decode_data_loss(&m.encode_to_vec(), &Limits::default()).unwrap();
     assert_eq!(back.reason, DataLossReason::Unknown);
+    // An unknown count (0) is allowed; a new reason round-trips.
+    let mut unknown = DataLoss::new(
+        DeviceId::new("plc-01").unwrap(),
+        Sequence(1),
+        Sequence(99),
+        0,
+        DataLossReason::StoreCorrupt,
+        ts(5),
+    )
+    .unwrap();
+    unknown.message_id = loss.message_id;
+    assert_eq!(
+        protobuf::decode_data_loss(&protobuf::encode_data_loss(&unknown), &Limits::default())
+            .unwrap()
+            .count(),
+        0
+    );
+    let wf = DataLoss::new(
+        DeviceId::new("plc-01").unwrap(),
+        Sequence(7),
+        Sequence(7),
+        1,
+        DataLossReason::WriteFailed,
+        ts(5),
+    )
+    .unwrap();
+    assert_eq!(
+        protobuf::decode_data_loss(&protobuf::encode_data_loss(&wf), &Limits::default())
+            .unwrap()
+            .reason,
+        DataLossReason::WriteFailed
+    );
     // An impossible range is refused.
     m.first_seq = 30;
     assert!(matches!(

@@ -17,6 +17,9 @@ pub enum DataLossReason {
     StoreCorrupt,
     /// A record could not be read back.
     Unreadable,
+    /// Appends failed after their sequence numbers were taken (the producer got
+    /// the payloads back; the numbers stay empty).
+    WriteFailed,
 }
 
 /// A contiguous range of sequence numbers that will never arrive, announced by
@@ -31,7 +34,7 @@ pub struct DataLoss {
     first_seq: Sequence,
     /// Last lost sequence number (inclusive).
     last_seq: Sequence,
-    /// How many records were lost.
+    /// How many records were lost; 0 when unknown.
     count: u64,
     /// Why.
     pub reason: DataLossReason,
@@ -44,11 +47,12 @@ pub struct DataLoss {
 }
 
 impl DataLoss {
-    /// A data-loss event for `first..=last`, with `count` records lost.
+    /// A data-loss event for `first..=last`, with `count` records lost (0 when the
+    /// count is unknown, e.g. a corrupt store was moved aside).
     ///
     /// # Errors
-    /// [`ValidationError::DataLossRange`] when `first > last` or `count` is zero or
-    /// larger than the range.
+    /// [`ValidationError::DataLossRange`] when `first > last` or `count` is larger
+    /// than the range.
     pub fn new(
         device_id: DeviceId,
         first_seq: Sequence,
@@ -62,7 +66,7 @@ impl DataLoss {
             .checked_sub(first_seq.0)
             .map(|d| d.saturating_add(1));
         match span {
-            Some(span) if count >= 1 && count <= span => Ok(Self {
+            Some(span) if count <= span => Ok(Self {
                 message_id: MessageId::generate(),
                 device_id,
                 first_seq,
@@ -89,7 +93,7 @@ impl DataLoss {
     pub fn last_seq(&self) -> Sequence {
         self.last_seq
     }
-    /// Number of records lost.
+    /// Number of records lost; 0 when unknown.
     pub fn count(&self) -> u64 {
         self.count
     }

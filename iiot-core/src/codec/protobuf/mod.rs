@@ -374,6 +374,7 @@ fn reason_to_wire(r: DataLossReason) -> pb::DataLossReason {
         DataLossReason::Expired => pb::DataLossReason::Expired,
         DataLossReason::StoreCorrupt => pb::DataLossReason::StoreCorrupt,
         DataLossReason::Unreadable => pb::DataLossReason::Unreadable,
+        DataLossReason::WriteFailed => pb::DataLossReason::WriteFailed,
         DataLossReason::Unknown => pb::DataLossReason::Unspecified,
     }
 }
@@ -384,6 +385,7 @@ fn reason_from_wire(r: i32) -> DataLossReason {
         Ok(pb::DataLossReason::Expired) => DataLossReason::Expired,
         Ok(pb::DataLossReason::StoreCorrupt) => DataLossReason::StoreCorrupt,
         Ok(pb::DataLossReason::Unreadable) => DataLossReason::Unreadable,
+        Ok(pb::DataLossReason::WriteFailed) => DataLossReason::WriteFailed,
         Ok(pb::DataLossReason::Unspecified) | Err(_) => DataLossReason::Unknown,
     }
 }
