@@ -22,8 +22,63 @@ fn unique(prefix: &str) -> String {
     format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
-/// (sequence numbers in order, distinct message ids, gap rows) of `device`.
-fn stored(db: &std::path::Path, device: &str) -> (Vec<i64>, i64, i64) {
+/// Where ingest writes.
+enum Store {
+    Sqlite(std::path::PathBuf),
+    Postgres { url: String, prefix: String },
+}
+
+impl Store {
+    fn toml(&self) -> String {
+        match self {
+            Self::Sqlite(db) => format!("[sink.sqlite]\npath = {:?}\n", db.display().to_string()),
+            Self::Postgres { url, prefix } => format!(
+                "[sink.postgres]\nurl = {url:?}\ntable_prefix = {prefix:?}\ntimescale = \"off\"\n"
+            ),
+        }
+    }
+
+    /// (sequence numbers in order, distinct message ids, gap rows) of `device`.
+    async fn stored(&self, device: &str) -> (Vec<i64>, i64, i64) {
+        match self {
+            Self::Sqlite(db) => stored_sqlite(db, device),
+            Self::Postgres { url, prefix } => {
+                let Ok((c, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+                else {
+                    return (Vec::new(), 0, 0);
+                };
+                tokio::spawn(conn);
+                let seqs = c
+                    .query(
+                        &format!("SELECT seq::bigint FROM {prefix}messages WHERE device_id = $1 ORDER BY seq"),
+                        &[&device],
+                    )
+                    .await
+                    .map(|rows| rows.iter().map(|r| r.get::<_, i64>(0)).collect())
+                    .unwrap_or_default();
+                let one = |sql: String| {
+                    let c = &c;
+                    async move {
+                        c.query_one(&sql, &[&device])
+                            .await
+                            .map_or(-1, |r| r.get::<_, i64>(0))
+                    }
+                };
+                let ids = one(format!(
+                    "SELECT count(DISTINCT message_id) FROM {prefix}samples WHERE device_id = $1"
+                ))
+                .await;
+                let gaps = one(format!(
+                    "SELECT count(*) FROM {prefix}gaps WHERE device_id = $1"
+                ))
+                .await;
+                (seqs, ids, gaps)
+            }
+        }
+    }
+}
+
+fn stored_sqlite(db: &std::path::Path, device: &str) -> (Vec<i64>, i64, i64) {
     let Ok(conn) = rusqlite::Connection::open(db) else {
         return (Vec::new(), 0, 0);
     };
@@ -49,13 +104,59 @@ async fn gateway_killed_in_an_outage_and_ingest_killed_lose_nothing() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
+    let store = Store::Sqlite(dir.path().join("ingest.sqlite3"));
+    scenario(dir.path(), &store).await;
+}
+
+/// The same into PostgreSQL (IIOT_PG_URL).
+#[tokio::test(flavor = "multi_thread")]
+async fn into_postgres_too() {
+    if !mqtt_available() {
+        return;
+    }
+    let url = std::env::var("IIOT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        assert!(
+            !common::services_required(),
+            "PostgreSQL required (IIOT_REQUIRE_SERVICES=1) but {url}: {e}"
+        );
+        eprintln!("skipping: PostgreSQL {url} unreachable: {e}");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("refp{}_", std::process::id());
+    let store = Store::Postgres {
+        url: url.clone(),
+        prefix: prefix.clone(),
+    };
+    scenario(dir.path(), &store).await;
+    if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let tables = [
+            "samples",
+            "messages",
+            "data_loss",
+            "gaps",
+            "dead_letter",
+            "schema_version",
+        ]
+        .map(|t| format!("{prefix}{t}"))
+        .join(", ");
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {tables} CASCADE"))
+            .await;
+    }
+}
+
+async fn scenario(dir: &std::path::Path, store: &Store) {
     let enterprise = unique("proc");
     let device = unique("plc");
 
     // The PLC.
     let map = sample_config("plant-map.toml").display().to_string();
     let plc = write(
-        dir.path(),
+        dir,
         "plc.toml",
         &format!("listen = \"127.0.0.1:0\"\nregister_map = {map:?}\n"),
     );
@@ -68,17 +169,16 @@ async fn gateway_killed_in_an_outage_and_ingest_killed_lose_nothing() {
         .unwrap();
 
     // Ingest into SQLite.
-    let db = dir.path().join("ingest.sqlite3");
     let ingest_cfg = write(
-        dir.path(),
+        dir,
         "ingest.toml",
         &format!(
             "[mqtt]\nurl = {url:?}\nclient_id = {cid:?}\n\
              filters = [\"{enterprise}/+/+/+/+/+/telemetry/#\", \"{enterprise}/+/+/+/+/+/status\"]\n\
-             [pipeline]\nbatch_max_delay = 50\n[sink.sqlite]\npath = {db:?}\n",
+             [pipeline]\nbatch_max_delay = 50\n{sink}",
             url = mqtt_url(),
             cid = unique("ingest"),
-            db = db.display().to_string(),
+            sink = store.toml(),
         ),
     );
     let port = free_port();
@@ -133,10 +233,7 @@ async fn gateway_killed_in_an_outage_and_ingest_killed_lose_nothing() {
         )
         .replace(
             "data_dir = \"iiot-gateway-data\"",
-            &format!(
-                "data_dir = {:?}",
-                dir.path().join("gw").display().to_string()
-            ),
+            &format!("data_dir = {:?}", dir.join("gw").display().to_string()),
         )
         .replace("port = 5020", &format!("port = {}", plc_addr.port()))
         .replace(
@@ -144,7 +241,7 @@ async fn gateway_killed_in_an_outage_and_ingest_killed_lose_nothing() {
             &format!("broker_url = {:?}", mqtt_url()),
         )
         .replace("max_delay_ms = 1000", "max_delay_ms = 100");
-    let gw_cfg = write(dir.path(), "gateway.toml", &text);
+    let gw_cfg = write(dir, "gateway.toml", &text);
     let args = ["gateway", "--config", gw_cfg.to_str().unwrap()];
     let mut gw = ChildGuard::spawn(&args);
     assert!(gw.read_line().contains("running"));
@@ -181,10 +278,10 @@ async fn gateway_killed_in_an_outage_and_ingest_killed_lose_nothing() {
 
     // Everything the two runs appended is stored once, without holes.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let mut last = stored(&db, &device);
+    let mut last = store.stored(&device).await;
     loop {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        let now = stored(&db, &device);
+        let now = store.stored(&device).await;
         let settled = now == last && now.0.len() >= 4;
         last = now;
         if settled || tokio::time::Instant::now() > deadline {
