@@ -1,7 +1,169 @@
-//! The iiot-rs reference deployment (placeholder until its issue lands).
+//! `iiot`: the iiot-rs reference deployment.
+//!
+//! | command | what |
+//! |---|---|
+//! | `iiot` / `iiot demo` | broker, simulated PLC, gateway and ingest in one process, with a scripted outage |
+//! | `iiot gateway --config gateway.toml` | Modbus poll → outbox → MQTT |
+//! | `iiot ingest --config ingest.toml` | MQTT → pipeline → SQLite or PostgreSQL |
+//! | `iiot sim --config plc.toml` | the simulated PLC alone on a TCP port |
+//! | `iiot decode [FILE\|-]` | a Protobuf or JSON payload printed as JSON |
+//!
+//! Global: `--metrics 127.0.0.1:PORT` serves Prometheus metrics; `RUST_LOG` filters
+//! the logs (stderr). Config files are TOML; an unknown key or a bad value stops the
+//! command at start with the file and the key (exit code 2).
 
-fn main() {
-    println!(
-        "iiot-reference: the end-to-end demo is not built yet. Run `cargo test --workspace` to exercise the SDK."
-    );
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use iiot_reference::error::AppError;
+use iiot_reference::{decode, demo, gateway, ingest, observe, sim};
+
+/// The iiot-rs reference deployment: PLC register to database row.
+#[derive(Debug, Parser)]
+#[command(name = "iiot", version, about, long_about = None)]
+struct Cli {
+    /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9898.
+    #[arg(long, global = true, value_name = "ADDR")]
+    metrics: Option<SocketAddr>,
+    /// What to run (default: demo).
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Everything in one process with a scripted broker outage; exits non-zero on loss.
+    Demo(DemoArgs),
+    /// The gateway: Modbus poll, deadband, outbox, MQTT forwarder.
+    Gateway(ConfigArg),
+    /// The ingest worker: MQTT, pipeline, SQLite or PostgreSQL.
+    Ingest(ConfigArg),
+    /// The simulated PLC alone on a TCP port.
+    Sim(SimArgs),
+    /// Prints a telemetry, status or data-loss payload (Protobuf or JSON) as JSON.
+    Decode(decode::DecodeArgs),
+}
+
+/// Arguments of the demo.
+#[derive(Debug, Args, Default)]
+struct DemoArgs {
+    /// How long the scenario runs, in seconds.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Where the outbox and the SQLite file go (default: a new temporary directory).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Keep the data directory (and its SQLite file) for inspection.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// A command that takes only a config file.
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// The TOML config file.
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+}
+
+/// Arguments of `iiot sim`.
+#[derive(Debug, Args)]
+struct SimArgs {
+    /// The TOML config file (see config/plc.toml).
+    #[arg(long, value_name = "FILE")]
+    config: PathBuf,
+    /// Listen here instead of the config's `listen` (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    observe::init_tracing();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("iiot: cannot start the tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("iiot: {e}");
+            let mut source = std::error::Error::source(&e);
+            while let Some(s) = source {
+                eprintln!("  caused by: {s}");
+                source = s.source();
+            }
+            ExitCode::from(e.exit_code())
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, AppError> {
+    let command = cli
+        .command
+        .unwrap_or_else(|| Command::Demo(DemoArgs::default_run()));
+    // Config first, so a bad file fails before anything listens.
+    match command {
+        Command::Decode(args) => decode::run(&args).map(|()| ExitCode::SUCCESS),
+        Command::Sim(args) => {
+            let cfg = sim::PlcSetup::load(&args.config)?;
+            start_metrics(cli.metrics)?;
+            sim::run(cfg, args.listen).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest(args) => {
+            let cfg = ingest::IngestSetup::load(&args.config)?;
+            start_metrics(cli.metrics)?;
+            ingest::run(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Gateway(args) => {
+            let cfg = gateway::GatewaySetup::load(&args.config)?;
+            start_metrics(cli.metrics)?;
+            gateway::run(cfg).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            start_metrics(cli.metrics)?;
+            let report = demo::run(demo::DemoOptions {
+                duration: std::time::Duration::from_secs(args.duration),
+                data_dir: args.data_dir,
+                keep: args.keep,
+                progress: true,
+            })
+            .await?;
+            println!("{report}");
+            Ok(if report.lost == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(4)
+            })
+        }
+    }
+}
+
+impl DemoArgs {
+    /// The demo's defaults when `iiot` runs without a subcommand.
+    fn default_run() -> Self {
+        Self {
+            duration: 30,
+            ..Self::default()
+        }
+    }
+}
+
+fn start_metrics(addr: Option<SocketAddr>) -> Result<(), AppError> {
+    match addr {
+        Some(addr) => observe::serve_metrics(addr),
+        None => Ok(()),
+    }
 }

@@ -1,0 +1,81 @@
+//! The binary's error: one variant per thing that can stop a command.
+
+use crate::config::ConfigError;
+
+/// Why a command stopped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AppError {
+    /// A config file is unusable.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// An I/O operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// Why it failed.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The Prometheus endpoint could not be started.
+    #[error("cannot serve metrics on {addr}: {detail}")]
+    Metrics {
+        /// The address asked for.
+        addr: std::net::SocketAddr,
+        /// What the exporter said.
+        detail: String,
+    },
+    /// The payload given to `iiot decode` is not a message of the kinds tried.
+    #[error("payload rejected:\n{reasons}")]
+    Rejected {
+        /// One line per kind tried, with the dead-letter label and reason.
+        reasons: String,
+    },
+    /// The ingest MQTT source could not start.
+    #[error("MQTT source: {0}")]
+    Source(#[from] iiot_ingest::source::mqtt::MqttSourceError),
+    /// The gateway's outbox could not be opened.
+    #[error("outbox: {0}")]
+    Outbox(#[from] iiot_edge::outbox::OpenError),
+    /// The MQTT session could not be built.
+    #[error("MQTT: {0}")]
+    Mqtt(#[from] iiot_protocols::mqtt::ConfigError),
+    /// A subscription failed.
+    #[error("MQTT: {0}")]
+    Subscribe(#[from] iiot_protocols::mqtt::SubscribeError),
+    /// The sink could not be opened.
+    #[error("sink: {0}")]
+    Sink(#[from] iiot_ingest::sink::SinkError),
+    /// The ingest pipeline stopped on an error.
+    #[error("ingest: {0}")]
+    Pipeline(#[from] iiot_ingest::PipelineError),
+    /// A background task panicked or was aborted.
+    #[error("task {task} failed: {detail}")]
+    Task {
+        /// Which task.
+        task: &'static str,
+        /// The join error.
+        detail: String,
+    },
+}
+
+impl AppError {
+    /// An I/O error with context.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            what: what.into(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error: 2 for configuration problems, 3 for a
+    /// rejected payload, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Self::Config(_) => 2,
+            Self::Rejected { .. } => 3,
+            _ => 1,
+        }
+    }
+}

@@ -1,0 +1,223 @@
+//! `iiot gateway`: Modbus poll → deadband → telemetry batches → outbox → MQTT.
+//!
+//! The path of one reading: the [`Poller`](iiot_protocols::modbus::Poller) reads the
+//! plan's coalesced requests and keeps what moved beyond each tag's deadband; the
+//! batcher closes a [`TelemetryBatch`](iiot_core::types::TelemetryBatch) at a size or
+//! age bound and appends it to the sled [`Outbox`](iiot_edge::outbox::Outbox) *first*,
+//! stamping it with the outbox's sequence number; the
+//! [`Forwarder`](iiot_edge::forwarder::Forwarder) drains the outbox over the MQTT
+//! [`Session`](iiot_protocols::mqtt::Session) (QoS 1, retained birth after every
+//! connect, last will `online = false`) and removes a record only after its PUBACK.
+
+mod run;
+
+pub use run::{GatewayCounters, RunningGateway, run, start};
+
+use std::num::{NonZeroU32, NonZeroUsize};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use iiot_core::topic::UnsPath;
+use iiot_core::types::DeviceId;
+use iiot_edge::forwarder::ForwarderConfig;
+use iiot_edge::outbox::OutboxConfig;
+use iiot_protocols::modbus::{PollerConfig, RegisterMap, TransportConfig};
+use serde::Deserialize;
+
+use crate::config::{self, ConfigError};
+
+/// The device's place in the UNS: `{enterprise}/{site}/{area}/{line}/{device_type}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnsConfig {
+    /// Level 1.
+    pub enterprise: String,
+    /// Level 2.
+    pub site: String,
+    /// Level 3.
+    pub area: String,
+    /// Level 4.
+    pub line: String,
+    /// Level 5.
+    pub device_type: String,
+}
+
+/// `[modbus]`: where the PLC is and how to poll it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModbusSection {
+    /// TCP host/port or an RTU serial line.
+    pub transport: TransportConfig,
+    /// Timeouts, retries, coalescing, circuit breaker.
+    pub poller: PollerConfig,
+}
+
+/// `[mqtt]`: the uplink.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayMqtt {
+    /// `mqtt://host[:port]` or `mqtts://host[:port]`.
+    pub broker_url: String,
+    /// Keepalive, seconds.
+    pub keepalive_s: u64,
+    /// CA certificate (mqtts).
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate whose CN is the device id (mqtts).
+    pub client_cert_path: Option<PathBuf>,
+    /// Its key.
+    pub client_key_path: Option<PathBuf>,
+    /// Firmware version announced in the birth and batch metadata.
+    pub firmware_version: Option<String>,
+    /// Gateway id announced in the birth and batch metadata.
+    pub gateway_id: Option<String>,
+    /// Longest wait between reconnect attempts, ms.
+    pub reconnect_max_ms: u64,
+}
+
+impl Default for GatewayMqtt {
+    fn default() -> Self {
+        Self {
+            broker_url: "mqtt://127.0.0.1:1883".into(),
+            keepalive_s: 30,
+            ca_path: None,
+            client_cert_path: None,
+            client_key_path: None,
+            firmware_version: None,
+            gateway_id: None,
+            reconnect_max_ms: 5000,
+        }
+    }
+}
+
+/// `[batch]`: how readings become telemetry batches.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchSection {
+    /// Close a batch at this many samples.
+    pub max_samples: NonZeroUsize,
+    /// Close a batch at the latest this long after its first sample, ms.
+    pub max_delay_ms: u64,
+}
+
+impl Default for BatchSection {
+    fn default() -> Self {
+        Self {
+            max_samples: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
+            max_delay_ms: 1000,
+        }
+    }
+}
+
+/// gateway.toml as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GatewayFile {
+    device_id: String,
+    uns: UnsConfig,
+    register_map: PathBuf,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default)]
+    modbus: ModbusSection,
+    #[serde(default)]
+    mqtt: GatewayMqtt,
+    #[serde(default)]
+    batch: BatchSection,
+    #[serde(default)]
+    outbox: OutboxConfig,
+    #[serde(default = "default_forwarder")]
+    forwarder: ForwarderConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("iiot-gateway-data")
+}
+
+/// The forwarder defaults of the reference deployment: retries after 0.5 s up to
+/// 5 s (the SDK's 30 s..1 h suits a fleet talking to a cloud broker, not a demo),
+/// backlog replayed at 500 records/s.
+pub fn default_forwarder() -> ForwarderConfig {
+    let mut f = ForwarderConfig::default();
+    f.set_backoff(Duration::from_millis(500), Duration::from_secs(5))
+        .set_replay_rate(NonZeroU32::new(500));
+    f
+}
+
+/// A checked gateway.toml with its register map loaded.
+#[derive(Debug)]
+pub struct GatewaySetup {
+    /// The device's UNS path (its last level is the device id and MQTT client id).
+    pub path: UnsPath,
+    /// The register map.
+    pub map: RegisterMap,
+    /// Modbus settings.
+    pub modbus: ModbusSection,
+    /// MQTT settings.
+    pub mqtt: GatewayMqtt,
+    /// Batching.
+    pub batch: BatchSection,
+    /// Where the outbox lives (`{data_dir}/outbox`).
+    pub data_dir: PathBuf,
+    /// Outbox bounds and durability.
+    pub outbox: OutboxConfig,
+    /// Forwarder pacing and back-off.
+    pub forwarder: ForwarderConfig,
+}
+
+impl GatewaySetup {
+    /// Reads and checks `file`.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the file and the key.
+    pub fn load(file: &Path) -> Result<Self, ConfigError> {
+        let f: GatewayFile = config::load(file)?;
+        let device = DeviceId::new(f.device_id.clone())
+            .map_err(|e| ConfigError::invalid(file, "device_id", e.to_string()))?;
+        let u = &f.uns;
+        let path = UnsPath::new(
+            &u.enterprise,
+            &u.site,
+            &u.area,
+            &u.line,
+            &u.device_type,
+            device,
+        )
+        .map_err(|e| ConfigError::invalid(file, "uns", e.to_string()))?;
+        if !(f.mqtt.broker_url.starts_with("mqtt://") || f.mqtt.broker_url.starts_with("mqtts://"))
+        {
+            return Err(ConfigError::invalid(
+                file,
+                "mqtt.broker_url",
+                format!(
+                    "{:?} must start with mqtt:// or mqtts://",
+                    f.mqtt.broker_url
+                ),
+            ));
+        }
+        if f.mqtt.keepalive_s == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "mqtt.keepalive_s",
+                "must be at least 1",
+            ));
+        }
+        if f.batch.max_delay_ms == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "batch.max_delay_ms",
+                "must be at least 1",
+            ));
+        }
+        let map = config::load_register_map(file, "register_map", &f.register_map)?;
+        Ok(Self {
+            path,
+            map,
+            modbus: f.modbus,
+            mqtt: f.mqtt,
+            batch: f.batch,
+            data_dir: f.data_dir,
+            outbox: f.outbox,
+            forwarder: f.forwarder,
+        })
+    }
+}

@@ -1,0 +1,49 @@
+//! # iiot-reference: the iiot-rs reference deployment
+//!
+//! The library behind the `iiot` binary: each module is one command, wired from the
+//! SDK crates. Read it as the worked example of how the crates fit together.
+//!
+//! | module | command |
+//! |---|---|
+//! | [`demo`] | `iiot` / `iiot demo`: everything in one process, with an outage |
+//! | [`sim`] (+ [`plant`]) | `iiot sim`: the simulated PLC |
+//! | [`decode`] | `iiot decode`: payloads as JSON |
+//! | [`ingest`] | `iiot ingest`: MQTT to SQLite/PostgreSQL |
+//! | [`gateway`] | `iiot gateway`: Modbus to MQTT through the outbox |
+//! | [`config`] | TOML loading with errors naming file and key |
+//! | [`observe`] | tracing and the Prometheus endpoint |
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod config;
+pub mod decode;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod ingest;
+pub mod observe;
+pub mod plant;
+pub mod sim;
+
+/// Resolves when the process gets Ctrl-C (or SIGTERM on Unix).
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

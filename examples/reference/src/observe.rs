@@ -1,0 +1,77 @@
+//! Logs (tracing, filtered by `RUST_LOG`) and the Prometheus endpoint.
+
+use std::net::SocketAddr;
+
+use metrics_exporter_prometheus::PrometheusBuilder;
+use tracing_subscriber::EnvFilter;
+
+use crate::error::AppError;
+
+/// Logs go to stderr (stdout carries command output), filtered by `RUST_LOG`
+/// (default `info`, with the embedded broker silent and the MQTT client library at `warn`).
+pub fn init_tracing() {
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
+    // A second initialisation (tests calling in-process) is harmless; ignore it.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Serves the `metrics` facade as Prometheus text on `http://{addr}/metrics` (any
+/// path answers). Must run inside the tokio runtime.
+///
+/// The per-device IoT signals come from the SDK crates:
+///
+/// | signal | per device | overall |
+/// |---|---|---|
+/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected` |
+/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | |
+/// | throughput | `iiot_reference_device_samples_committed_total{device}` | `iiot_ingest_rows_written_total`, `iiot_mqtt_publishes_total` |
+/// | errors | `iiot_reference_device_dead_letters_total{device,reason}`, `iiot_reference_device_gaps_opened_total{device}`, `iiot_reference_device_data_loss_records_total{device}` | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total` |
+///
+/// (`iiot_reference_*` come from [`crate::ingest::metrics`].)
+///
+/// # Errors
+/// [`AppError::Metrics`] when the listener cannot be set up or a recorder is
+/// already installed.
+pub fn serve_metrics(addr: SocketAddr) -> Result<(), AppError> {
+    PrometheusBuilder::new()
+        .with_http_listener(addr)
+        .install()
+        .map_err(|e| AppError::Metrics {
+            addr,
+            detail: e.to_string(),
+        })?;
+    describe();
+    tracing::info!(%addr, "serving Prometheus metrics");
+    Ok(())
+}
+
+fn describe() {
+    metrics::describe_gauge!(
+        "iiot_ingest_device_online",
+        "1 while the device's retained status says online (connectivity)"
+    );
+    metrics::describe_gauge!(
+        "iiot_ingest_device_last_seen_seconds",
+        "Unix time of the device's newest accepted telemetry (freshness)"
+    );
+    metrics::describe_counter!(
+        "iiot_ingest_rows_written_total",
+        "Sample rows committed to the sink (throughput)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_device_samples_committed_total",
+        "Samples of the device committed to the sink (throughput)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_device_dead_letters_total",
+        "Payloads of the device dead-lettered, by reason (errors)"
+    );
+    metrics::describe_counter!(
+        "iiot_ingest_dead_letters_total",
+        "Payloads dead-lettered, by reason (errors)"
+    );
+}

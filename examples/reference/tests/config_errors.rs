@@ -1,0 +1,129 @@
+//! Config files: the samples load; an unknown key or a bad value stops the command
+//! at start with exit code 2 and a message naming the file and the key (issue 8).
+
+mod common;
+
+use std::path::Path;
+
+use common::{run, sample_config, write};
+use iiot_reference::gateway::GatewaySetup;
+use iiot_reference::ingest::IngestSetup;
+use iiot_reference::sim::PlcSetup;
+
+#[test]
+fn sample_configs_load() {
+    PlcSetup::load(&sample_config("plc.toml")).unwrap();
+    IngestSetup::load(&sample_config("ingest.toml")).unwrap();
+    let g = GatewaySetup::load(&sample_config("gateway.toml")).unwrap();
+    assert_eq!(g.path.device_id().as_str(), "plc-01");
+    assert_eq!(g.map.tags().len(), 5);
+}
+
+/// Copies a sample config into `dir` (with the register map beside it), applies
+/// `edit`, runs `iiot <command> --config` on it and returns stderr.
+fn fails_with(command: &str, sample: &str, edit: impl Fn(String) -> String) -> (String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let map = std::fs::read_to_string(sample_config("plant-map.toml")).unwrap();
+    write(dir.path(), "plant-map.toml", &map);
+    let text = edit(std::fs::read_to_string(sample_config(sample)).unwrap());
+    let file = write(dir.path(), sample, &text);
+    let out = run(&[command, "--config", file.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{command}: {stderr}");
+    (stderr, file.display().to_string())
+}
+
+fn assert_names(stderr: &str, file: &str, key: &str) {
+    assert!(stderr.contains(file), "file {file} not named in: {stderr}");
+    assert!(
+        stderr.contains(&format!("key \"{key}\"")),
+        "key {key} not named in: {stderr}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let (e, f) = fails_with("sim", "plc.toml", |t| t.replace("seed = 7", "sead = 7"));
+    assert_names(&e, &f, "plant.sead");
+    let (e, f) = fails_with("ingest", "ingest.toml", |t| {
+        t.replace("table_prefix = \"iiot_\"", "tabel_prefix = \"iiot_\"")
+    });
+    assert_names(&e, &f, "sink.sqlite.tabel_prefix");
+    let (e, f) = fails_with("gateway", "gateway.toml", |t| {
+        format!("colour = \"red\"\n{t}")
+    });
+    assert_names(&e, &f, "colour");
+    let (e, f) = fails_with("ingest", "ingest.toml", |t| {
+        t.replace("[sink.sqlite]", "[sink.mysql]")
+    });
+    assert_names(&e, &f, "sink");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let (e, f) = fails_with("sim", "plc.toml", |t| {
+        t.replace("listen = \"127.0.0.1:5020\"", "listen = \"localhost\"")
+    });
+    assert_names(&e, &f, "listen");
+    let (e, f) = fails_with("sim", "plc.toml", |t| {
+        t.replace("pump_stop_level_m = 1.0", "pump_stop_level_m = 4.5")
+    });
+    assert_names(&e, &f, "plant.pump_stop_level_m");
+    let (e, f) = fails_with("ingest", "ingest.toml", |t| {
+        t.replace("keepalive_ms = 30000", "keepalive_ms = \"soon\"")
+    });
+    assert_names(&e, &f, "mqtt.keepalive_ms");
+    let (e, f) = fails_with("ingest", "ingest.toml", |t| {
+        t.replace("\"$share/iiot-ingest/+/+/+/+/+/+/status\"", "\"a/#/b\"")
+    });
+    assert_names(&e, &f, "mqtt.filters");
+    let (e, f) = fails_with("ingest", "ingest.toml", |t| {
+        t.replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"tcp://127.0.0.1:1883\"",
+        )
+    });
+    assert_names(&e, &f, "mqtt.url");
+    let (e, f) = fails_with("gateway", "gateway.toml", |t| {
+        t.replace("device_id = \"plc-01\"", "device_id = \"plc 01\"")
+    });
+    assert_names(&e, &f, "device_id");
+    let (e, f) = fails_with("gateway", "gateway.toml", |t| {
+        t.replace("port = 5020", "port = 70000")
+    });
+    assert_names(&e, &f, "modbus.transport.tcp.port");
+}
+
+#[test]
+fn register_map_problems_name_the_map_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = std::fs::read_to_string(sample_config("plant-map.toml"))
+        .unwrap()
+        .replace("order = \"CDAB\"", "order = \"CBAD\"");
+    let map_file = write(dir.path(), "plant-map.toml", &map);
+    let plc = std::fs::read_to_string(sample_config("plc.toml")).unwrap();
+    let file = write(dir.path(), "plc.toml", &plc);
+    let out = run(&["sim", "--config", file.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert_names(&e, &map_file.display().to_string(), "tags[3].order");
+
+    let missing = write(
+        dir.path(),
+        "plc2.toml",
+        &plc.replace("plant-map.toml", "nowhere.toml"),
+    );
+    let out = run(&["sim", "--config", missing.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert_names(&e, &missing.display().to_string(), "register_map");
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    let out = run(&["ingest", "--config", "/nonexistent/ingest.toml"]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(e.contains("/nonexistent/ingest.toml"), "{e}");
+    let _ = Path::new("/");
+}

@@ -1,0 +1,46 @@
+//! The demo scenario, short: embedded broker, simulated PLC, gateway with outbox,
+//! ingest to SQLite, a broker outage of a few seconds; nothing may be lost (issue 8).
+
+#![allow(clippy::float_cmp)] // the report prints whole counts; exact comparison is meant
+
+mod common;
+
+use common::run;
+
+#[test]
+fn short_demo_loses_nothing_across_an_outage() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(&[
+        "demo",
+        "--duration",
+        "8",
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    let report = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |name: &str| -> f64 {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|rest| rest.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in {report}"))
+    };
+    assert_eq!(field("lost"), 0.0, "{report}");
+    let produced = field("samples produced");
+    assert!(produced > 0.0, "{report}");
+    assert_eq!(field("rows stored"), produced, "{report}");
+    assert!(field("longest outage bridged") >= 3.0, "{report}");
+    assert!(field("backlog peak") >= 1.0, "{report}");
+    // The SQLite file is left in the data directory given.
+    let conn = rusqlite::Connection::open(dir.path().join("iiot.sqlite3")).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM iiot_samples", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(rows as f64, produced);
+}
