@@ -145,6 +145,8 @@ struct Work {
     dest: Dest,
     partition: i32,
     chunks: Vec<Vec<usize>>,
+    /// Bytes in the last chunk.
+    last_bytes: usize,
 }
 
 impl KafkaSink {
@@ -354,17 +356,17 @@ impl KafkaSink {
                 dest,
                 partition,
                 chunks: Vec::new(),
-            });
-            let fits = w.chunks.last().is_some_and(|c| {
-                c.iter()
-                    .map(|&j| records[j].approximate_size())
-                    .sum::<usize>()
-                    + size
-                    <= max
+                last_bytes: 0,
             });
             match w.chunks.last_mut() {
-                Some(chunk) if fits => chunk.push(i),
-                _ => w.chunks.push(vec![i]),
+                Some(chunk) if w.last_bytes + size <= max => {
+                    chunk.push(i);
+                    w.last_bytes += size;
+                }
+                _ => {
+                    w.chunks.push(vec![i]);
+                    w.last_bytes = size;
+                }
             }
         }
         Ok(groups.into_values().collect())
