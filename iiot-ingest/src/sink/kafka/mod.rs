@@ -17,7 +17,7 @@
 //! and decodes to the accepted batch. Record timestamps are the gateway time
 //! (telemetry), the detection time (data loss), the change time (gaps) and the
 //! receive time (dead letters). Header names and value forms are a wire format:
-//! see [`records`](self::records) for the stability rules.
+//! see [`records`] for the stability rules.
 //!
 //! ## Idempotency: what a consumer must do
 //! Kafka offers no deduplication across produce requests without the
