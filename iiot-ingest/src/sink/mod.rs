@@ -69,6 +69,8 @@ pub trait Sink: Send {
 }
 pub mod memory;
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "sqlite")]

@@ -1,6 +1,8 @@
 //! Shared helpers for iiot-ingest integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+#[cfg(feature = "kafka")]
+pub mod kafka;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod services;

@@ -1,0 +1,449 @@
+//! The Kafka records a [`CommitBatch`] becomes, and the partition each goes to.
+//!
+//! **Stability:** header names, their text forms and the event values are a wire
+//! format read by other programs. Add headers freely; never rename one or change
+//! the form of its value.
+
+use std::collections::{BTreeMap, HashSet, VecDeque};
+
+use iiot_core::codec::protobuf::{encode_data_loss, encode_telemetry};
+use iiot_core::types::{DataLoss, DeviceId, MessageId, Timestamp};
+use rskafka::chrono::{DateTime, Utc};
+use rskafka::record::Record;
+
+use crate::record::{AcceptedBatch, CommitBatch, DeadLetter, Gap, GapChange};
+
+/// Header: the batch's or event's message id, a 26-character ULID.
+pub const HEADER_MESSAGE_ID: &str = "message_id";
+/// Header: the batch's per-device sequence number, decimal.
+pub const HEADER_SEQ: &str = "seq";
+/// Header: the device id (the same bytes as the key of telemetry and events).
+pub const HEADER_DEVICE_ID: &str = "device_id";
+/// Header: the MQTT topic the payload arrived on.
+pub const HEADER_TOPIC: &str = "topic";
+/// Header: when ingest received the payload, RFC 3339 with nanoseconds.
+pub const HEADER_RECEIVED_AT: &str = "received_at";
+/// Header: the dead letter's [`DeadLetterReason::label`](crate::record::DeadLetterReason::label).
+pub const HEADER_REASON: &str = "reason";
+/// Header: the dead letter's human-readable detail.
+pub const HEADER_DETAIL: &str = "detail";
+/// Header: what an events-topic record is: [`EVENT_DATA_LOSS`], [`EVENT_GAP_OPENED`]
+/// or [`EVENT_GAP_NARROWED`].
+pub const HEADER_EVENT: &str = "event";
+/// Header: the value's format, one of the `CONTENT_TYPE_*` constants.
+pub const HEADER_CONTENT_TYPE: &str = "content_type";
+
+/// Event: a gateway announced lost records; the value is a v1 Protobuf `DataLoss`.
+pub const EVENT_DATA_LOSS: &str = "data_loss";
+/// Event: a gap opened; the value is JSON
+/// `{"device_id","first","last","first_seen","announced"}`.
+pub const EVENT_GAP_OPENED: &str = "gap_opened";
+/// Event: late data narrowed or closed a gap; the value is JSON
+/// `{"device_id","first","at","remaining":[{"first","last","first_seen","announced"}]}`
+/// where `first` names the gap that changed and an empty `remaining` closed it.
+pub const EVENT_GAP_NARROWED: &str = "gap_narrowed";
+
+/// Content type of telemetry values.
+pub const CONTENT_TYPE_TELEMETRY: &str = "application/x-protobuf; proto=iiot.v1.TelemetryBatch";
+/// Content type of data-loss values.
+pub const CONTENT_TYPE_DATA_LOSS: &str = "application/x-protobuf; proto=iiot.v1.DataLoss";
+/// Content type of gap events.
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// Which of the sink's topics a record goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum Dest {
+    Telemetry = 0,
+    DeadLetter = 1,
+    Events = 2,
+}
+
+impl Dest {
+    /// The `topic` label of metrics.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Telemetry => "telemetry",
+            Self::DeadLetter => "dead_letter",
+            Self::Events => "events",
+        }
+    }
+}
+
+/// The idempotency key of a record that has one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum AckKey {
+    Telemetry(DeviceId, MessageId),
+    DataLoss(DeviceId, MessageId),
+}
+
+/// One record ready to produce.
+#[derive(Debug, Clone)]
+pub(crate) struct Outgoing {
+    pub(crate) dest: Dest,
+    pub(crate) record: Record,
+    pub(crate) ack_key: Option<AckKey>,
+    /// Samples in it (telemetry only).
+    pub(crate) samples: u64,
+}
+
+/// The records of `batch`, in order: telemetry, data loss, gap changes, dead
+/// letters. Telemetry repeated within `batch` or found in `recent` is left out
+/// and counted in the second value.
+pub(crate) fn build(batch: &CommitBatch, recent: &RecentKeys) -> (Vec<Outgoing>, u64) {
+    let mut out = Vec::with_capacity(
+        batch.telemetry.len() + batch.data_loss.len() + batch.gaps.len() + batch.dead_letters.len(),
+    );
+    let mut seen = HashSet::new();
+    let mut skipped = 0;
+    for a in &batch.telemetry {
+        let key = AckKey::Telemetry(a.batch.device_id.clone(), a.batch.message_id);
+        if recent.contains(&key) || !seen.insert(key.clone()) {
+            skipped += 1;
+            continue;
+        }
+        out.push(Outgoing {
+            dest: Dest::Telemetry,
+            record: telemetry_record(a),
+            ack_key: Some(key),
+            samples: a.batch.samples.len() as u64,
+        });
+    }
+    for d in &batch.data_loss {
+        let key = AckKey::DataLoss(d.device_id.clone(), d.message_id);
+        if recent.contains(&key) || !seen.insert(key.clone()) {
+            continue;
+        }
+        out.push(Outgoing {
+            dest: Dest::Events,
+            record: data_loss_record(d),
+            ack_key: Some(key),
+            samples: 0,
+        });
+    }
+    for g in &batch.gaps {
+        out.push(Outgoing {
+            dest: Dest::Events,
+            record: gap_record(g),
+            ack_key: None,
+            samples: 0,
+        });
+    }
+    for d in &batch.dead_letters {
+        out.push(Outgoing {
+            dest: Dest::DeadLetter,
+            record: dead_letter_record(d),
+            ack_key: None,
+            samples: 0,
+        });
+    }
+    (out, skipped)
+}
+
+fn time(t: Timestamp) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(t.unix_nanos())
+}
+
+fn headers<const N: usize>(pairs: [(&str, String); N]) -> BTreeMap<String, Vec<u8>> {
+    pairs
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.into_bytes()))
+        .collect()
+}
+
+/// Key = device id; value = the batch re-encoded as v1 Protobuf; timestamp = the
+/// gateway time.
+pub(crate) fn telemetry_record(a: &AcceptedBatch) -> Record {
+    let b = &a.batch;
+    Record {
+        key: Some(b.device_id.as_str().as_bytes().to_vec()),
+        value: Some(encode_telemetry(b)),
+        headers: headers([
+            (HEADER_MESSAGE_ID, b.message_id.to_string()),
+            (HEADER_SEQ, b.seq.0.to_string()),
+            (HEADER_DEVICE_ID, b.device_id.as_str().to_owned()),
+            (HEADER_TOPIC, a.topic.clone()),
+            (HEADER_RECEIVED_AT, a.received_at.to_rfc3339()),
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE_TELEMETRY.to_owned()),
+        ]),
+        timestamp: time(b.gateway_time),
+    }
+}
+
+/// Key = device id; value = the event as v1 Protobuf `DataLoss`.
+pub(crate) fn data_loss_record(d: &DataLoss) -> Record {
+    Record {
+        key: Some(d.device_id.as_str().as_bytes().to_vec()),
+        value: Some(encode_data_loss(d)),
+        headers: headers([
+            (HEADER_EVENT, EVENT_DATA_LOSS.to_owned()),
+            (HEADER_MESSAGE_ID, d.message_id.to_string()),
+            (HEADER_DEVICE_ID, d.device_id.as_str().to_owned()),
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE_DATA_LOSS.to_owned()),
+        ]),
+        timestamp: time(d.detected_at),
+    }
+}
+
+fn gap_json(g: &Gap) -> serde_json::Value {
+    serde_json::json!({
+        "first": g.first.0,
+        "last": g.last.0,
+        "first_seen": g.first_seen.to_rfc3339(),
+        "announced": g.announced,
+    })
+}
+
+/// Key = device id; value = JSON (see [`EVENT_GAP_OPENED`], [`EVENT_GAP_NARROWED`]).
+pub(crate) fn gap_record(change: &GapChange) -> Record {
+    let (device, event, value, at) = match change {
+        GapChange::Opened(g) => {
+            let mut v = gap_json(g);
+            v["device_id"] = g.device_id.as_str().into();
+            (&g.device_id, EVENT_GAP_OPENED, v, g.first_seen)
+        }
+        GapChange::Narrowed {
+            device_id,
+            first,
+            remaining,
+            at,
+        } => {
+            let v = serde_json::json!({
+                "device_id": device_id.as_str(),
+                "first": first.0,
+                "at": at.to_rfc3339(),
+                "remaining": remaining.iter().map(gap_json).collect::<Vec<_>>(),
+            });
+            (device_id, EVENT_GAP_NARROWED, v, *at)
+        }
+    };
+    Record {
+        key: Some(device.as_str().as_bytes().to_vec()),
+        value: Some(value.to_string().into_bytes()),
+        headers: headers([
+            (HEADER_EVENT, event.to_owned()),
+            (HEADER_DEVICE_ID, device.as_str().to_owned()),
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.to_owned()),
+        ]),
+        timestamp: time(at),
+    }
+}
+
+/// Key = the MQTT topic (a device's dead letters stay in order); value = the
+/// original bytes.
+pub(crate) fn dead_letter_record(d: &DeadLetter) -> Record {
+    Record {
+        key: Some(d.topic.as_bytes().to_vec()),
+        value: Some(d.payload.to_vec()),
+        headers: headers([
+            (HEADER_REASON, d.reason.label()),
+            (HEADER_TOPIC, d.topic.clone()),
+            (HEADER_DETAIL, d.detail.clone()),
+            (HEADER_RECEIVED_AT, d.received_at.to_rfc3339()),
+        ]),
+        timestamp: time(d.received_at),
+    }
+}
+
+/// Kafka's `murmur2` hash (the Java client's `Utils.murmur2`), so that this sink
+/// and Kafka's default partitioner put a key on the same partition.
+pub fn murmur2(data: &[u8]) -> i32 {
+    const SEED: u32 = 0x9747_b28c;
+    const M: u32 = 0x5bd1_e995;
+    const R: u32 = 24;
+    let mut h = SEED ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> R;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M);
+        h ^= k;
+    }
+    let tail = chunks.remainder();
+    if !tail.is_empty() {
+        for (i, b) in tail.iter().enumerate().rev() {
+            h ^= u32::from(*b) << (8 * i);
+        }
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^= h >> 15;
+    h as i32
+}
+
+/// The partition of `key` among `partitions` (> 0), as Kafka's default
+/// partitioner chooses it for a keyed record.
+pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
+    (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
+}
+
+/// A bounded set of keys the broker acknowledged, oldest evicted first.
+#[derive(Debug, Default)]
+pub(crate) struct RecentKeys {
+    set: HashSet<AckKey>,
+    order: VecDeque<AckKey>,
+    capacity: usize,
+}
+
+impl RecentKeys {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn contains(&self, k: &AckKey) -> bool {
+        self.set.contains(k)
+    }
+
+    pub(crate) fn insert(&mut self, k: AckKey) {
+        if self.capacity == 0 || !self.set.insert(k.clone()) {
+            return;
+        }
+        self.order.push_back(k);
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.set.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use iiot_core::types::{Sample, Sequence, TagPath, TelemetryBatch};
+
+    use super::*;
+    use crate::record::DeadLetterReason;
+
+    /// Vectors of the Java client's `Utils.murmur2`.
+    #[test]
+    fn murmur2_matches_kafka() {
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (
+                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
+                -58_897_971,
+            ),
+            (b"abc", 479_470_107),
+        ];
+        for (data, want) in cases {
+            assert_eq!(murmur2(data), want, "{:?}", String::from_utf8_lossy(data));
+        }
+        for n in 1..8 {
+            assert!((0..n).contains(&partition_for(b"dev-a", n)));
+        }
+        assert_eq!(partition_for(b"21", 1), 0);
+    }
+
+    fn accepted(dev: &str, seq: u64, id: u128) -> AcceptedBatch {
+        let t = Timestamp::from_unix_nanos(1_767_225_600_123_456_789).unwrap();
+        let tag = TagPath::new("line1/temp").unwrap();
+        let mut batch = TelemetryBatch::new(
+            DeviceId::new(dev).unwrap(),
+            Sequence(seq),
+            vec![Sample::good(tag, 21.5, t)],
+        );
+        batch.message_id = MessageId::from_parts(1, id);
+        batch.gateway_time = t;
+        AcceptedBatch {
+            batch,
+            topic: format!("a/s/ar/l/plc/{dev}/telemetry"),
+            received_at: t,
+        }
+    }
+
+    #[test]
+    fn telemetry_record_carries_key_headers_and_original_encoding() {
+        let a = accepted("dev-1", 42, 7);
+        let r = telemetry_record(&a);
+        assert_eq!(r.key.as_deref(), Some(&b"dev-1"[..]));
+        assert_eq!(r.value.as_deref(), Some(&encode_telemetry(&a.batch)[..]));
+        let h = |k: &str| String::from_utf8(r.headers[k].clone()).unwrap();
+        assert_eq!(h(HEADER_SEQ), "42");
+        assert_eq!(h(HEADER_MESSAGE_ID), a.batch.message_id.to_string());
+        assert_eq!(h(HEADER_MESSAGE_ID).len(), 26);
+        assert_eq!(h(HEADER_TOPIC), a.topic);
+        assert_eq!(h(HEADER_RECEIVED_AT), "2026-01-01T00:00:00.123456789Z");
+        assert_eq!(r.timestamp.timestamp_millis(), 1_767_225_600_123);
+    }
+
+    #[test]
+    fn build_skips_repeats_and_recent_keys() {
+        let mut recent = RecentKeys::new(2);
+        let batch = CommitBatch {
+            telemetry: vec![
+                accepted("d", 1, 1),
+                accepted("d", 1, 1),
+                accepted("d", 2, 2),
+            ],
+            dead_letters: vec![DeadLetter {
+                topic: "x/y".into(),
+                payload: Bytes::from_static(&[0, 1, 2]),
+                reason: DeadLetterReason::BadTopic,
+                detail: "no".into(),
+                received_at: Timestamp::UNIX_EPOCH,
+            }],
+            ..CommitBatch::default()
+        };
+        let (out, skipped) = build(&batch, &recent);
+        assert_eq!((out.len(), skipped), (3, 1));
+        assert_eq!(out[2].dest, Dest::DeadLetter);
+        assert_eq!(out[2].record.value.as_deref(), Some(&[0u8, 1, 2][..]));
+        assert_eq!(out[2].record.headers[HEADER_REASON], b"bad_topic");
+        recent.insert(out[0].ack_key.clone().unwrap());
+        let (out, skipped) = build(&batch, &recent);
+        assert_eq!((out.len(), skipped), (2, 2));
+        // Bounded: the oldest key goes first.
+        recent.insert(AckKey::Telemetry(
+            DeviceId::new("e").unwrap(),
+            MessageId::from_parts(1, 1),
+        ));
+        recent.insert(AckKey::Telemetry(
+            DeviceId::new("f").unwrap(),
+            MessageId::from_parts(1, 1),
+        ));
+        assert_eq!(recent.len(), 2);
+        assert_eq!(build(&batch, &recent).1, 1);
+        let none = RecentKeys::new(0);
+        assert_eq!(none.len(), 0);
+    }
+
+    #[test]
+    fn gap_events_are_json() {
+        let d = DeviceId::new("dev-9").unwrap();
+        let g = Gap {
+            device_id: d.clone(),
+            first: Sequence(5),
+            last: Sequence(u64::MAX),
+            first_seen: Timestamp::UNIX_EPOCH,
+            announced: false,
+        };
+        let r = gap_record(&GapChange::Opened(g.clone()));
+        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(v["last"].as_u64(), Some(u64::MAX));
+        assert_eq!(v["device_id"], "dev-9");
+        assert_eq!(r.headers[HEADER_EVENT], EVENT_GAP_OPENED.as_bytes());
+        let r = gap_record(&GapChange::Narrowed {
+            device_id: d,
+            first: Sequence(5),
+            remaining: vec![],
+            at: Timestamp::UNIX_EPOCH,
+        });
+        let v: serde_json::Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(v["remaining"].as_array().map(Vec::len), Some(0));
+        assert_eq!(v["first"], 5);
+    }
+}
