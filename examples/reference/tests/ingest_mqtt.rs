@@ -74,16 +74,9 @@ async fn telemetry_reaches_postgres_once_with_metrics() {
     if !mqtt_available() {
         return;
     }
-    let url = std::env::var("IIOT_PG_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
-    if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-        assert!(
-            !common::services_required(),
-            "PostgreSQL required (IIOT_REQUIRE_SERVICES=1) but {url}: {e}"
-        );
-        eprintln!("skipping: PostgreSQL {url} unreachable: {e}");
+    let Some(url) = common::postgres_url().await else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
     let prefix = format!("ref{}_", std::process::id());
     let store = Store::Postgres {
@@ -91,22 +84,7 @@ async fn telemetry_reaches_postgres_once_with_metrics() {
         prefix: prefix.clone(),
     };
     scenario(dir.path(), &store).await;
-    if let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
-        tokio::spawn(conn);
-        let tables = [
-            "samples",
-            "messages",
-            "data_loss",
-            "gaps",
-            "dead_letter",
-            "schema_version",
-        ]
-        .map(|t| format!("{prefix}{t}"))
-        .join(", ");
-        let _ = client
-            .batch_execute(&format!("DROP TABLE IF EXISTS {tables} CASCADE"))
-            .await;
-    }
+    common::drop_ingest_tables(&url, &prefix).await;
 }
 
 async fn scenario(dir: &std::path::Path, store: &Store) {

@@ -67,6 +67,32 @@ pub trait Sink: Send {
         &mut self,
     ) -> impl Future<Output = Result<Vec<DeviceSequenceState>, SinkError>> + Send;
 }
+/// Records the metrics every sink reports for a successful commit:
+/// `iiot_ingest_sink_{rows_written,batches_written,batches_skipped}_total` and the
+/// `iiot_ingest_sink_commit_seconds` histogram, labelled `sink = name`.
+#[cfg(any(feature = "postgres", feature = "sqlite", feature = "kafka"))]
+pub(crate) fn record_commit(
+    sink: &'static str,
+    report: &CommitReport,
+    started: std::time::Instant,
+) {
+    metrics::counter!("iiot_ingest_sink_rows_written_total", "sink" => sink)
+        .increment(report.rows_written);
+    metrics::counter!("iiot_ingest_sink_batches_written_total", "sink" => sink)
+        .increment(report.batches_written);
+    metrics::counter!("iiot_ingest_sink_batches_skipped_total", "sink" => sink)
+        .increment(report.batches_skipped);
+    metrics::histogram!("iiot_ingest_sink_commit_seconds", "sink" => sink)
+        .record(started.elapsed().as_secs_f64());
+    tracing::debug!(
+        sink,
+        rows = report.rows_written,
+        written = report.batches_written,
+        skipped = report.batches_skipped,
+        "commit"
+    );
+}
+
 pub mod memory;
 
 #[cfg(feature = "kafka")]

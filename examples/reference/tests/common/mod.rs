@@ -170,3 +170,39 @@ impl ChildGuard {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 }
+
+/// `IIOT_PG_URL` when PostgreSQL answers there; otherwise prints why and returns
+/// `None`, or fails when `IIOT_REQUIRE_SERVICES=1`.
+pub async fn postgres_url() -> Option<String> {
+    let url = std::env::var("IIOT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".to_owned());
+    if let Err(e) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await {
+        assert!(
+            !services_required(),
+            "PostgreSQL required (IIOT_REQUIRE_SERVICES=1) but {url}: {e}"
+        );
+        eprintln!("skipping: PostgreSQL {url} unreachable: {e}");
+        return None;
+    }
+    Some(url)
+}
+
+/// Drops the ingest tables created with table prefix `prefix`.
+pub async fn drop_ingest_tables(url: &str, prefix: &str) {
+    if let Ok((client, conn)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await {
+        tokio::spawn(conn);
+        let tables = [
+            "samples",
+            "messages",
+            "data_loss",
+            "gaps",
+            "dead_letter",
+            "schema_version",
+        ]
+        .map(|t| format!("{prefix}{t}"))
+        .join(", ");
+        let _ = client
+            .batch_execute(&format!("DROP TABLE IF EXISTS {tables} CASCADE"))
+            .await;
+    }
+}

@@ -539,20 +539,7 @@ impl Sink for KafkaSink {
         }
         let started = Instant::now();
         let report = self.commit_inner(batch).await?;
-        metrics::counter!("iiot_ingest_sink_rows_written_total", "sink" => "kafka")
-            .increment(report.rows_written);
-        metrics::counter!("iiot_ingest_sink_batches_written_total", "sink" => "kafka")
-            .increment(report.batches_written);
-        metrics::counter!("iiot_ingest_sink_batches_skipped_total", "sink" => "kafka")
-            .increment(report.batches_skipped);
-        metrics::histogram!("iiot_ingest_sink_commit_seconds", "sink" => "kafka")
-            .record(started.elapsed().as_secs_f64());
-        tracing::debug!(
-            rows = report.rows_written,
-            written = report.batches_written,
-            skipped = report.batches_skipped,
-            "Kafka commit"
-        );
+        super::record_commit("kafka", &report, started);
         Ok(report)
     }
 

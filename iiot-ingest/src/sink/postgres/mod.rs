@@ -348,7 +348,7 @@ impl Sink for PostgresSink {
         conn.in_flight = false;
         match result {
             Ok(report) => {
-                record_commit(&report, started);
+                super::record_commit("postgres", &report, started);
                 Ok(report)
             }
             Err((step, e)) => {
@@ -373,21 +373,4 @@ impl Sink for PostgresSink {
             Err(LoadError::Invalid(detail)) => Err(to_error(Class::Setup, detail)),
         }
     }
-}
-
-fn record_commit(report: &CommitReport, started: Instant) {
-    metrics::counter!("iiot_ingest_sink_rows_written_total", "sink" => "postgres")
-        .increment(report.rows_written);
-    metrics::counter!("iiot_ingest_sink_batches_written_total", "sink" => "postgres")
-        .increment(report.batches_written);
-    metrics::counter!("iiot_ingest_sink_batches_skipped_total", "sink" => "postgres")
-        .increment(report.batches_skipped);
-    metrics::histogram!("iiot_ingest_sink_commit_seconds", "sink" => "postgres")
-        .record(started.elapsed().as_secs_f64());
-    tracing::debug!(
-        rows = report.rows_written,
-        written = report.batches_written,
-        skipped = report.batches_skipped,
-        "PostgreSQL commit"
-    );
 }

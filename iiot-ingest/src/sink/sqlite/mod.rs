@@ -238,14 +238,7 @@ impl Sink for SqliteSink {
             .await;
         match &result {
             Ok(report) => {
-                metrics::counter!("iiot_ingest_sink_rows_written_total", "sink" => "sqlite")
-                    .increment(report.rows_written);
-                metrics::counter!("iiot_ingest_sink_batches_written_total", "sink" => "sqlite")
-                    .increment(report.batches_written);
-                metrics::counter!("iiot_ingest_sink_batches_skipped_total", "sink" => "sqlite")
-                    .increment(report.batches_skipped);
-                metrics::histogram!("iiot_ingest_sink_commit_seconds", "sink" => "sqlite")
-                    .record(started.elapsed().as_secs_f64());
+                super::record_commit("sqlite", report, started);
             }
             Err(e) => {
                 let kind = match e {
