@@ -7,6 +7,7 @@
 //! cargo bench -p iiot-edge --bench outbox -- all --rounds 3 --secs 4  # medians of 3
 //! cargo bench -p iiot-edge --bench outbox -- ew1 --secs 10
 //! cargo bench -p iiot-edge --bench outbox -- rss --gib 1 --cache-mib 64
+//! cargo bench -p iiot-edge --bench outbox -- all --engine sled        # the sled engine
 //! ```
 //!
 //! Scenarios: `ew1` `raw1` `sqlite1` (one fsync per record), `ew8` (8 concurrent
@@ -20,7 +21,10 @@ use std::time::{Duration, Instant};
 
 use iiot_core::publish::OutboundMessage;
 use iiot_core::types::{DeviceId, Sequence};
-use iiot_edge::outbox::{Durability, Outbox, OutboxConfig, WhenFull};
+use iiot_edge::outbox::{Durability, Engine, Outbox, OutboxConfig, WhenFull};
+
+/// The engine under test (`--engine log|sled`, default log).
+static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
 
 const RECORD: usize = 200;
 const TOPIC: &str = "acme/site/area/line/plc/plc-01/telemetry";
@@ -37,6 +41,7 @@ fn nz(v: usize) -> NonZeroUsize {
 fn config(durability: Durability) -> OutboxConfig {
     let mut c = OutboxConfig::default();
     c.set_durability(durability)
+        .set_engine(*ENGINE.get().unwrap_or(&Engine::Log))
         .set_max_bytes(nz(8 << 30))
         .set_when_full(WhenFull::Block)
         .set_max_age(None);
@@ -261,7 +266,8 @@ async fn rss(dir: &Path, gib: f64, cache_mib: usize) {
     let s = ob.stats();
     let mib = |f: &str| rss_kib(f) / 1024;
     println!(
-        "rss        sled cache {cache_mib} MiB; backlog {} records, {:.2} GiB, filled in {:.1?}",
+        "rss        engine {:?} (sled cache {cache_mib} MiB); backlog {} records, {:.2} GiB, filled in {:.1?}",
+        ENGINE.get().unwrap_or(&Engine::Log),
         s.backlog_records,
         s.backlog_bytes as f64 / f64::from(1u32 << 30),
         start.elapsed(),
@@ -312,14 +318,26 @@ fn main() {
     let secs = arg("--secs", 5.0) as u64;
     let gib = arg("--gib", 1.0);
     let cache_mib = arg("--cache-mib", 64.0) as usize;
+    let engine = match args
+        .iter()
+        .position(|a| a == "--engine")
+        .and_then(|i| args.get(i + 1))
+    {
+        Some(e) if e == "sled" => Engine::Sled,
+        _ => Engine::Log,
+    };
+    let _ = ENGINE.set(engine);
+    println!("engine {engine:?}");
     let which: Vec<&str> = args
         .iter()
-        .filter(|a| !a.starts_with("--") && a.parse::<f64>().is_err())
+        .filter(|a| {
+            !a.starts_with("--") && a.parse::<f64>().is_err() && *a != "sled" && *a != "log"
+        })
         .map(String::as_str)
         .collect();
     if which.is_empty() {
         println!(
-            "usage: cargo bench -p iiot-edge --bench outbox -- <all|ew1|raw1|sqlite1|ew8|gc10|raw10|sqlite10|drain|rss> [--secs N] [--gib G]"
+            "usage: cargo bench -p iiot-edge --bench outbox -- <all|ew1|raw1|sqlite1|ew8|gc10|raw10|sqlite10|drain|rss> [--secs N] [--gib G] [--rounds R] [--engine log|sled]"
         );
         return;
     }

@@ -7,19 +7,25 @@ use std::io::{Seek, SeekFrom, Write};
 
 use common::*;
 use iiot_core::types::{DataLossReason, Sequence};
-use iiot_edge::outbox::{OpenError, Outbox};
+use iiot_edge::outbox::{Engine, OpenError, Outbox, OutboxConfig};
 
-async fn corrupt_then_open(damage: impl FnOnce(&std::path::Path)) {
+fn sled() -> OutboxConfig {
+    let mut c = every_write();
+    c.set_engine(Engine::Sled);
+    c
+}
+
+async fn corrupt_then_open(cfg: OutboxConfig, damage: impl FnOnce(&std::path::Path)) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ob");
-    let ob = open(&path, every_write()).await;
+    let ob = open(&path, cfg.clone()).await;
     for i in 0..50 {
         let _ = ob.append(msg(i)).await.unwrap();
     }
     ob.close().await;
     damage(&path);
 
-    let ob = open(&path, every_write()).await;
+    let ob = open(&path, cfg.clone()).await;
     // The damaged store was moved aside, not deleted.
     let names: Vec<String> = std::fs::read_dir(dir.path())
         .unwrap()
@@ -42,15 +48,75 @@ async fn corrupt_then_open(damage: impl FnOnce(&std::path::Path)) {
     assert_eq!(seq.0, l.last_seq().0 + 1);
     ob.close().await;
     // Reopening the fresh store is clean: no second move, the event is still pending.
-    let ob = open(&path, every_write()).await;
+    let ob = open(&path, cfg).await;
     assert_eq!(ob.losses(nz(10)).await.unwrap().len(), 1);
     assert_eq!(read_all(&ob).await.len(), 1);
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
 }
 
+/// Overwrites `len` bytes of `file` at `at` with garbage.
+fn scribble(file: &std::path::Path, at: u64, len: usize) {
+    let mut f = std::fs::OpenOptions::new().write(true).open(file).unwrap();
+    f.seek(SeekFrom::Start(at)).unwrap();
+    f.write_all(&vec![0xA5; len]).unwrap();
+}
+
 #[tokio::test]
-async fn garbage_in_the_log_moves_the_store_aside() {
-    corrupt_then_open(|p| {
+async fn log_engine_garbage_over_the_file_header_moves_the_store_aside() {
+    corrupt_then_open(every_write(), |p| {
+        scribble(&p.join("00000001.log"), 0, 4096);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn log_engine_damage_inside_the_log_moves_the_store_aside() {
+    // A byte inside the first frames: later frames are intact, so this is not a torn tail.
+    corrupt_then_open(every_write(), |p| scribble(&p.join("00000001.log"), 100, 1)).await;
+}
+
+#[tokio::test]
+async fn log_engine_a_missing_log_file_reads_as_damage_not_as_an_empty_store() {
+    corrupt_then_open(every_write(), |p| {
+        std::fs::remove_file(p.join("00000001.log")).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_store_of_the_other_engine_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    for (written_by, opened_with) in [(sled(), every_write()), (every_write(), sled())] {
+        let path = dir.path().join(format!("{:?}", written_by.engine));
+        let ob = open(&path, written_by).await;
+        let _ = ob.append(msg(1)).await.unwrap();
+        ob.close().await;
+        let err = Outbox::open(&path, device(), opened_with)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, OpenError::Unsupported { reason, .. } if reason.contains("engine")),
+            "{err}"
+        );
+        let ob = open(&path, {
+            let mut c = every_write();
+            c.set_engine(if path.ends_with("Sled") {
+                Engine::Sled
+            } else {
+                Engine::Log
+            });
+            c
+        })
+        .await;
+        assert_eq!(read_all(&ob).await.len(), 1);
+        ob.close().await;
+    }
+}
+
+#[tokio::test]
+async fn sled_engine_garbage_in_the_log_moves_the_store_aside() {
+    corrupt_then_open(sled(), |p| {
         let mut f = std::fs::OpenOptions::new()
             .write(true)
             .open(p.join("db"))
@@ -62,8 +128,11 @@ async fn garbage_in_the_log_moves_the_store_aside() {
 }
 
 #[tokio::test]
-async fn garbage_config_file_moves_the_store_aside() {
-    corrupt_then_open(|p| std::fs::write(p.join("conf"), b"\xff\xfe garbage").unwrap()).await;
+async fn sled_engine_garbage_config_file_moves_the_store_aside() {
+    corrupt_then_open(sled(), |p| {
+        std::fs::write(p.join("conf"), b"\xff\xfe garbage").unwrap();
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! every acknowledged record is there exactly once, in order, with its payload.
 //!
 //! The child is this test binary re-executed with `IIOT_CRASH_CHILD` set. The normal suite
-//! runs 100 trials per durability policy; `crash_1000_trials` (ignored) runs 1000 each:
+//! runs 100 trials per durability policy and engine; `crash_1000_trials` (ignored) runs 1000 each:
 //! `cargo test --release -p iiot-edge --test crash -- --ignored --nocapture`.
 
 mod common;
@@ -18,11 +18,31 @@ use std::time::{Duration, Instant};
 use common::*;
 use iiot_core::publish::OutboundMessage;
 use iiot_core::types::Sequence;
+use iiot_edge::outbox::{Engine, OutboxConfig};
 use rand::Rng;
 
 const CHILD_ENV: &str = "IIOT_CRASH_CHILD";
 const MODE_ENV: &str = "IIOT_CRASH_MODE";
 const TRIAL_ENV: &str = "IIOT_CRASH_TRIAL";
+const ENGINE_ENV: &str = "IIOT_CRASH_ENGINE";
+
+fn config(group: bool, engine: Engine) -> OutboxConfig {
+    let mut cfg = if group {
+        group_commit(2)
+    } else {
+        every_write()
+    };
+    cfg.set_engine(engine);
+    cfg
+}
+
+fn engine_name(engine: Engine) -> &'static str {
+    if engine == Engine::Sled {
+        "sled"
+    } else {
+        "log"
+    }
+}
 
 fn payload(trial: u64, seq: Sequence) -> Vec<u8> {
     format!("trial-{trial}-seq-{}", seq.0).into_bytes()
@@ -37,18 +57,18 @@ fn crash_child() {
     };
     let group = std::env::var(MODE_ENV).as_deref() == Ok("group");
     let trial: u64 = std::env::var(TRIAL_ENV).unwrap().parse().unwrap();
+    let engine = if std::env::var(ENGINE_ENV).as_deref() == Ok("sled") {
+        Engine::Sled
+    } else {
+        Engine::Log
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
     rt.block_on(async move {
-        let cfg = if group {
-            group_commit(2)
-        } else {
-            every_write()
-        };
-        let ob = open(Path::new(&dir), cfg).await;
+        let ob = open(Path::new(&dir), config(group, engine)).await;
         println!("OPEN");
         for _ in 0..4 {
             let ob = ob.clone();
@@ -69,7 +89,7 @@ fn crash_child() {
 }
 
 /// Runs `trials` crash trials against one store, which accumulates across trials.
-async fn run_trials(group: bool, trials: u64) {
+async fn run_trials(group: bool, engine: Engine, trials: u64) {
     // The parent's opens log why a store would be moved aside.
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -88,6 +108,7 @@ async fn run_trials(group: bool, trials: u64) {
             .env(CHILD_ENV, &store)
             .env(MODE_ENV, if group { "group" } else { "every" })
             .env(TRIAL_ENV, trial.to_string())
+            .env(ENGINE_ENV, engine_name(engine))
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -148,14 +169,15 @@ async fn run_trials(group: bool, trials: u64) {
                 );
             }
         }
-        verify(&store, &acked).await;
+        verify(&store, engine, &acked).await;
     }
     // A killed store must never have been judged corrupt and moved aside.
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     eprintln!(
-        "{} trials ({}), {} acknowledged records, {} killed before open, {:?}",
+        "{} trials ({}, {} engine), {} acknowledged records, {} killed before open, {:?}",
         trials,
         if group { "group commit" } else { "every write" },
+        engine_name(engine),
         acked.len(),
         killed_before_open,
         started.elapsed()
@@ -166,8 +188,8 @@ async fn run_trials(group: bool, trials: u64) {
     );
 }
 
-async fn verify(store: &Path, acked: &BTreeMap<u64, u64>) {
-    let ob = open(store, every_write()).await;
+async fn verify(store: &Path, engine: Engine, acked: &BTreeMap<u64, u64>) {
+    let ob = open(store, config(false, engine)).await;
     let records = read_all(&ob).await;
     let mut last = 0;
     let mut found = BTreeMap::new();
@@ -223,18 +245,34 @@ fn trials(default: u64) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_write_acknowledged_records_survive_sigkill() {
-    run_trials(false, trials(100)).await;
+    run_trials(false, Engine::Log, trials(100)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn group_commit_durable_records_survive_sigkill() {
-    run_trials(true, trials(100)).await;
+    run_trials(true, Engine::Log, trials(100)).await;
 }
 
-/// The long run recorded in docs/BENCHMARKS.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_every_write_acknowledged_records_survive_sigkill() {
+    run_trials(false, Engine::Sled, trials(100)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sled_group_commit_durable_records_survive_sigkill() {
+    run_trials(true, Engine::Sled, trials(100)).await;
+}
+
+/// The long run recorded in docs/BENCHMARKS.md (the default engine; `IIOT_CRASH_ENGINE_LONG=sled`
+/// for sled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: 2 x 1000 crash trials"]
 async fn crash_1000_trials() {
-    run_trials(false, 1000).await;
-    run_trials(true, 1000).await;
+    let engine = if std::env::var("IIOT_CRASH_ENGINE_LONG").as_deref() == Ok("sled") {
+        Engine::Sled
+    } else {
+        Engine::Log
+    };
+    run_trials(false, engine, 1000).await;
+    run_trials(true, engine, 1000).await;
 }

@@ -161,7 +161,9 @@ async fn a_second_open_of_the_same_store_is_refused_not_moved_aside() {
 async fn group_commit_of_many_records_writes_no_sled_blobs() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ob");
-    let ob = open(&path, group_commit(50)).await;
+    let mut cfg = group_commit(50);
+    cfg.set_engine(iiot_edge::outbox::Engine::Sled);
+    let ob = open(&path, cfg).await;
     let payload = vec![0u8; 200];
     let mut last = None;
     for _ in 0..20_000 {

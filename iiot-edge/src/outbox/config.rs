@@ -29,6 +29,27 @@ pub enum Durability {
     },
 }
 
+/// The storage engine under the outbox.
+///
+/// Both keep the same guarantees (atomic commit groups, an explicit durability point with
+/// `fdatasync`, corrupt stores moved aside); they differ in speed and memory. A store is
+/// always reopened with the engine that wrote it: the other one refuses it with
+/// [`OpenError::Unsupported`](super::OpenError::Unsupported).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Engine {
+    /// An append-only log of checksummed frames in 32 MiB files, with an in-memory index of
+    /// about 24 bytes per commit group. One `write` and one `fdatasync` per commit; memory
+    /// does not grow with the bytes stored; files are removed as records are acknowledged.
+    /// Default.
+    #[default]
+    Log,
+    /// sled 0.34. Writes about 3.5× the record bytes and holds about half the store's size
+    /// in memory (see docs/BENCHMARKS.md); kept for stores created with it.
+    Sled,
+}
+
 /// What happens when an append would exceed [`OutboxConfig::max_bytes`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -51,7 +72,8 @@ pub enum WhenFull {
 /// ## Defaults
 /// | field | default |
 /// |---|---|
-/// | `cache_bytes` | 64 MiB (sled page cache) |
+/// | `engine` | [`Engine::Log`] |
+/// | `cache_bytes` | 64 MiB (sled page cache; [`Engine::Sled`] only) |
 /// | `max_bytes` | 1 GiB of stored records |
 /// | `max_age` | 7 days |
 /// | `max_record_bytes` | 1 MiB |
@@ -63,7 +85,9 @@ pub enum WhenFull {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct OutboxConfig {
-    /// sled page cache in bytes. Note: sled 0.34's resident memory is *not* bounded by this;
+    /// The storage engine.
+    pub engine: Engine,
+    /// sled page cache in bytes ([`Engine::Sled`] only). Note: sled 0.34's resident memory is *not* bounded by this;
     /// it grows with the store (about 0.5 GiB for a 1 GiB backlog, see docs/BENCHMARKS.md).
     pub cache_bytes: NonZeroUsize,
     /// Bound on stored records, in bytes (payload + topic + 15 bytes of framing each).
@@ -87,6 +111,7 @@ const MIB: usize = 1024 * 1024;
 impl Default for OutboxConfig {
     fn default() -> Self {
         Self {
+            engine: Engine::Log,
             cache_bytes: nz(64 * MIB),
             max_bytes: nz(1024 * MIB),
             max_age: Some(Duration::from_secs(7 * 24 * 3600)),
@@ -103,6 +128,11 @@ fn nz(v: usize) -> NonZeroUsize {
 }
 
 impl OutboxConfig {
+    /// Sets the storage engine.
+    pub fn set_engine(&mut self, v: Engine) -> &mut Self {
+        self.engine = v;
+        self
+    }
     /// Sets the sled cache size.
     pub fn set_cache_bytes(&mut self, v: NonZeroUsize) -> &mut Self {
         self.cache_bytes = v;

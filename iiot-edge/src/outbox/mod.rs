@@ -35,7 +35,7 @@ use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use codec::Record;
-pub use config::{Durability, OutboxConfig, WhenFull};
+pub use config::{Durability, Engine, OutboxConfig, WhenFull};
 pub use error::{AppendError, DurableError, OpenError, OutboxError};
 
 use codec::{LOSS_PREFIX, decode_loss};
@@ -170,7 +170,7 @@ impl Outbox {
     ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_owned();
         tokio::task::spawn_blocking(move || {
-            let loaded = open::open_sled(&path, &device, &config)?;
+            let loaded = open::open_store(&path, &device, &config)?;
             Ok(Self::start(loaded, device, config, shared::system_clock()))
         })
         .await
@@ -296,17 +296,27 @@ impl Outbox {
         &self,
         mut build: impl FnMut(Sequence) -> OutboundMessage,
     ) -> Result<Appended, AppendError> {
-        let appended = loop {
-            let notified = self.shared().space.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.try_append_with(&mut build) {
-                Err(AppendError::Full { message, .. }) if !self.shared().lock().closed => {
-                    drop(message);
-                    notified.await;
+        let appended = match self.try_append_with(&mut build) {
+            Err(AppendError::Full { message, .. }) if !self.shared().lock().closed => {
+                drop(message);
+                // Slow path: register for the space signal before retrying, so a wake-up
+                // between the retry and the wait is not lost.
+                loop {
+                    let notified = self.shared().space.notified();
+                    tokio::pin!(notified);
+                    notified.as_mut().enable();
+                    match self.try_append_with(&mut build) {
+                        Err(AppendError::Full { message, .. })
+                            if !self.shared().lock().closed =>
+                        {
+                            drop(message);
+                            notified.await;
+                        }
+                        other => break other?,
+                    }
                 }
-                other => break other?,
             }
+            other => other?,
         };
         if matches!(self.config().durability, Durability::EveryWrite) {
             let seq = appended.durable().await.map_err(|e| match e.source {
@@ -398,7 +408,6 @@ impl Outbox {
         if wake {
             shared.wake.notify_one();
         }
-        metrics::counter!("iiot_outbox_appended_total").increment(1);
         Ok(Appended {
             seq: Sequence(seq),
             rx: Some(rx),

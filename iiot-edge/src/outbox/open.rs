@@ -10,9 +10,11 @@ use super::codec::{
     self, DecodeError, FORMAT_VERSION, LOSS_PREFIX, META_FORMAT, META_STATE, Meta, SEG_PREFIX,
     encode_loss, index_segment, seg_key,
 };
-use super::config::OutboxConfig;
+use super::config::{Engine, OutboxConfig};
 use super::error::OpenError;
-use super::storage::{Op, SledOpenError, SledStorage, Storage};
+use super::storage::log::{LogStorage, holds_log_files};
+use super::storage::sled::SledStorage;
+use super::storage::{EngineOpenError, Op, Storage};
 
 /// A file the outbox writes next to sled's files once a store is initialised. If it exists
 /// but sled shows an empty store, or sled refuses its own files, the store was damaged
@@ -45,17 +47,44 @@ impl From<DecodeError> for LoadError {
     }
 }
 
-/// Opens the sled store at `path`; a corrupt one is moved aside and replaced.
-pub(crate) fn open_sled(
+/// Opens the configured engine's store at `path`.
+fn open_engine(path: &Path, config: &OutboxConfig) -> Result<Arc<dyn Storage>, EngineOpenError> {
+    match config.engine {
+        Engine::Log => Ok(Arc::new(LogStorage::open(path, SEG_PREFIX)?)),
+        Engine::Sled => Ok(Arc::new(SledStorage::open(
+            path,
+            config.cache_bytes.get() as u64,
+        )?)),
+    }
+}
+
+/// Refuses a store written by the other engine (opening it would start an empty store
+/// beside the old files and silently strand their records).
+fn check_engine(path: &Path, config: &OutboxConfig) -> Result<(), OpenError> {
+    let sled_files = path.join("conf").exists() || path.join("db").exists();
+    let reason = match config.engine {
+        Engine::Log if sled_files => "it was written by the sled engine: set engine = \"sled\"",
+        Engine::Sled if holds_log_files(path) => {
+            "it was written by the log engine: set engine = \"log\""
+        }
+        _ => return Ok(()),
+    };
+    Err(OpenError::Unsupported {
+        path: path.to_owned(),
+        reason: reason.to_owned(),
+    })
+}
+
+/// Opens the store at `path`; a corrupt one is moved aside and replaced.
+pub(crate) fn open_store(
     path: &Path,
     device: &DeviceId,
     config: &OutboxConfig,
 ) -> Result<Loaded, OpenError> {
-    let cache = config.cache_bytes.get() as u64;
+    check_engine(path, config)?;
     let marked = path.join(MARKER).exists();
-    let reason = match SledStorage::open(path, cache) {
+    let reason = match open_engine(path, config) {
         Ok(s) => {
-            let s: Arc<dyn Storage> = Arc::new(s);
             if marked && s.is_empty() {
                 "the store was initialised but its log reads as empty".to_owned()
             } else {
@@ -77,18 +106,18 @@ pub(crate) fn open_sled(
                 }
             }
         }
-        Err(SledOpenError::Corrupt(r)) => r,
-        Err(SledOpenError::Io(e)) => return Err(io_open_error(path, e)),
-        // sled refusing files it wrote itself means they are damaged.
-        Err(SledOpenError::Other(r)) if marked => r,
-        Err(SledOpenError::Other(reason)) => {
+        Err(EngineOpenError::Corrupt(r)) => r,
+        Err(EngineOpenError::Io(e)) => return Err(io_open_error(path, e)),
+        // An engine refusing files it wrote itself means they are damaged.
+        Err(EngineOpenError::Other(r)) if marked => r,
+        Err(EngineOpenError::Other(reason)) => {
             return Err(OpenError::Unsupported {
                 path: path.to_owned(),
                 reason,
             });
         }
     };
-    // The sled handle is dropped here (end of the match arm), releasing the files.
+    // The engine handle is dropped here (end of the match arm), releasing the files.
     let aside = aside_path(path);
     tracing::error!(
         path = %path.display(), aside = %aside.display(), %reason,
@@ -100,10 +129,10 @@ pub(crate) fn open_sled(
         aside: aside.clone(),
         source,
     })?;
-    let s: Arc<dyn Storage> = match SledStorage::open(path, cache) {
-        Ok(s) => Arc::new(s),
-        Err(SledOpenError::Io(e)) => return Err(io_open_error(path, e)),
-        Err(SledOpenError::Corrupt(r) | SledOpenError::Other(r)) => {
+    let s: Arc<dyn Storage> = match open_engine(path, config) {
+        Ok(s) => s,
+        Err(EngineOpenError::Io(e)) => return Err(io_open_error(path, e)),
+        Err(EngineOpenError::Corrupt(r) | EngineOpenError::Other(r)) => {
             return Err(OpenError::Unsupported {
                 path: path.to_owned(),
                 reason: r,

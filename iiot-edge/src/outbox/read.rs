@@ -27,7 +27,7 @@ pub(crate) fn read_blocking(
     let hi = seg_key(end);
     let mut bytes = 0usize;
     'segments: loop {
-        let rows = storage.range(&cursor, &hi, 16)?;
+        let rows = storage.range(&cursor, &hi, storage.scan_batch())?;
         let Some((last, _)) = rows.last() else { break };
         cursor = [last.as_ref(), &[0]].concat();
         for (k, v) in &rows {

@@ -17,9 +17,6 @@ use super::config::{Durability, WhenFull};
 use super::shared::{Pending, Shared, State};
 use super::storage::Op;
 
-/// Largest segment the writer builds (one record may exceed it). sled splits a leaf at 17
-/// entries and writes a node larger than ~128 KiB to a blob file: 17 × 6 KiB stays below.
-const SEG_MAX_BYTES: usize = 6 * 1024;
 /// Longest an acknowledgement waits for a commit when no append comes along.
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(50);
 /// A group-commit window closes early once this much is pending.
@@ -259,6 +256,8 @@ impl Writer {
                 st.loss_count = losses.count_after;
                 let durable_end = st.durable_end;
                 drop(st);
+                metrics::counter!("iiot_outbox_appended_total")
+                    .increment(taken.pending.len() as u64);
                 for p in taken.pending {
                     let _ = p.done.send(Ok(()));
                 }
@@ -344,12 +343,12 @@ impl Writer {
         }
         // 3. New records, chunked into segments.
         let was_empty = meta.backlog_records == 0;
+        let seg_max = self.shared.storage.segment_bytes();
         let mut start = 0;
         while start < pending.len() {
             let mut end = start;
             let mut bytes = 0;
-            while end < pending.len() && (end == start || bytes + pending[end].len <= SEG_MAX_BYTES)
-            {
+            while end < pending.len() && (end == start || bytes + pending[end].len <= seg_max) {
                 bytes += pending[end].len;
                 end += 1;
             }
@@ -519,7 +518,7 @@ impl Writer {
         };
         let mut freed = 0u64;
         'outer: loop {
-            let batch = storage.range(&cursor, &hi, 64)?;
+            let batch = storage.range(&cursor, &hi, storage.scan_batch())?;
             if batch.is_empty() {
                 break;
             }

@@ -1,43 +1,11 @@
-//! The small storage interface the outbox needs, and its sled implementation.
-//!
-//! The outbox only needs an ordered byte map with atomic multi-key batches, range scans
-//! and an explicit durability point. Keeping sled behind this trait lets the engine be
-//! swapped (or a crashing backend injected) without touching the outbox logic.
+//! The sled engine: one sled 0.34 tree.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 
-/// One write in an atomic batch.
-#[derive(Debug)]
-pub(crate) enum Op {
-    /// Insert or replace.
-    Put(Vec<u8>, Vec<u8>),
-    /// Remove (absent keys are fine).
-    Delete(Vec<u8>),
-}
-
-/// A storage failure. `io::Error` keeps the kind (disk full, permission) for callers.
-pub(crate) type StorageResult<T> = Result<T, io::Error>;
-
-/// An ordered, crash-consistent byte map.
-pub(crate) trait Storage: Send + Sync + 'static {
-    /// The value at `key`.
-    fn get(&self, key: &[u8]) -> StorageResult<Option<Bytes>>;
-    /// Up to `limit` entries with `start <= key < end`, ascending.
-    fn range(&self, start: &[u8], end: &[u8], limit: usize) -> StorageResult<Vec<(Bytes, Bytes)>>;
-    /// The greatest entry with `start <= key <= at`.
-    fn floor(&self, start: &[u8], at: &[u8]) -> StorageResult<Option<(Bytes, Bytes)>>;
-    /// The greatest entry with `start <= key < end`.
-    fn last(&self, start: &[u8], end: &[u8]) -> StorageResult<Option<(Bytes, Bytes)>>;
-    /// Applies all ops atomically (all or none after a crash).
-    fn apply(&self, ops: Vec<Op>) -> StorageResult<()>;
-    /// Makes everything applied so far durable. The durability point.
-    fn flush(&self) -> StorageResult<()>;
-    /// Whether no key exists at all.
-    fn is_empty(&self) -> bool;
-}
+use super::{EngineOpenError, Op, Storage, StorageResult};
 
 /// sled 0.34, one tree.
 ///
@@ -47,9 +15,9 @@ pub(crate) trait Storage: Send + Sync + 'static {
 /// blob files that sled never syncs at all. Neither survives a power cut for certain. So
 /// [`Storage::flush`] here is sled's flush followed by `fdatasync` of the log file and of any
 /// new blob files (and their directory): that is the durability point. The outbox keeps
-/// segments small (6 KiB) so blobs normally never appear.
+/// segments small (6 KiB, the trait's default segment size) so blobs normally never appear.
 pub(crate) struct SledStorage {
-    db: sled::Db,
+    db: ::sled::Db,
     path: PathBuf,
     /// sled's log file, for `fdatasync`.
     log: std::fs::File,
@@ -57,21 +25,10 @@ pub(crate) struct SledStorage {
     synced_blob: std::sync::Mutex<u64>,
 }
 
-/// Why sled would not open a store.
-#[derive(Debug)]
-pub(crate) enum SledOpenError {
-    /// The files are damaged (or sled panicked reading them).
-    Corrupt(String),
-    /// An I/O error; the store may be fine (locked, permissions).
-    Io(io::Error),
-    /// Anything else (unsupported version, bug): not treated as corruption, so data is kept.
-    Other(String),
-}
-
 impl SledStorage {
     /// Opens (creating if needed) a sled store at `path`.
-    pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<Self, SledOpenError> {
-        let cfg = sled::Config::new()
+    pub(crate) fn open(path: &Path, cache_bytes: u64) -> Result<Self, EngineOpenError> {
+        let cfg = ::sled::Config::new()
             .path(path)
             .cache_capacity(cache_bytes)
             // We decide when to flush; a background flusher would only add fsyncs.
@@ -80,7 +37,7 @@ impl SledStorage {
         let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
         match res {
             Ok(Ok(db)) => {
-                let log = std::fs::File::open(path.join("db")).map_err(SledOpenError::Io)?;
+                let log = std::fs::File::open(path.join("db")).map_err(EngineOpenError::Io)?;
                 Ok(Self {
                     db,
                     path: path.to_owned(),
@@ -88,12 +45,14 @@ impl SledStorage {
                     synced_blob: std::sync::Mutex::new(0),
                 })
             }
-            Ok(Err(sled::Error::Corruption { at, .. })) => Err(SledOpenError::Corrupt(format!(
-                "sled reports corruption at {at:?}"
-            ))),
-            Ok(Err(sled::Error::Io(e))) => Err(SledOpenError::Io(e)),
-            Ok(Err(e)) => Err(SledOpenError::Other(e.to_string())),
-            Err(_) => Err(SledOpenError::Corrupt("sled panicked while opening".into())),
+            Ok(Err(::sled::Error::Corruption { at, .. })) => Err(EngineOpenError::Corrupt(
+                format!("sled reports corruption at {at:?}"),
+            )),
+            Ok(Err(::sled::Error::Io(e))) => Err(EngineOpenError::Io(e)),
+            Ok(Err(e)) => Err(EngineOpenError::Other(e.to_string())),
+            Err(_) => Err(EngineOpenError::Corrupt(
+                "sled panicked while opening".into(),
+            )),
         }
     }
 
@@ -128,14 +87,14 @@ impl SledStorage {
     }
 }
 
-fn io_err(e: sled::Error) -> io::Error {
+fn io_err(e: ::sled::Error) -> io::Error {
     match e {
-        sled::Error::Io(e) => e,
+        ::sled::Error::Io(e) => e,
         other => io::Error::other(other.to_string()),
     }
 }
 
-fn kv(r: sled::Result<(sled::IVec, sled::IVec)>) -> StorageResult<(Bytes, Bytes)> {
+fn kv(r: ::sled::Result<(::sled::IVec, ::sled::IVec)>) -> StorageResult<(Bytes, Bytes)> {
     let (k, v) = r.map_err(io_err)?;
     // Share sled's buffer instead of copying record payloads.
     Ok((Bytes::from_owner(k), Bytes::from_owner(v)))
@@ -159,7 +118,7 @@ impl Storage for SledStorage {
     }
 
     fn apply(&self, ops: Vec<Op>) -> StorageResult<()> {
-        let mut batch = sled::Batch::default();
+        let mut batch = ::sled::Batch::default();
         for op in ops {
             match op {
                 Op::Put(k, v) => batch.insert(k, v),
