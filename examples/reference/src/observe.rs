@@ -31,7 +31,11 @@ pub fn init_tracing() {
 /// | throughput | `iiot_reference_device_samples_committed_total{device}` | `iiot_ingest_rows_written_total`, `iiot_mqtt_publishes_total` |
 /// | errors | `iiot_reference_device_dead_letters_total{device,reason}`, `iiot_reference_device_gaps_opened_total{device}`, `iiot_reference_device_data_loss_records_total{device}` | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total` |
 ///
-/// (`iiot_reference_*` come from [`crate::ingest::metrics`].)
+/// (`iiot_reference_device_*` come from [`crate::ingest::metrics`].) The gateway
+/// counts what it produced in `iiot_reference_gateway_samples_total` and
+/// `iiot_reference_gateway_batches_total` (durably in the outbox; the counters start
+/// at zero with each process, the [produced log](crate::gateway::produced) keeps
+/// them across runs).
 ///
 /// # Errors
 /// [`AppError::Metrics`] when the listener cannot be set up or a recorder is
@@ -73,5 +77,21 @@ fn describe() {
     metrics::describe_counter!(
         "iiot_ingest_dead_letters_total",
         "Payloads dead-lettered, by reason (errors)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_gateway_samples_total",
+        "Samples the gateway appended durably to its outbox (produced; this process only)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_gateway_batches_total",
+        "Telemetry batches the gateway appended durably to its outbox (this process only)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_gateway_append_errors_total",
+        "Batches the outbox refused or could not make durable (their samples are not produced)"
+    );
+    metrics::describe_counter!(
+        "iiot_reference_gateway_produced_log_errors_total",
+        "Lines that could not be written to the gateway's produced log"
     );
 }

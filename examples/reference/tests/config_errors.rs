@@ -17,6 +17,23 @@ fn sample_configs_load() {
     let g = GatewaySetup::load(&sample_config("gateway.toml")).unwrap();
     assert_eq!(g.path.device_id().as_str(), "plc-01");
     assert_eq!(g.map.tags().len(), 5);
+    assert_eq!(g.produced_log, None, "the produced log is off by default");
+}
+
+/// The commented `produced_log` key of the sample, switched on, is read as written.
+#[test]
+fn produced_log_key_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = std::fs::read_to_string(sample_config("plant-map.toml")).unwrap();
+    write(dir.path(), "plant-map.toml", &map);
+    let text = std::fs::read_to_string(sample_config("gateway.toml")).unwrap();
+    let on = text.replace("# produced_log = ", "produced_log = ");
+    assert_ne!(on, text, "the sample documents produced_log");
+    let g = GatewaySetup::load(&write(dir.path(), "gateway.toml", &on)).unwrap();
+    assert_eq!(
+        g.produced_log.as_deref(),
+        Some(Path::new("iiot-gateway-data/produced.jsonl"))
+    );
 }
 
 /// Copies a sample config into `dir` (with the register map beside it), applies

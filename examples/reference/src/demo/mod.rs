@@ -248,6 +248,7 @@ async fn scenario(
             max_delay_ms: 250,
         },
         data_dir: data_dir.to_owned(),
+        produced_log: None,
         outbox: iiot_edge::outbox::OutboxConfig::default(),
         forwarder,
     };

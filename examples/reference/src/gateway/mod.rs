@@ -8,9 +8,15 @@
 //! [`Forwarder`](iiot_edge::forwarder::Forwarder) drains the outbox over the MQTT
 //! [`Session`](iiot_protocols::mqtt::Session) (QoS 1, retained birth after every
 //! connect, last will `online = false`) and removes a record only after its PUBACK.
+//!
+//! What was produced is counted ([`GatewayCounters`], the
+//! `iiot_reference_gateway_samples_total` metric) and, with `produced_log` set,
+//! recorded line by line in a file that outlives the process ([`produced`]).
 
+pub mod produced;
 mod run;
 
+pub use produced::{ProducedEntry, ProducedLog, ProducedSample};
 pub use run::{GatewayCounters, RunningGateway, run, start};
 
 use std::num::{NonZeroU32, NonZeroUsize};
@@ -118,6 +124,8 @@ struct GatewayFile {
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     #[serde(default)]
+    produced_log: Option<PathBuf>,
+    #[serde(default)]
     modbus: ModbusSection,
     #[serde(default)]
     mqtt: GatewayMqtt,
@@ -158,6 +166,8 @@ pub struct GatewaySetup {
     pub batch: BatchSection,
     /// Where the outbox lives (`{data_dir}/outbox`).
     pub data_dir: PathBuf,
+    /// Where to append the [produced log](produced) (`None`: no log).
+    pub produced_log: Option<PathBuf>,
     /// Outbox bounds and durability.
     pub outbox: OutboxConfig,
     /// Forwarder pacing and back-off.
@@ -216,6 +226,7 @@ impl GatewaySetup {
             mqtt: f.mqtt,
             batch: f.batch,
             data_dir: f.data_dir,
+            produced_log: f.produced_log,
             outbox: f.outbox,
             forwarder: f.forwarder,
         })

@@ -19,15 +19,17 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::produced::{ProducedEntry, ProducedLog, ProducedSample};
 use super::{BatchSection, GatewayMqtt, GatewaySetup};
 use crate::error::AppError;
 
-/// What the gateway produced so far.
+/// What the gateway produced so far: batches count once their append to the outbox
+/// is durable (and, with a produced log, once their line is written).
 #[derive(Debug, Default)]
 pub struct GatewayCounters {
-    /// Samples appended to the outbox.
+    /// Samples durably appended to the outbox.
     pub samples: AtomicU64,
-    /// Telemetry batches appended to the outbox.
+    /// Telemetry batches durably appended to the outbox.
     pub batches: AtomicU64,
     /// Batches the outbox refused (each one logged with its reason).
     pub append_errors: AtomicU64,
@@ -137,7 +139,18 @@ pub async fn start(
     std::fs::create_dir_all(&setup.data_dir)
         .map_err(|e| AppError::io(format!("cannot create {}", setup.data_dir.display()), e))?;
     let outbox = Outbox::open(&outbox_dir, device.clone(), setup.outbox.clone()).await?;
-    tracing::info!(path = %outbox_dir.display(), backlog = outbox.stats().backlog_records, "outbox open");
+    let stats = outbox.stats();
+    tracing::info!(path = %outbox_dir.display(), backlog = stats.backlog_records, next_seq = %stats.next_seq, "outbox open");
+    let produced_log = match &setup.produced_log {
+        Some(path) => {
+            let mut log = ProducedLog::open(path).await?;
+            log.write(&ProducedEntry::open(device.as_str(), &stats))
+                .await;
+            tracing::info!(path = %path.display(), "appending to the produced log");
+            Some(log)
+        }
+        None => None,
+    };
 
     let (session_handle, session, _inbound) = Session::new(&mqtt_config(&setup.path, &setup.mqtt))?;
     let mut tasks = vec![tokio::spawn(session.run(cancel.clone()))];
@@ -178,6 +191,7 @@ pub async fn start(
             device,
             metadata,
             counters: counters.clone(),
+            produced_log,
         },
         setup.batch.clone(),
         stop_polling.clone(),
@@ -200,12 +214,19 @@ struct BatchTarget {
     device: iiot_core::types::DeviceId,
     metadata: BatchMetadata,
     counters: Arc<GatewayCounters>,
+    produced_log: Option<ProducedLog>,
 }
 
 impl BatchTarget {
-    /// Appends one batch, stamped with the outbox's sequence number.
-    async fn append(&self, samples: Vec<Sample>) {
+    /// Appends one batch, stamped with the outbox's sequence number; once it is
+    /// durable, writes its produced-log line and counts it.
+    async fn append(&mut self, samples: Vec<Sample>) {
         let n = samples.len() as u64;
+        let identities: Vec<ProducedSample> = if self.produced_log.is_some() {
+            samples.iter().map(ProducedSample::from).collect()
+        } else {
+            Vec::new()
+        };
         let mut batch = TelemetryBatch::new(self.device.clone(), Sequence::default(), samples);
         batch.metadata = self.metadata.clone();
         let topic = self.topic.clone();
@@ -218,18 +239,55 @@ impl BatchTarget {
                 OutboundMessage::new(topic.clone(), protobuf::encode_telemetry(&batch))
             })
             .await;
-        match result {
-            Ok(appended) => {
-                self.counters.samples.fetch_add(n, Ordering::Relaxed);
-                self.counters.batches.fetch_add(1, Ordering::Relaxed);
-                metrics::counter!("iiot_reference_gateway_samples_total").increment(n);
-                tracing::trace!(seq = %appended.seq(), samples = n, "batch in outbox");
-            }
-            Err(e) => {
+        let durable = match result {
+            // Immediate under `EveryWrite`; waits for the group commit otherwise.
+            Ok(appended) => appended.durable().await.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        let seq = match durable {
+            Ok(seq) => seq,
+            Err(error) => {
                 self.counters.append_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(error = %e, samples = n, "outbox refused a batch");
+                metrics::counter!("iiot_reference_gateway_append_errors_total").increment(1);
+                tracing::error!(%error, samples = n, "outbox refused a batch");
+                return;
             }
+        };
+        // The line first, then the counters: a reader of both never sees a count
+        // the log does not have.
+        if let Some(log) = &mut self.produced_log {
+            log.write(&ProducedEntry::Batch {
+                seq: seq.0,
+                message_id: batch.message_id,
+                samples: identities,
+            })
+            .await;
         }
+        self.counters.samples.fetch_add(n, Ordering::Relaxed);
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("iiot_reference_gateway_samples_total").increment(n);
+        metrics::counter!("iiot_reference_gateway_batches_total").increment(1);
+        tracing::trace!(%seq, samples = n, "batch in outbox");
+    }
+
+    /// Writes the produced log's `stopped` line (after the last append).
+    async fn stopped(&mut self) {
+        let Some(log) = &mut self.produced_log else {
+            return;
+        };
+        let s = self.outbox.stats();
+        let c = &self.counters;
+        log.write(&ProducedEntry::Stopped {
+            batches: c.batches.load(Ordering::Relaxed),
+            samples: c.samples.load(Ordering::Relaxed),
+            append_errors: c.append_errors.load(Ordering::Relaxed),
+            next_seq: s.next_seq.0,
+            appended: s.appended,
+            dropped_records: s.dropped_records,
+            expired_records: s.expired_records,
+            unreadable_records: s.unreadable_records,
+        })
+        .await;
     }
 }
 
@@ -237,7 +295,7 @@ impl BatchTarget {
 /// their first sample; ends (after appending the last batch) when polling stops.
 async fn batch_loop(
     mut readings: mpsc::Receiver<Reading>,
-    target: BatchTarget,
+    mut target: BatchTarget,
     cfg: BatchSection,
     stop: CancellationToken,
 ) {
@@ -281,6 +339,7 @@ async fn batch_loop(
     if !samples.is_empty() {
         target.append(samples).await;
     }
+    target.stopped().await;
 }
 
 /// Runs the gateway until Ctrl-C / SIGTERM, then stops polling, gives the
