@@ -21,8 +21,6 @@ use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use iiot_core::codec::protobuf;
-use iiot_core::topic::UnsPath;
 use iiot_core::types::{Sample, Value};
 use iiot_ingest::record::{AcceptedBatch, CommitBatch};
 use iiot_ingest::sink::Sink;
@@ -35,7 +33,7 @@ use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 mod sink_common;
-use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, rate};
+use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, rate};
 
 async fn sink_for(url: &str, schema: &str) -> PostgresSink {
     let mut c = PostgresConfig::new(url);
@@ -139,25 +137,7 @@ async fn main() {
     };
     // The pipeline's input: every telemetry batch as the Protobuf payload a
     // gateway publishes, with its UNS topic.
-    let payloads: Vec<(String, Vec<u8>)> = commits
-        .iter()
-        .flat_map(|c| c.telemetry.iter())
-        .map(|a| {
-            let path = UnsPath::new(
-                "acme",
-                "plant1",
-                "area1",
-                "line1",
-                "plc",
-                a.batch.device_id.clone(),
-            )
-            .unwrap();
-            (
-                path.telemetry().to_string(),
-                protobuf::encode_telemetry(&a.batch),
-            )
-        })
-        .collect();
+    let payloads = payloads(&commits, "acme");
     let mut pipeline_times = Vec::new();
     let mut sink_times = Vec::new();
     let mut one_times = Vec::new();

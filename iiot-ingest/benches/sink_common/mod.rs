@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+use iiot_core::codec::protobuf;
 use iiot_core::quality::Quality;
+use iiot_core::topic::UnsPath;
 use iiot_core::types::{
     DeviceId, MessageId, Sample, Sequence, TagPath, TelemetryBatch, Timestamp, Value,
 };
@@ -70,6 +73,30 @@ pub fn build(rows: usize, commit_rows: usize) -> Vec<CommitBatch> {
         out.push(current);
     }
     out
+}
+
+/// Every telemetry batch of `commits` as the Protobuf payload a gateway
+/// publishes, on its UNS telemetry topic under `enterprise`.
+pub fn payloads(commits: &[CommitBatch], enterprise: &str) -> Vec<(String, Bytes)> {
+    commits
+        .iter()
+        .flat_map(|c| c.telemetry.iter())
+        .map(|a| {
+            let path = UnsPath::new(
+                enterprise,
+                "plant1",
+                "area1",
+                "line1",
+                "plc",
+                a.batch.device_id.clone(),
+            )
+            .unwrap();
+            (
+                path.telemetry().to_string(),
+                Bytes::from(protobuf::encode_telemetry(&a.batch)),
+            )
+        })
+        .collect()
 }
 
 pub fn median(mut v: Vec<Duration>) -> Duration {

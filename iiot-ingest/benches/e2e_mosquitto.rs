@@ -1,0 +1,608 @@
+//! Rows per second end to end through Mosquitto (issue 7): pre-encoded telemetry
+//! batches published with QoS 1 to a Mosquitto process the bench starts itself,
+//! received by the MQTT source (persistent session, manual acks after commit),
+//! through the pipeline (decode, validate, dedupe, gaps, batching) into the
+//! PostgreSQL sink. Timed from the first publish until the pipeline reports every
+//! row committed; the row count in the table must equal the rows published, or
+//! the bench panics.
+//!
+//! Baselines on the same rows, in the same run, rounds interleaved:
+//!
+//! - **direct**: the same payloads through an in-memory source into the same
+//!   pipeline and sink (no broker);
+//! - **psql COPY**: `psql -c "COPY … FROM STDIN (FORMAT binary)"` of the same
+//!   rows (written by the sink's own encoder), one transaction;
+//! - **publish only**: the same publishes to a topic nobody subscribes to, timed
+//!   to the last PUBACK (what the publisher and the broker's ingress can do).
+//!
+//! Run: `cargo bench -p iiot-ingest --bench e2e_mosquitto`. Environment:
+//! `IIOT_PG_URL` (default `postgres://postgres@127.0.0.1:5432/test`),
+//! `IIOT_BENCH_ROWS` (default 200 000), `IIOT_BENCH_COMMIT_ROWS` (rows per
+//! commit, default 10 000), `IIOT_BENCH_ROUNDS` (default 3; medians reported),
+//! `IIOT_BENCH_BROKER_INFLIGHT` (Mosquitto's `max_inflight_messages`, default
+//! 1 000), `IIOT_BENCH_SOURCE_CHANNEL` (the MQTT source's `channel_capacity`,
+//! default: every message of a round plus 1 000, see below),
+//! `IIOT_BENCH_PUB_INFLIGHT` (the publisher's in-flight window, default 1 000),
+//! `IIOT_BENCH_SHARED` (`0`: a plain instead of a `$share/…` telemetry
+//! subscription), `IIOT_MOSQUITTO` (the binary, default `mosquitto` on PATH).
+//!
+//! Why the source channel holds a whole round: Mosquitto 2.0.11 did not hold
+//! its deliveries to this (MQTT 3.1.1) subscriber to `max_inflight_messages`
+//! (its log showed 381 un-acknowledged QoS 1 messages out at a limit of 20). With
+//! a backlog larger than `channel_capacity` the source's session task then waits
+//! on the full channel while the pipeline's acks wait for the session task, and
+//! ingest stalls; with `IIOT_BENCH_SOURCE_CHANNEL=1000` this bench shows that
+//! (it panics after 30 s without progress). See docs/BENCHMARKS.md.
+//! Without mosquitto or a reachable PostgreSQL it prints why and exits 0. Works
+//! in schemas `iiot_bench_e2e_*`, dropped at the end; all traffic is to
+//! 127.0.0.1.
+#![allow(missing_docs)]
+
+use std::io::Write as _;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::num::NonZeroUsize;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use iiot_core::codec::json;
+use iiot_core::topic::UnsPath;
+use iiot_core::types::{DeviceId, Status};
+use iiot_ingest::record::CommitBatch;
+use iiot_ingest::sink::postgres::copy::{SAMPLE_COLUMNS, SampleCopyEncoder};
+use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
+use iiot_ingest::source::memory::MemorySource;
+use iiot_ingest::source::mqtt::{MqttSource, MqttSourceConfig};
+use iiot_ingest::{Pipeline, PipelineConfig, PipelineHandle, PipelineStats};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+mod sink_common;
+use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, rate};
+
+/// No committed row for this long means the run is stuck (lost messages, a
+/// deadlock): fail loudly instead of waiting forever.
+const STALL: Duration = Duration::from_secs(30);
+
+/// A Mosquitto process owned by the bench, on 127.0.0.1 and a free port, with
+/// its config and log in a temporary directory. Dropping it (also while a panic
+/// unwinds) kills the process by its pid.
+struct Broker {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        // Child::kill is SIGKILL to this child's pid, nothing else.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Broker {
+    /// Starts mosquitto with limits raised so that the broker's queues are not
+    /// what is measured. `Err` says why it could not start.
+    fn start(inflight: usize, queued: usize) -> Result<Self, String> {
+        let binary = std::env::var("IIOT_MOSQUITTO").unwrap_or_else(|_| "mosquitto".to_owned());
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let conf = dir.path().join("mosquitto.conf");
+        // max_inflight_messages: un-acknowledged QoS 1 messages out to one
+        // client (default 20; the MQTT source acks only after commit, so this
+        // window is what lets the broker stream while the pipeline commits).
+        // max_queued_messages / max_queued_bytes: messages held per client past
+        // that window (default 1 000, beyond which QoS 1 messages are dropped).
+        let text = format!(
+            "listener {port} 127.0.0.1\n\
+             allow_anonymous true\n\
+             persistence false\n\
+             max_inflight_messages {inflight}\n\
+             max_inflight_bytes 0\n\
+             max_queued_messages {queued}\n\
+             max_queued_bytes 0\n\
+             set_tcp_nodelay true\n\
+             sys_interval 0\n\
+             log_dest stderr\n\
+             log_type error\n\
+             log_type warning\n\
+             log_type notice\n"
+        );
+        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
+        // The log goes to a file we opened: Mosquitto started as root drops to
+        // its own user, which could not create files in our temp dir.
+        let log_path = dir.path().join("mosquitto.log");
+        let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
+        let child = Command::new(&binary)
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| format!("cannot start {binary}: {e}"))?;
+        let mut broker = Self { child, port, dir };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        loop {
+            if let Ok(Some(status)) = broker.child.try_wait() {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                return Err(format!("{binary} exited ({status}): {log}"));
+            }
+            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+                return Ok(broker);
+            }
+            if Instant::now() > deadline {
+                return Err(format!("{binary} did not listen on {port} within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("mqtt://127.0.0.1:{}", self.port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
+    }
+}
+
+/// A QoS 1 publisher (rumqttc) with a large in-flight window; its event loop
+/// runs on its own task and counts PUBACKs.
+struct Publisher {
+    client: AsyncClient,
+    acked: watch::Receiver<u64>,
+}
+
+impl Publisher {
+    async fn connect(port: u16, id: &str, inflight: u16) -> Self {
+        let mut o = MqttOptions::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_inflight(inflight)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = AsyncClient::new(o, usize::from(inflight));
+        let (acked_tx, acked) = watch::channel(0u64);
+        let (ready_tx, ready_rx) = oneshot::channel();
+        tokio::spawn(async move {
+            let mut ready = Some(ready_tx);
+            loop {
+                match ev.poll().await {
+                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                        if let Some(r) = ready.take() {
+                            let _ = r.send(());
+                        }
+                    }
+                    Ok(Event::Incoming(Packet::PubAck(_))) => {
+                        acked_tx.send_modify(|n| *n += 1);
+                    }
+                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
+                    Ok(_) => {}
+                    // Dropping `acked_tx` makes every waiter fail loudly.
+                    Err(e) => {
+                        eprintln!("publisher connection failed: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+        tokio::time::timeout(Duration::from_secs(10), ready_rx)
+            .await
+            .expect("publisher: no CONNACK within 10 s")
+            .expect("publisher: connection failed");
+        Self { client, acked }
+    }
+
+    /// Publishes every message with QoS 1 and returns once the broker
+    /// acknowledged all of them.
+    async fn publish_all(&mut self, msgs: &[(String, Bytes)]) {
+        let target = *self.acked.borrow() + msgs.len() as u64;
+        for (topic, payload) in msgs {
+            self.client
+                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                .await
+                .expect("publisher: request channel closed");
+        }
+        self.acked
+            .wait_for(|n| *n >= target)
+            .await
+            .expect("publisher: connection lost before every PUBACK");
+    }
+
+    async fn disconnect(self) {
+        let _ = self.client.disconnect().await;
+    }
+}
+
+async fn sink_for(url: &str, schema: &str) -> PostgresSink {
+    let mut c = PostgresConfig::new(url);
+    c.set_schema(schema).set_application_name(schema);
+    PostgresSink::connect(c).await.unwrap()
+}
+
+async fn reset(client: &tokio_postgres::Client, schema: &str) {
+    client
+        .batch_execute(&format!(
+            "TRUNCATE \"{schema}\".iiot_samples, \"{schema}\".iiot_messages"
+        ))
+        .await
+        .unwrap();
+}
+
+async fn count(client: &tokio_postgres::Client, schema: &str) -> i64 {
+    client
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".iiot_samples"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
+
+/// Waits until the pipeline reports `rows` rows committed; panics when no row is
+/// committed for [`STALL`] or the pipeline ends first.
+async fn wait_rows(handle: &mut PipelineHandle, rows: u64, what: &str) -> PipelineStats {
+    let mut last = handle.stats();
+    while last.rows_written < rows {
+        let seen = last.rows_written;
+        match tokio::time::timeout(STALL, handle.wait_for(|s| s.rows_written > seen)).await {
+            Ok(s) if s.rows_written > seen => last = s,
+            Ok(s) => panic!("{what}: the pipeline ended after {seen} of {rows} rows: {s:?}"),
+            Err(elapsed) => panic!(
+                "{what}: no row committed for {STALL:?} ({elapsed}); {seen} of {rows} rows committed \
+                 (lost messages or a stuck ack path): {last:?}"
+            ),
+        }
+    }
+    last
+}
+
+/// Checks a finished run wrote exactly `rows` rows, by its counters and by the
+/// table; panics otherwise.
+async fn verify(
+    client: &tokio_postgres::Client,
+    schema: &str,
+    stats: &PipelineStats,
+    rows: usize,
+    what: &str,
+) {
+    let in_table = count(client, schema).await;
+    assert!(
+        stats.rows_written == rows as u64 && in_table == rows as i64,
+        "{what}: published {rows} rows, pipeline wrote {}, table holds {in_table}: {stats:?}",
+        stats.rows_written
+    );
+    assert_eq!(
+        stats.dead_letter_total(),
+        0,
+        "{what}: dead letters: {stats:?}"
+    );
+}
+
+struct E2e {
+    total: Duration,
+    publish: Duration,
+    stats: PipelineStats,
+}
+
+/// One end-to-end round: a fresh persistent session, subscription checked with
+/// a status probe, then the clock runs from the first publish until every row
+/// is committed.
+#[allow(clippy::too_many_arguments)]
+async fn e2e_round(
+    broker: &Broker,
+    url: &str,
+    schema: &str,
+    commits: &[CommitBatch],
+    rows: usize,
+    cfg: &PipelineConfig,
+    round: usize,
+    pub_inflight: u16,
+    channel: NonZeroUsize,
+) -> E2e {
+    let ent = format!("bench{}r{round}", std::process::id());
+    let msgs = payloads(commits, &ent);
+    let mut source_cfg = MqttSourceConfig {
+        url: broker.url(),
+        client_id: format!("{ent}-ingest"),
+        channel_capacity: channel,
+        ..MqttSourceConfig::default()
+    };
+    source_cfg.filters = vec![
+        if std::env::var("IIOT_BENCH_SHARED").as_deref() == Ok("0") {
+            format!("{ent}/+/+/+/+/+/telemetry/#")
+        } else {
+            format!("$share/{ent}/{ent}/+/+/+/+/+/telemetry/#")
+        },
+        format!("{ent}/+/+/+/+/+/status"),
+    ];
+    let source = MqttSource::start(&source_cfg).unwrap();
+    let (pipeline, mut handle) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(pipeline.run(cancel.clone()));
+    let mut publisher = Publisher::connect(broker.port, &format!("{ent}-pub"), pub_inflight).await;
+
+    // The source subscribes once connected; a status probe on the second
+    // filter (subscribed after the telemetry one) proves both are live.
+    let probe_dev = DeviceId::new("probe").unwrap();
+    let probe_topic = UnsPath::new(&ent, "plant1", "area1", "line1", "plc", probe_dev.clone())
+        .unwrap()
+        .status()
+        .to_string();
+    let probe = Bytes::from(json::encode_status(&Status::birth(probe_dev)));
+    let mut live = false;
+    for _ in 0..50 {
+        publisher
+            .publish_all(&[(probe_topic.clone(), probe.clone())])
+            .await;
+        if tokio::time::timeout(Duration::from_millis(200), handle.wait_for(|s| s.acked > 0))
+            .await
+            .is_ok()
+        {
+            live = true;
+            break;
+        }
+    }
+    assert!(live, "the MQTT source never received the probe");
+
+    let t = Instant::now();
+    publisher.publish_all(&msgs).await;
+    let publish = t.elapsed();
+    let seen = wait_rows(&mut handle, rows as u64, "end to end").await;
+    let total = t.elapsed();
+    drop(seen);
+    cancel.cancel();
+    let stats = task.await.unwrap().unwrap();
+    publisher.disconnect().await;
+    E2e {
+        total,
+        publish,
+        stats,
+    }
+}
+
+/// One direct round: the same payloads through an in-memory source.
+async fn direct_round(
+    url: &str,
+    schema: &str,
+    msgs: &[(String, Bytes)],
+    cfg: &PipelineConfig,
+) -> (Duration, PipelineStats) {
+    let (source, feed) = MemorySource::new(msgs.len());
+    for (topic, payload) in msgs {
+        feed.try_send(topic.clone(), payload.clone()).unwrap();
+    }
+    drop(feed);
+    let (pipeline, _handle) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
+    let t = Instant::now();
+    let stats = pipeline.run(CancellationToken::new()).await.unwrap();
+    (t.elapsed(), stats)
+}
+
+fn best(v: &[Duration]) -> Duration {
+    v.iter().min().copied().unwrap_or_default()
+}
+
+#[tokio::main]
+async fn main() {
+    let url = std::env::var("IIOT_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned());
+    let rows = env_usize("IIOT_BENCH_ROWS", 200_000);
+    let commit_rows = env_usize("IIOT_BENCH_COMMIT_ROWS", 10_000);
+    let rounds = env_usize("IIOT_BENCH_ROUNDS", 3).max(1);
+    let broker_inflight = env_usize("IIOT_BENCH_BROKER_INFLIGHT", 1000);
+    let pub_inflight = u16::try_from(env_usize("IIOT_BENCH_PUB_INFLIGHT", 1000).clamp(1, 65_535))
+        .unwrap_or(u16::MAX);
+
+    let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+        eprintln!("e2e_mosquitto bench: PostgreSQL at {url} unreachable; skipped");
+        return;
+    };
+    tokio::spawn(conn);
+
+    let commits = build(rows, commit_rows);
+    let rows: usize = commits.iter().map(CommitBatch::sample_count).sum();
+    let batches: usize = commits.iter().map(|c| c.telemetry.len()).sum();
+    let channel =
+        NonZeroUsize::new(env_usize("IIOT_BENCH_SOURCE_CHANNEL", batches + 1000).max(1)).unwrap();
+    // Room for every message of a round in the broker's per-client queue.
+    let broker = match Broker::start(broker_inflight, batches * 2 + 1000) {
+        Ok(b) => b,
+        Err(why) => {
+            eprintln!("e2e_mosquitto bench: Mosquitto unavailable ({why}); skipped");
+            return;
+        }
+    };
+    println!(
+        "rows {rows}, {batches} telemetry batches of {SAMPLES_PER_BATCH} samples, commits of {commit_rows} rows, \
+         median of {rounds}; mosquitto on {} (max_inflight_messages {broker_inflight}), \
+         source channel {channel}, publisher in-flight {pub_inflight}",
+        broker.url()
+    );
+
+    let s_sink = "iiot_bench_e2e_sink";
+    let s_psql = "iiot_bench_e2e_psql";
+    for s in [s_sink, s_psql] {
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .await
+            .unwrap();
+    }
+    // Creates both schemas with the sink's own DDL.
+    drop(sink_for(&url, s_sink).await);
+    drop(sink_for(&url, s_psql).await);
+
+    // The psql input: the same rows, written by the sink's own encoder.
+    let mut enc = SampleCopyEncoder::new();
+    for c in &commits {
+        for a in &c.telemetry {
+            enc.push_batch(a);
+        }
+    }
+    let file = broker.dir.path().join("rows.pgcopy");
+    std::fs::File::create(&file)
+        .unwrap()
+        .write_all(&enc.finish())
+        .unwrap();
+    let copy_sql =
+        format!("COPY {s_psql}.iiot_samples ({SAMPLE_COLUMNS}) FROM STDIN (FORMAT binary)");
+
+    let cfg = PipelineConfig {
+        batch_max_rows: NonZeroUsize::new(commit_rows).unwrap(),
+        ..PipelineConfig::default()
+    };
+    let direct_msgs = payloads(&commits, "acme");
+    let nosub_msgs = payloads(&commits, &format!("nosub{}", std::process::id()));
+    let mut nosub = Publisher::connect(broker.port, "bench-nosub", pub_inflight).await;
+
+    let mut direct_t = Vec::new();
+    let mut e2e_t = Vec::new();
+    let mut e2e_pub_t = Vec::new();
+    let mut psql_t = Vec::new();
+    let mut nosub_t = Vec::new();
+    let mut psql_ok = true;
+    for round in 0..rounds {
+        // 1. Direct: in-memory source → pipeline → sink.
+        reset(&client, s_sink).await;
+        let (d, direct_stats) = direct_round(&url, s_sink, &direct_msgs, &cfg).await;
+        verify(&client, s_sink, &direct_stats, rows, "direct").await;
+        direct_t.push(d);
+
+        // 2. End to end through Mosquitto.
+        reset(&client, s_sink).await;
+        let e = e2e_round(
+            &broker,
+            &url,
+            s_sink,
+            &commits,
+            rows,
+            &cfg,
+            round,
+            pub_inflight,
+            channel,
+        )
+        .await;
+        verify(&client, s_sink, &e.stats, rows, "end to end").await;
+        println!(
+            "round {round}: direct {d:.2?}; e2e {:.2?} (publishing {:.2?}), {} commits, {} deliveries, \
+             {} duplicates suppressed, {} at the sink",
+            e.total,
+            e.publish,
+            e.stats.commits,
+            e.stats.received,
+            e.stats.duplicates_suppressed,
+            e.stats.duplicates_at_sink
+        );
+        e2e_t.push(e.total);
+        e2e_pub_t.push(e.publish);
+
+        // 3. psql COPY of the same rows in one transaction.
+        reset(&client, s_psql).await;
+        let t = Instant::now();
+        let status = Command::new("psql")
+            .args([
+                url.as_str(),
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-c",
+                &copy_sql,
+            ])
+            .stdin(std::fs::File::open(&file).unwrap())
+            .stdout(Stdio::null())
+            .status();
+        let elapsed = t.elapsed();
+        match status {
+            Ok(s) if s.success() && count(&client, s_psql).await == rows as i64 => {
+                psql_t.push(elapsed);
+            }
+            other => {
+                eprintln!("psql COPY failed: {other:?}");
+                psql_ok = false;
+            }
+        }
+
+        // 4. Publish only: the same messages, nobody subscribed.
+        let t = Instant::now();
+        nosub.publish_all(&nosub_msgs).await;
+        nosub_t.push(t.elapsed());
+    }
+    nosub.disconnect().await;
+
+    let direct_m = median(direct_t.clone());
+    let direct_r = rate(rows, direct_m);
+    let e2e_m = median(e2e_t.clone());
+    let e2e_r = rate(rows, e2e_m);
+    println!("| path | rows/s (median) | rows/s (best) | median time | ratio (medians) |");
+    println!("|---|---:|---:|---:|---:|");
+    println!(
+        "| direct: in-memory source → pipeline → PostgreSQL sink | {direct_r:.0} | {:.0} | {direct_m:.2?} | 1.00x |",
+        rate(rows, best(&direct_t))
+    );
+    println!(
+        "| **end to end**: publish QoS 1 → Mosquitto → MQTT source → pipeline → sink → PUBACK | {e2e_r:.0} | {:.0} | {e2e_m:.2?} | e2e = {:.2}x direct |",
+        rate(rows, best(&e2e_t)),
+        e2e_r / direct_r
+    );
+    if psql_ok {
+        let psql_m = median(psql_t.clone());
+        let psql_r = rate(rows, psql_m);
+        println!(
+            "| psql COPY binary, 1 transaction | {psql_r:.0} | {:.0} | {psql_m:.2?} | e2e = {:.2}x psql; direct = {:.2}x psql |",
+            rate(rows, best(&psql_t)),
+            e2e_r / psql_r,
+            direct_r / psql_r
+        );
+    } else {
+        println!("| psql COPY binary | failed | | | |");
+    }
+    let pub_m = median(e2e_pub_t.clone());
+    println!(
+        "| publishing phase of the e2e runs (to the last PUBACK) | {:.0} | {:.0} | {pub_m:.2?} | {:.0} msg/s |",
+        rate(rows, pub_m),
+        rate(rows, best(&e2e_pub_t)),
+        rate(batches, pub_m)
+    );
+    let nosub_m = median(nosub_t.clone());
+    println!(
+        "| publish only, no subscriber (to the last PUBACK) | {:.0} | {:.0} | {nosub_m:.2?} | {:.0} msg/s |",
+        rate(rows, nosub_m),
+        rate(rows, best(&nosub_t)),
+        rate(batches, nosub_m)
+    );
+    println!(
+        "cores available: {}",
+        std::thread::available_parallelism().map_or(0, NonZeroUsize::get)
+    );
+    // Connection chatter left out; anything else (dropped messages, limits) shown.
+    let chatter = [
+        "New connection from",
+        "New client connected",
+        "closed its connection",
+        "disconnected.",
+    ];
+    let log = broker.log();
+    let notable: Vec<&str> = log
+        .lines()
+        .filter(|l| !chatter.iter().any(|c| l.contains(c)))
+        .collect();
+    if !notable.is_empty() {
+        println!("mosquitto log, connection notices left out:");
+        for l in notable {
+            println!("  {l}");
+        }
+    }
+    for s in [s_sink, s_psql] {
+        client
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {s} CASCADE"))
+            .await
+            .unwrap();
+    }
+}
