@@ -79,7 +79,7 @@ pub enum WhenFull {
 /// | `max_record_bytes` | 1 MiB |
 /// | `when_full` | [`WhenFull::DropOldest`] |
 /// | `durability` | [`Durability::EveryWrite`] |
-/// | `max_pending_bytes` | 16 MiB accepted but not yet written |
+/// | `max_pending_bytes` | 8 MiB accepted but not yet written |
 ///
 /// Size the byte bound from the field rule: bytes/s × worst outage × 1.3.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,7 +118,7 @@ impl Default for OutboxConfig {
             max_record_bytes: nz(MIB),
             when_full: WhenFull::DropOldest,
             durability: Durability::EveryWrite,
-            max_pending_bytes: nz(16 * MIB),
+            max_pending_bytes: nz(8 * MIB),
         }
     }
 }

@@ -6,12 +6,15 @@
 //! age; whatever the bounds discard is counted and becomes a [`DataLoss`] event, stored in the
 //! outbox and published ahead of records by the [`Forwarder`](crate::forwarder::Forwarder).
 //!
-//! ## Layout (sled, one tree)
-//! Each commit group is stored as one or more segments (entries of at most 6 KiB, or one
-//! larger record) keyed by the first sequence number they hold, plus one meta entry (cursors
-//! and counters) rewritten in the same atomic batch, plus one entry per data-loss event. A
-//! commit group is one sled batch and one flush (sled's flush plus `fdatasync` of its log),
-//! however many records it holds.
+//! ## Layout
+//! The outbox keeps an ordered byte map behind a small internal storage trait, on one of
+//! two [`Engine`]s: the default log engine (an append-only log of checksummed frames with
+//! an in-memory index; one `write` and one `fdatasync` per commit) or sled 0.34. Each
+//! commit group is stored as one or more segments (entries of at most 64 KiB on the log
+//! engine, 6 KiB on sled, or one larger record) keyed by the first sequence number they
+//! hold, plus one meta entry (cursors and counters) rewritten in the same atomic batch,
+//! plus one entry per data-loss event. A commit group is one atomic batch and one
+//! durability point, however many records it holds.
 //!
 //! **Stability warning:** the disk format is versioned (see `codec.rs`); stores written by a
 //! newer format are refused, never modified.
@@ -306,9 +309,7 @@ impl Outbox {
                     tokio::pin!(notified);
                     notified.as_mut().enable();
                     match self.try_append_with(&mut build) {
-                        Err(AppendError::Full { message, .. })
-                            if !self.shared().lock().closed =>
-                        {
+                        Err(AppendError::Full { message, .. }) if !self.shared().lock().closed => {
                             drop(message);
                             notified.await;
                         }

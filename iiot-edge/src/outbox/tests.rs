@@ -26,6 +26,8 @@ struct MemStorage {
     fail_flush: AtomicBool,
     flushes: std::sync::atomic::AtomicU64,
     slow_flush: AtomicBool,
+    /// Most deletes in one `apply`.
+    max_deletes: std::sync::atomic::AtomicUsize,
 }
 
 impl MemStorage {
@@ -75,6 +77,8 @@ impl Storage for MemStorage {
         if self.fail_apply.swap(false, Ordering::SeqCst) {
             return Err(disk_full());
         }
+        let deletes = ops.iter().filter(|o| matches!(o, Op::Delete(_))).count();
+        self.max_deletes.fetch_max(deletes, Ordering::SeqCst);
         let mut live = self.live.lock().unwrap();
         for op in ops {
             match op {
@@ -404,6 +408,66 @@ async fn flush_failure_returns_payload_and_keeps_stored_records() {
     h.open();
     let got: Vec<_> = h.read_all().await.iter().map(|r| r.seq.0).collect();
     assert_eq!(got, vec![1, 3]);
+}
+
+/// Acknowledging or expiring a large backlog at once is released in rounds of bounded
+/// size (a round keeps what it removes until its flush succeeded), and `sync` waits for
+/// all of them.
+#[tokio::test]
+async fn large_acknowledgements_and_expiry_are_released_in_bounded_rounds() {
+    let n = 12_000u64;
+    // Most segments one round may remove: ROUND_RELEASE_BYTES of segments (six of these
+    // records fit the default 6 KiB), plus the one it starts in and the one it ends in.
+    let per_round = writer::ROUND_RELEASE_BYTES as usize / (6 * rec_len(1000)) + 2;
+    for expire in [false, true] {
+        let mut cfg = OutboxConfig::default();
+        cfg.set_durability(Durability::GroupCommit {
+            window: Duration::from_millis(5),
+        })
+        .set_max_age(Some(Duration::from_secs(60)))
+        .set_max_bytes(nz(64 << 20));
+        let h = Harness::new(cfg);
+        let mut last = None;
+        for _ in 0..n {
+            last = Some(
+                h.ob()
+                    .append(OutboundMessage::new(TOPIC, vec![7u8; 1000]))
+                    .await
+                    .unwrap(),
+            );
+        }
+        let last = last.unwrap().durable().await.unwrap();
+        let before = h.storage.flushes.load(Ordering::SeqCst);
+        h.storage.max_deletes.store(0, Ordering::SeqCst);
+        if expire {
+            h.clock.fetch_add(61_000_000_000, Ordering::SeqCst);
+        } else {
+            h.ob().ack(last);
+        }
+        h.ob().sync().await;
+        let s = h.ob().stats();
+        assert_eq!(s.backlog_records, 0, "expire {expire}");
+        assert_eq!(s.backlog_bytes, 0, "expire {expire}");
+        assert_eq!(s.expired_records, if expire { n } else { 0 });
+        let rounds = h.storage.flushes.load(Ordering::SeqCst) - before;
+        assert!(rounds >= 3, "12 MB released in {rounds} rounds");
+        let most = h.storage.max_deletes.load(Ordering::SeqCst);
+        assert!(most <= per_round, "one round removed {most} segments");
+        assert!(h.read_all().await.is_empty());
+        if expire {
+            // One announced loss covers the whole backlog, whatever the number of rounds.
+            let l = h.ob().losses(nz(10)).await.unwrap();
+            assert_eq!(l.len(), 1);
+            assert_eq!(
+                (
+                    l[0].loss.first_seq(),
+                    l[0].loss.last_seq(),
+                    l[0].loss.count()
+                ),
+                (Sequence(1), last, n)
+            );
+        }
+    }
 }
 
 #[tokio::test]

@@ -21,8 +21,15 @@ use super::storage::Op;
 pub(crate) const ACK_DELAY: Duration = Duration::from_millis(50);
 /// A group-commit window closes early once this much is pending.
 pub(crate) const GROUP_MAX_BYTES: usize = 4 * 1024 * 1024;
+/// Bytes of records one round releases at most by acknowledgement or expiry; the rest
+/// waits for the next round (immediately after). Bounds the memory of a round (removed
+/// segments are kept until the flush succeeded, to undo the round if it fails), however
+/// far one acknowledgement or one expiry reaches.
+pub(crate) const ROUND_RELEASE_BYTES: u64 = 4 * 1024 * 1024;
 /// Cap on stored data-loss events; beyond it the newest ones are merged.
 pub(crate) const MAX_LOSS_EVENTS: u64 = 10_000;
+/// Most times the writer yields for followers before an `EveryWrite` round (see `take`).
+const MAX_YIELDS: usize = 8;
 /// Longest the writer sleeps without checking the age bound.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
@@ -53,6 +60,8 @@ enum Advance {
 struct Batch {
     ops: Vec<Op>,
     undo: Vec<Op>,
+    /// The round stopped releasing records at [`ROUND_RELEASE_BYTES`]: more to do.
+    more: bool,
 }
 
 impl Batch {
@@ -107,10 +116,12 @@ pub(crate) struct Writer {
 impl Writer {
     /// Runs until the outbox is closed and drained.
     pub(crate) fn run(self) {
+        let mut last_round = 0;
         loop {
-            let Some(taken) = self.take() else {
+            let Some(taken) = self.take(last_round) else {
                 break;
             };
+            last_round = taken.pending.len();
             let closing = taken.closing;
             self.round(taken);
             if closing {
@@ -124,7 +135,13 @@ impl Writer {
     }
 
     /// Waits for work (or the age bound), honouring the group-commit window.
-    fn take(&self) -> Option<Taken> {
+    ///
+    /// Under `EveryWrite`, when the last round carried more records than are pending now,
+    /// the appenders it answered are most likely re-appending at this moment: the writer
+    /// yields the CPU a few times (no timer, microseconds) while their records arrive, so
+    /// they share this flush instead of forming a round of one or two followed by the rest.
+    /// A single appender never waits.
+    fn take(&self, last_round: usize) -> Option<Taken> {
         let cfg = &self.shared.config;
         let mut st = self.shared.lock();
         loop {
@@ -158,6 +175,16 @@ impl Writer {
                 return None;
             }
             if has_work || expire_now {
+                if cfg.durability == Durability::EveryWrite && !st.closed {
+                    for _ in 0..MAX_YIELDS {
+                        if st.pending.is_empty() || st.pending.len() >= last_round {
+                            break;
+                        }
+                        drop(st);
+                        std::thread::yield_now();
+                        st = self.shared.lock();
+                    }
+                }
                 let pending = std::mem::take(&mut st.pending);
                 st.pending_bytes = 0;
                 st.pending_since = None;
@@ -211,6 +238,7 @@ impl Writer {
         let mut losses = Losses::default();
         let mut ops = Batch::default();
         let built = self.build(&taken, &mut meta, &mut ops, &mut losses, cached_oldest);
+        let more = ops.more;
 
         // `applied`: what the store holds in memory now; `result`: whether it is durable.
         let (applied, result) = match built {
@@ -246,6 +274,8 @@ impl Writer {
             } else {
                 cached_oldest
             };
+        // Acknowledgements or expiry stopped at the round's limit: `sync` waits for the rest.
+        let requeue = more && result.is_ok();
         let mut st = self.shared.lock();
         st.meta = applied;
         match result {
@@ -287,8 +317,12 @@ impl Writer {
             }
         }
         self.shared.space.notify_waiters();
-        for s in taken.syncs {
-            let _ = s.send(());
+        if requeue {
+            self.shared.lock().syncs.extend(taken.syncs);
+        } else {
+            for s in taken.syncs {
+                let _ = s.send(());
+            }
         }
     }
 
@@ -517,6 +551,7 @@ impl Writer {
             None => seg_key(meta.head).to_vec(),
         };
         let mut freed = 0u64;
+        let mut budget_hit = false;
         'outer: loop {
             let batch = storage.range(&cursor, &hi, storage.scan_batch())?;
             if batch.is_empty() {
@@ -545,6 +580,13 @@ impl Writer {
                     ops.delete(k, v);
                     continue;
                 };
+                // Dropping for space must free what the new records need (bounded by them);
+                // acknowledgements and expiry continue in the next round.
+                if freed >= ROUND_RELEASE_BYTES && !matches!(how, Advance::Drop(_)) {
+                    budget_hit = true;
+                    ops.more = true;
+                    break 'outer;
+                }
                 for (seq, &(at, len)) in (idx.first..).zip(idx.records.iter()) {
                     if seq >= meta.head {
                         let take = match how {
@@ -569,7 +611,9 @@ impl Writer {
             };
             cursor = [last_key.as_ref(), &[0]].concat();
         }
-        if let Advance::Ack(to) = how {
+        if let Advance::Ack(to) = how
+            && !budget_hit
+        {
             meta.head = meta.head.max(to);
         }
         Ok(freed)
