@@ -30,6 +30,9 @@ pub(crate) const ROUND_RELEASE_BYTES: u64 = 4 * 1024 * 1024;
 pub(crate) const MAX_LOSS_EVENTS: u64 = 10_000;
 /// Most times the writer yields for followers before an `EveryWrite` round (see `take`).
 const MAX_YIELDS: usize = 8;
+/// How long the writer polls for the next `EveryWrite` append after a round before it
+/// sleeps (see `take`).
+const SPIN: Duration = Duration::from_micros(50);
 /// Longest the writer sleeps without checking the age bound.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
@@ -143,6 +146,7 @@ impl Writer {
     /// A single appender never waits.
     fn take(&self, last_round: usize) -> Option<Taken> {
         let cfg = &self.shared.config;
+        let since_round = Instant::now();
         let mut st = self.shared.lock();
         loop {
             let now = Instant::now();
@@ -198,6 +202,18 @@ impl Writer {
                     unflushed: st.unflushed,
                     closing: st.closed,
                 });
+            }
+            // Right after an `EveryWrite` round its appenders are usually about to append
+            // again: poll for a few microseconds before sleeping, which saves the wake-up
+            // latency of a sleeping thread on every record of a single appender.
+            if cfg.durability == Durability::EveryWrite
+                && last_round > 0
+                && now.saturating_duration_since(since_round) < SPIN
+            {
+                drop(st);
+                std::thread::yield_now();
+                st = self.shared.lock();
+                continue;
             }
             let mut sleep = expiry.unwrap_or(MAX_IDLE).min(MAX_IDLE);
             if let Some(d) = ack_deadline {

@@ -1,7 +1,7 @@
 //! `iiot demo`: the whole telemetry path in one process, with a broker outage.
 //!
 //! An embedded broker (rumqttd), the simulated PLC, the gateway (Modbus poll,
-//! deadband, sled outbox, forwarder over MQTT with birth and last will) talking to
+//! deadband, outbox, forwarder over MQTT with birth and last will) talking to
 //! the broker through a relay that the scenario cuts, and ingest to SQLite. The
 //! scenario: normal flow, an outage of several seconds while the PLC keeps
 //! producing, recovery with paced replay; then polling stops, the outbox drains and

@@ -3,7 +3,7 @@
 //! The path of one reading: the [`Poller`](iiot_protocols::modbus::Poller) reads the
 //! plan's coalesced requests and keeps what moved beyond each tag's deadband; the
 //! batcher closes a [`TelemetryBatch`](iiot_core::types::TelemetryBatch) at a size or
-//! age bound and appends it to the sled [`Outbox`](iiot_edge::outbox::Outbox) *first*,
+//! age bound and appends it to the [`Outbox`](iiot_edge::outbox::Outbox) *first*,
 //! stamping it with the outbox's sequence number; the
 //! [`Forwarder`](iiot_edge::forwarder::Forwarder) drains the outbox over the MQTT
 //! [`Session`](iiot_protocols::mqtt::Session) (QoS 1, retained birth after every

@@ -4,10 +4,10 @@
 //! new magic numbers. All integers are big-endian.
 //!
 //! ```text
-//! file   := FILE_MAGIC (8) | file number u64 | frame*
+//! file   := FILE_MAGIC (8) | file number u64 | salt u64 | frame*
 //! frame  := header (24) | op headers | values
 //! header := FRAME_MAGIC u32 | op count u32 | op headers length u32 | values length u64
-//!         | CRC-32 u32 of the 20 bytes before it and the op headers
+//!         | CRC-32 u32 of the file's salt, the 20 bytes before it and the op headers
 //! op     := kind u8 (1 put, 2 delete) | key length u16 | value length u32 | key
 //! value  := CRC-32 u32 of the value | value        (one per put, in op order)
 //! ```
@@ -15,12 +15,14 @@
 //! A frame is one atomic batch: on recovery it is applied whole or not at all. The header
 //! checksum covers every length, so a torn or rotten header is always detected; each value
 //! carries its own checksum so that it can be verified when it is read, without reading
-//! every value of a large store at open.
+//! every value of a large store at open. The salt (random per file) keeps bytes that
+//! merely look like a frame (inside a payload, or left by an older file) from passing as
+//! one: a hostile payload cannot make a torn tail look like damage in the middle of the log.
 
 /// First bytes of every log file.
 pub(super) const FILE_MAGIC: [u8; 8] = *b"IIOTOBX1";
 /// Bytes of a file header.
-pub(super) const FILE_HEADER: u64 = 16;
+pub(super) const FILE_HEADER: u64 = 24;
 /// First bytes of every frame ("OBFR").
 const FRAME_MAGIC: u32 = 0x4F42_4652;
 /// Bytes of a frame header.
@@ -33,17 +35,24 @@ pub(super) const VALUE_CRC: u64 = 4;
 const PUT: u8 = 1;
 const DELETE: u8 = 2;
 
-/// The header bytes of log file number `no`.
-pub(super) fn file_header(no: u64) -> [u8; FILE_HEADER as usize] {
+/// The header bytes of log file number `no` with frame checksums salted by `salt`.
+pub(super) fn file_header(no: u64, salt: u64) -> [u8; FILE_HEADER as usize] {
     let mut h = [0u8; FILE_HEADER as usize];
     h[..8].copy_from_slice(&FILE_MAGIC);
-    h[8..].copy_from_slice(&no.to_be_bytes());
+    h[8..16].copy_from_slice(&no.to_be_bytes());
+    h[16..].copy_from_slice(&salt.to_be_bytes());
     h
 }
 
-/// Whether `buf` is the header of log file number `no`.
-pub(super) fn is_file_header(buf: &[u8], no: u64) -> bool {
-    buf == file_header(no)
+/// The salt in `buf` if it is the header of log file number `no`.
+pub(super) fn parse_file_header(buf: &[u8], no: u64) -> Option<u64> {
+    if buf.len() != FILE_HEADER as usize || buf[..8] != FILE_MAGIC || buf[8..16] != no.to_be_bytes()
+    {
+        return None;
+    }
+    let mut salt = [0u8; 8];
+    salt.copy_from_slice(&buf[16..]);
+    Some(u64::from_be_bytes(salt))
 }
 
 /// One op of a frame being written.
@@ -74,9 +83,13 @@ pub(super) fn crc(data: &[u8]) -> u32 {
 #[derive(Debug)]
 pub(super) struct TooLarge;
 
-/// Encodes one frame into `out` (cleared first). Returns, per op, the offset of its value's
-/// checksum from the start of the frame (`None` for deletes).
-pub(super) fn encode(ops: &[FrameOp<'_>], out: &mut Vec<u8>) -> Result<Vec<Option<u64>>, TooLarge> {
+/// Encodes one frame for a file salted with `salt` into `out` (cleared first). Returns, per
+/// op, the offset of its value's checksum from the start of the frame (`None` for deletes).
+pub(super) fn encode(
+    ops: &[FrameOp<'_>],
+    salt: u64,
+    out: &mut Vec<u8>,
+) -> Result<Vec<Option<u64>>, TooLarge> {
     out.clear();
     let mut ops_len = 0usize;
     let mut values_len = 0u64;
@@ -120,6 +133,7 @@ pub(super) fn encode(ops: &[FrameOp<'_>], out: &mut Vec<u8>) -> Result<Vec<Optio
         }
     }
     let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_be_bytes());
     h.update(&out[..20]);
     h.update(&out[FRAME_HEADER..]);
     let hcrc = h.finalize();
@@ -206,13 +220,16 @@ pub(super) struct ParsedOp {
     pub(super) put_len: Option<u32>,
 }
 
-/// Checks the header checksum over `raw_header` and `ops` and parses the op headers.
+/// Checks the header checksum (salted with the file's `salt`) over `raw_header` and `ops`
+/// and parses the op headers.
 pub(super) fn parse_ops(
     raw_header: &[u8; FRAME_HEADER],
     header: &Header,
     ops: &[u8],
+    salt: u64,
 ) -> Result<Vec<ParsedOp>, Bad> {
     let mut h = crc32fast::Hasher::new();
+    h.update(&salt.to_be_bytes());
     h.update(&raw_header[..20]);
     h.update(ops);
     if h.finalize() != header.crc {
@@ -250,9 +267,11 @@ pub(super) fn parse_ops(
 mod tests {
     use super::*;
 
+    const SALT: u64 = 0x0102_0304_0506_0708;
+
     fn frame(ops: &[FrameOp<'_>]) -> (Vec<u8>, Vec<Option<u64>>) {
         let mut out = Vec::new();
-        let offs = encode(ops, &mut out).unwrap();
+        let offs = encode(ops, SALT, &mut out).unwrap();
         (out, offs)
     }
 
@@ -281,6 +300,7 @@ mod tests {
             0, 0, 0, 0, 0, 0, 0, 6, // values: crc + "vv"
         ];
         let mut h = crc32fast::Hasher::new();
+        h.update(&[1, 2, 3, 4, 5, 6, 7, 8]);
         h.update(&want);
         let ops = [1, 0, 1, 0, 0, 0, 2, b'k', 2, 0, 1, 0, 0, 0, 0, b'd'];
         h.update(&ops);
@@ -304,7 +324,9 @@ mod tests {
         ]);
         let (raw, h, ops) = split(&buf);
         assert_eq!(h.frame_len(), buf.len() as u64);
-        let parsed = parse_ops(&raw, &h, ops).unwrap();
+        let parsed = parse_ops(&raw, &h, ops, SALT).unwrap();
+        // The same bytes in a file with another salt are not a frame.
+        assert_eq!(parse_ops(&raw, &h, ops, SALT + 1), Err(Bad::Checksum));
         assert_eq!(
             parsed,
             vec![
@@ -338,7 +360,7 @@ mod tests {
                     continue;
                 };
                 assert!(
-                    parse_ops(&raw, &h, ops).is_err(),
+                    parse_ops(&raw, &h, ops, SALT).is_err(),
                     "flip of bit {bit} in byte {i} went unnoticed"
                 );
             }
@@ -346,9 +368,12 @@ mod tests {
     }
 
     #[test]
-    fn file_headers_name_their_number() {
-        assert!(is_file_header(&file_header(7), 7));
-        assert!(!is_file_header(&file_header(7), 8));
-        assert!(!is_file_header(&file_header(7)[..15], 7));
+    fn file_headers_name_their_number_and_salt() {
+        assert_eq!(parse_file_header(&file_header(7, 9), 7), Some(9));
+        assert_eq!(parse_file_header(&file_header(7, 9), 8), None);
+        assert_eq!(parse_file_header(&file_header(7, 9)[..23], 7), None);
+        let mut h = file_header(7, 9);
+        h[0] ^= 1;
+        assert_eq!(parse_file_header(&h, 7), None);
     }
 }

@@ -115,6 +115,8 @@ impl State {
 struct WriteSide {
     active: u32,
     file: Arc<File>,
+    /// The active file's salt.
+    salt: u64,
     /// Where the next frame goes.
     end: u64,
     /// Written since the last successful `fdatasync`.
@@ -163,16 +165,17 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates log file `no` (empty but for its header).
-fn create_file(dir: &Path, no: u32) -> io::Result<File> {
+/// Creates log file `no` (empty but for its header) with a fresh salt.
+fn create_file(dir: &Path, no: u32) -> io::Result<(File, u64)> {
     let f = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
         .open(file_path(dir, no))?;
-    write_at(&f, &frame::file_header(u64::from(no)), 0)?;
-    Ok(f)
+    let salt = rand::random::<u64>();
+    write_at(&f, &frame::file_header(u64::from(no), salt), 0)?;
+    Ok((f, salt))
 }
 
 #[cfg(unix)]
@@ -255,7 +258,7 @@ impl LogStorage {
         }
         numbers.sort_unstable();
         if numbers.is_empty() {
-            create_file(dir, 1)?.sync_all()?;
+            create_file(dir, 1)?.0.sync_all()?;
             sync_dir(dir)?;
             numbers.push(1);
         }
@@ -273,6 +276,7 @@ impl LogStorage {
         };
         let last = numbers.last().copied().unwrap_or(1);
         let mut end = frame::FILE_HEADER;
+        let mut salt = 0;
         for &no in &numbers {
             let newest = no == last;
             let file = OpenOptions::new()
@@ -288,7 +292,7 @@ impl LogStorage {
                     live_count: 0,
                 },
             );
-            end = recover::replay(dir, no, newest, &mut state)?;
+            (end, salt) = recover::replay(dir, no, newest, &mut state)?;
             if let Some(f) = state.files.get_mut(&no) {
                 f.size = end;
             }
@@ -305,6 +309,7 @@ impl LogStorage {
             write: Mutex::new(WriteSide {
                 active: last,
                 file,
+                salt,
                 end,
                 dirty: false,
                 buf: Vec::new(),
@@ -329,7 +334,8 @@ impl LogStorage {
             .active
             .checked_add(1)
             .ok_or_else(|| io::Error::other("log file numbers exhausted"))?;
-        let file = Arc::new(create_file(&self.dir, no)?);
+        let (file, salt) = create_file(&self.dir, no)?;
+        let file = Arc::new(file);
         sync_dir(&self.dir)?;
         self.state().files.insert(
             no,
@@ -342,6 +348,7 @@ impl LogStorage {
         );
         w.active = no;
         w.file = file;
+        w.salt = salt;
         w.end = frame::FILE_HEADER;
         w.dirty = true;
         Ok(())
@@ -380,7 +387,7 @@ impl LogStorage {
             tracing::warn!(error = %e, "outbox log: could not start a new file");
         }
         let mut buf = std::mem::take(&mut w.buf);
-        let offsets = frame::encode(ops, &mut buf).map_err(|frame::TooLarge| {
+        let offsets = frame::encode(ops, w.salt, &mut buf).map_err(|frame::TooLarge| {
             io::Error::new(io::ErrorKind::InvalidInput, "batch too large for one frame")
         })?;
         let at = w.end;

@@ -12,13 +12,14 @@ use super::{LogOpenError, State, file_path, read_at};
 const READ_AHEAD: usize = 256 * 1024;
 
 /// Replays log file `no` into `state` (which already lists the file). In the newest file
-/// every value is verified and a torn tail is cut off. Returns where the next frame goes.
+/// every value is verified and a torn tail is cut off. Returns where the next frame goes
+/// and the file's salt.
 pub(super) fn replay(
     dir: &Path,
     no: u32,
     newest: bool,
     state: &mut State,
-) -> Result<u64, LogOpenError> {
+) -> Result<(u64, u64), LogOpenError> {
     let name = file_path(dir, no).display().to_string();
     let file = state
         .files
@@ -39,19 +40,20 @@ pub(super) fn replay(
         }
         // Created but never written (a crash while starting the file): nothing in it was
         // ever flushed, so it starts over.
+        let salt = rand::random::<u64>();
         file.set_len(0)?;
-        super::write_at(&file, &frame::file_header(u64::from(no)), 0)?;
+        super::write_at(&file, &frame::file_header(u64::from(no), salt), 0)?;
         file.sync_data()?;
-        return Ok(FILE_HEADER);
+        return Ok((FILE_HEADER, salt));
     }
-    if !frame::is_file_header(&header, u64::from(no)) {
+    let Some(salt) = frame::parse_file_header(&header, u64::from(no)) else {
         return Err(LogOpenError::Corrupt(format!("{name}: bad file header")));
-    }
+    };
     let mut r = BufReader::with_capacity(READ_AHEAD, &*file);
     r.seek_relative(FILE_HEADER as i64)?;
     let mut pos = FILE_HEADER;
     while pos < len {
-        match read_frame(&mut r, pos, len, newest)? {
+        match read_frame(&mut r, pos, len, newest, salt)? {
             Ok((frame_len, ops)) => {
                 for (key, loc) in ops {
                     state.set(
@@ -71,7 +73,7 @@ pub(super) fn replay(
                         "{name}: frame at offset {pos}: {why}"
                     )));
                 }
-                if let Some(at) = next_good_frame(&file, pos + 1, len)? {
+                if let Some(at) = next_good_frame(&file, pos + 1, len, salt)? {
                     return Err(LogOpenError::Corrupt(format!(
                         "{name}: frame at offset {pos}: {why}, but a good frame follows at {at}"
                     )));
@@ -84,7 +86,7 @@ pub(super) fn replay(
             }
         }
     }
-    Ok(pos)
+    Ok((pos, salt))
 }
 
 /// A frame's keys with `Some((value offset, value length))` for puts.
@@ -97,6 +99,7 @@ fn read_frame(
     pos: u64,
     len: u64,
     verify: bool,
+    salt: u64,
 ) -> io::Result<Result<(u64, FrameKeys), Bad>> {
     let left = len - pos;
     if left < FRAME_HEADER as u64 {
@@ -113,7 +116,7 @@ fn read_frame(
     }
     let mut ops = vec![0u8; header.ops_len as usize];
     r.read_exact(&mut ops)?;
-    let parsed = match frame::parse_ops(&raw, &header, &ops) {
+    let parsed = match frame::parse_ops(&raw, &header, &ops, salt) {
         Ok(p) => p,
         Err(b) => return Ok(Err(b)),
     };
@@ -157,7 +160,7 @@ fn value_ok(r: &mut BufReader<&File>, vlen: u32, scratch: &mut Vec<u8>) -> io::R
 
 /// The offset of the first valid frame header at or after `from`, if any: tells a torn tail
 /// (nothing valid follows) from damage in the middle of the log.
-fn next_good_frame(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> {
+fn next_good_frame(file: &File, from: u64, len: u64, salt: u64) -> io::Result<Option<u64>> {
     const CHUNK: u64 = 1024 * 1024;
     let mut start = from;
     let mut buf = Vec::new();
@@ -178,7 +181,7 @@ fn next_good_frame(file: &File, from: u64, len: u64) -> io::Result<Option<u64>> 
             }
             let mut ops = vec![0u8; h.ops_len as usize];
             read_at(file, &mut ops, at + FRAME_HEADER as u64)?;
-            if frame::parse_ops(&raw, &h, &ops).is_ok() {
+            if frame::parse_ops(&raw, &h, &ops, salt).is_ok() {
                 return Ok(Some(at));
             }
         }
