@@ -26,13 +26,15 @@
 //! `IIOT_BENCH_SHARED` (`0`: a plain instead of a `$share/…` telemetry
 //! subscription), `IIOT_MOSQUITTO` (the binary, default `mosquitto` on PATH).
 //!
-//! Why the source channel holds a whole round: Mosquitto 2.0.11 did not hold
-//! its deliveries to this (MQTT 3.1.1) subscriber to `max_inflight_messages`
-//! (its log showed 381 un-acknowledged QoS 1 messages out at a limit of 20). With
-//! a backlog larger than `channel_capacity` the source's session task then waits
-//! on the full channel while the pipeline's acks wait for the session task, and
-//! ingest stalls; with `IIOT_BENCH_SOURCE_CHANNEL=1000` this bench shows that
-//! (it panics after 30 s without progress). See docs/BENCHMARKS.md.
+//! Why the source channel holds a whole round by default: it is what the
+//! figures before the fix of the MQTT source deadlock were taken with.
+//! Mosquitto 2.0.11 does not hold its deliveries to this (MQTT 3.1.1)
+//! subscriber to `max_inflight_messages` (its log showed 381 un-acknowledged
+//! QoS 1 messages out at a limit of 20), and with a backlog larger than
+//! `channel_capacity` the source used to stall (its session task waited on the
+//! full channel while the pipeline's acks waited for it). That is fixed
+//! (`tests/mqtt_backlog.rs`); `IIOT_BENCH_SOURCE_CHANNEL=1000` (the library
+//! default) now runs through. See docs/BENCHMARKS.md.
 //! Without mosquitto or a reachable PostgreSQL it prints why and exits 0. Works
 //! in schemas `iiot_bench_e2e_*`, dropped at the end; all traffic is to
 //! 127.0.0.1.

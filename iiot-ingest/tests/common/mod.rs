@@ -3,6 +3,8 @@
 
 #[cfg(feature = "kafka")]
 pub mod kafka;
+#[cfg(feature = "mqtt")]
+pub mod mosquitto;
 #[cfg(feature = "postgres")]
 pub mod pg;
 pub mod services;
