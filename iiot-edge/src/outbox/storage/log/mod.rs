@@ -31,6 +31,7 @@
 mod frame;
 mod index;
 mod recover;
+mod spare;
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -49,6 +50,10 @@ use index::{Index, Loc};
 const FILE_TARGET: u64 = 32 * 1024 * 1024;
 /// Segment size the outbox should build on this engine.
 const SEGMENT_BYTES: usize = 64 * 1024;
+/// Size of the first file of a new store, written full of zeros when it is created (see
+/// `spare.rs`); each later preallocated file is twice the size of the one before, up to
+/// the file target.
+const FIRST_FILE: u64 = 1024 * 1024;
 /// Frame buffers larger than this are released after use (a huge record must not pin its
 /// buffer for the life of the store).
 const KEEP_BUFFER: usize = 8 * 1024 * 1024;
@@ -115,6 +120,9 @@ impl State {
 struct WriteSide {
     active: u32,
     file: Arc<File>,
+    /// The next file is started once `end` reaches this: the active file's preallocated
+    /// size, or the file target when it grows.
+    capacity: u64,
     /// The active file's salt.
     salt: u64,
     /// Where the next frame goes.
@@ -133,6 +141,8 @@ pub(crate) struct LogStorage {
     file_target: u64,
     state: Mutex<State>,
     write: Mutex<WriteSide>,
+    /// The next file, preallocated. Dropped (its thread joined) before the lock.
+    spares: spare::Spares,
     /// Held (with an exclusive lock) while the store is open.
     _lock: File,
 }
@@ -165,17 +175,52 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-/// Creates log file `no` (empty but for its header) with a fresh salt.
-fn create_file(dir: &Path, no: u32) -> io::Result<(File, u64)> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(file_path(dir, no))?;
+/// Where the blocks of a new log file come from.
+enum NewFile {
+    /// A prepared spare (path, size): renamed into place.
+    Spare(PathBuf, u64),
+    /// Written full of zeros up to this size now.
+    Zeroed(u64),
+    /// None: the file grows as frames are written.
+    Grow,
+}
+
+/// Creates log file `no` (empty but for its header, then zeros up to its preallocated
+/// size) with a fresh salt. Returns the file, its salt and its preallocated size.
+fn create_file(dir: &Path, no: u32, how: NewFile) -> io::Result<(File, u64, Option<u64>)> {
+    let path = file_path(dir, no);
+    let fresh = || {
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+    };
+    let (mut f, size) = match how {
+        NewFile::Spare(spare, size) => match std::fs::rename(&spare, &path) {
+            Ok(()) => (
+                OpenOptions::new().read(true).write(true).open(&path)?,
+                Some(size),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "outbox log: cannot use the preallocated file");
+                let _ = std::fs::remove_file(&spare);
+                (fresh()?, None)
+            }
+        },
+        NewFile::Zeroed(size) => (fresh()?, Some(size)),
+        NewFile::Grow => (fresh()?, None),
+    };
     let salt = rand::random::<u64>();
     write_at(&f, &frame::file_header(u64::from(no), salt), 0)?;
-    Ok((f, salt))
+    if let Some(size) = size
+        && f.metadata()?.len() < size
+    {
+        std::io::Seek::seek(&mut f, std::io::SeekFrom::Start(frame::FILE_HEADER))?;
+        spare::write_zeros(&mut f, size - frame::FILE_HEADER)?;
+    }
+    Ok((f, salt, size))
 }
 
 #[cfg(unix)]
@@ -258,7 +303,9 @@ impl LogStorage {
         }
         numbers.sort_unstable();
         if numbers.is_empty() {
-            create_file(dir, 1)?.0.sync_all()?;
+            create_file(dir, 1, NewFile::Zeroed(FIRST_FILE.min(file_target)))?
+                .0
+                .sync_all()?;
             sync_dir(dir)?;
             numbers.push(1);
         }
@@ -302,6 +349,9 @@ impl LogStorage {
             .get(&last)
             .map(|f| Arc::clone(&f.file))
             .ok_or_else(|| LogOpenError::Corrupt("no log file".into()))?;
+        // Zeros after the end are preallocated space: the file is full at its length.
+        let len = file.metadata()?.len();
+        let capacity = if len > end { len } else { file_target };
         Ok(Self {
             dir: dir.to_owned(),
             file_target,
@@ -309,12 +359,14 @@ impl LogStorage {
             write: Mutex::new(WriteSide {
                 active: last,
                 file,
+                capacity,
                 salt,
                 end,
                 dirty: false,
                 buf: Vec::new(),
                 poisoned: None,
             }),
+            spares: spare::Spares::new(dir),
             _lock: lock,
         })
     }
@@ -334,7 +386,11 @@ impl LogStorage {
             .active
             .checked_add(1)
             .ok_or_else(|| io::Error::other("log file numbers exhausted"))?;
-        let (file, salt) = create_file(&self.dir, no)?;
+        let how = match self.spares.take_ready() {
+            Some((path, size)) => NewFile::Spare(path, size),
+            None => NewFile::Grow,
+        };
+        let (file, salt, size) = create_file(&self.dir, no, how)?;
         let file = Arc::new(file);
         sync_dir(&self.dir)?;
         self.state().files.insert(
@@ -348,6 +404,7 @@ impl LogStorage {
         );
         w.active = no;
         w.file = file;
+        w.capacity = size.unwrap_or(self.file_target);
         w.salt = salt;
         w.end = frame::FILE_HEADER;
         w.dirty = true;
@@ -377,7 +434,7 @@ impl LogStorage {
         if let Some(why) = &w.poisoned {
             return Err(poisoned(why));
         }
-        if w.end >= self.file_target
+        if w.end >= w.capacity
             && let Err(e) = self.roll(w)
         {
             if w.poisoned.is_some() {
@@ -405,6 +462,10 @@ impl LogStorage {
         }
         w.end = at + len;
         w.dirty = true;
+        if w.end >= w.capacity / 2 {
+            self.spares
+                .prepare(w.capacity.saturating_mul(2).min(self.file_target));
+        }
         let mut st = self.state();
         if let Some(f) = st.files.get_mut(&w.active) {
             f.size = w.end;

@@ -68,6 +68,10 @@ pub(super) fn replay(
                 pos += frame_len;
             }
             Err(why) => {
+                if zeros_from(&file, pos, len)? {
+                    // Preallocated space that was never written: the file ends here.
+                    break;
+                }
                 if !newest {
                     return Err(LogOpenError::Corrupt(format!(
                         "{name}: frame at offset {pos}: {why}"
@@ -156,6 +160,23 @@ fn value_ok(r: &mut BufReader<&File>, vlen: u32, scratch: &mut Vec<u8>) -> io::R
         left -= n;
     }
     Ok(h.finalize() == u32::from_be_bytes(c))
+}
+
+/// Whether every byte from `from` to `len` is zero.
+fn zeros_from(file: &File, from: u64, len: u64) -> io::Result<bool> {
+    const CHUNK: u64 = 1024 * 1024;
+    let mut buf = Vec::new();
+    let mut at = from;
+    while at < len {
+        let n = (len - at).min(CHUNK);
+        buf.resize(n as usize, 0);
+        read_at(file, &mut buf, at)?;
+        if buf.iter().any(|&b| b != 0) {
+            return Ok(false);
+        }
+        at += n;
+    }
+    Ok(true)
 }
 
 /// The offset of the first valid frame header at or after `from`, if any: tells a torn tail

@@ -105,19 +105,20 @@ fn a_second_handle_is_refused_while_the_first_is_open() {
 fn a_torn_final_frame_is_cut_off_and_writing_continues() {
     let dir = tempfile::tempdir().unwrap();
     let path = file_path(dir.path(), 1);
-    {
+    let good = {
         let s = open(dir.path());
         s.apply(vec![put(b"a", b"kept")]).unwrap();
         s.flush().unwrap();
-    }
-    let good = std::fs::metadata(&path).unwrap().len();
-    {
+        s.writer().end
+    };
+    let end = {
         let s = open(dir.path());
         s.apply(vec![put(b"b", &[7; 100])]).unwrap();
-    }
+        s.writer().end
+    };
     // Every possible tear of the second frame.
-    let full = std::fs::read(&path).unwrap();
-    for cut in (good + 1)..(full.len() as u64) {
+    let full = std::fs::read(&path).unwrap()[..end as usize].to_vec();
+    for cut in (good + 1)..end {
         std::fs::write(&path, &full[..cut as usize]).unwrap();
         let s = open(dir.path());
         let d = dump(&s);
@@ -147,7 +148,7 @@ fn garbage_after_the_last_frame_is_cut_off() {
     }
     let path = file_path(dir.path(), 1);
     let mut bytes = std::fs::read(&path).unwrap();
-    bytes.extend_from_slice(&[0; 300]);
+    bytes.extend_from_slice(&[0x5a; 300]);
     std::fs::write(&path, &bytes).unwrap();
     assert_eq!(dump(&open(dir.path())).len(), 1);
 }
@@ -173,8 +174,8 @@ fn a_frame_inside_a_payload_cannot_turn_a_torn_tail_into_corruption() {
     }
     s.apply(vec![put(b"a", b"kept")]).unwrap();
     s.flush().unwrap();
+    let good = s.writer().end;
     drop(s);
-    let good = std::fs::metadata(&path).unwrap().len();
     let s = open(dir.path());
     s.apply(vec![put(b"b", &fake)]).unwrap();
     drop(s);
@@ -282,6 +283,48 @@ fn dead_files_are_removed_and_long_lived_keys_move_forward() {
     assert_eq!(d[&b"m/state".to_vec()], 99u64.to_be_bytes());
     let segs: Vec<_> = d.keys().filter(|k| k[0] == b's').cloned().collect();
     assert_eq!(segs, (90..100).map(seg).collect::<Vec<_>>());
+}
+
+/// Files are preallocated ahead of need; the zeros after the last frame are free space,
+/// not a torn tail, and stay allocated across a reopen.
+#[test]
+fn preallocated_files_are_used_and_their_free_space_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path());
+    let mut i = 0u64;
+    // Fill past half of the first file, let the spare be prepared, then roll into it.
+    while log_files(dir.path()).len() < 2 {
+        s.apply(vec![put(&seg(i), &[3; 300])]).unwrap();
+        s.flush().unwrap();
+        i += 1;
+        if i == 8 {
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+    let second = file_path(dir.path(), 2);
+    let len = std::fs::metadata(&second).unwrap().len();
+    assert!(len >= SMALL, "the new file was preallocated: {len} bytes");
+    drop(s);
+    let s = open(dir.path());
+    assert_eq!(dump(&s).len() as u64, i);
+    assert_eq!(
+        std::fs::metadata(&second).unwrap().len(),
+        len,
+        "free space kept"
+    );
+    s.apply(vec![put(b"after", b"reopen")]).unwrap();
+    s.flush().unwrap();
+    drop(s);
+    assert_eq!(dump(&open(dir.path())).len() as u64, i + 1);
+    // No spare outlives its store.
+    let spares = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("spare-"))
+        })
+        .count();
+    assert_eq!(spares, 0);
 }
 
 #[test]
@@ -392,8 +435,23 @@ proptest! {
                     let (_, fa, fe) = since_flush[0].clone();
                     let floor = if fa == active { fe } else { frame::FILE_HEADER };
                     let cut = floor + u64::from(r) % (end - floor + 1);
-                    let f = OpenOptions::new().write(true).open(file_path(dir.path(), active)).unwrap();
-                    f.set_len(cut).unwrap();
+                    let f = OpenOptions::new()
+                        .write(true)
+                        .open(file_path(dir.path(), active))
+                        .unwrap();
+                    let mut cut = cut;
+                    if r % 2 == 0 {
+                        // A file that was preallocated (or a growing file whose new size
+                        // reached the disk before its data): the lost bytes read as zeros.
+                        // Zeroing bytes that were zero loses nothing: the effective cut is
+                        // the first non-zero byte.
+                        let bytes = std::fs::read(file_path(dir.path(), active)).unwrap();
+                        let len = bytes.len() as u64;
+                        write_at(&f, &vec![0; (len - cut) as usize], cut).unwrap();
+                        cut = (cut..end).find(|&i| bytes[i as usize] != 0).unwrap_or(end);
+                    } else {
+                        f.set_len(cut).unwrap();
+                    }
                     drop(f);
                     s = Some(open(dir.path()));
                     let got = dump(s.as_ref().unwrap());
