@@ -9,6 +9,10 @@ use std::future::Future;
 
 use bytes::Bytes;
 
+mod broker;
+
+pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_PORT, DEFAULT_TLS_PORT};
+
 /// Delivery guarantee requested for one publish.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize,

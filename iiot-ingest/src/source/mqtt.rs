@@ -179,36 +179,13 @@ const ACK_BATCH: usize = 256;
 /// Smallest ack queue.
 const MIN_ACK_QUEUE: usize = 64;
 
+/// `(tls, host, port)` of a broker URL (core's parser).
 fn parse_url(url: &str) -> Result<(bool, String, u16), MqttSourceError> {
-    let bad = |reason| MqttSourceError::Url {
-        url: url.to_owned(),
-        reason,
-    };
-    let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-        (false, r)
-    } else if let Some(r) = url.strip_prefix("mqtts://") {
-        (true, r)
-    } else {
-        return Err(bad("scheme must be mqtt:// or mqtts://"));
-    };
-    let rest = rest.trim_end_matches('/');
-    let (host, port) = match rest.rsplit_once(':') {
-        Some((h, p)) => (
-            h,
-            p.parse::<u16>().map_err(|_| bad("port is not a number"))?,
-        ),
-        None => (rest, if tls { 8883 } else { 1883 }),
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
-    }
-    Ok((
-        tls,
-        host.trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned(),
-        port,
-    ))
+    let b = iiot_core::publish::BrokerUrl::parse(url).map_err(|e| MqttSourceError::Url {
+        url: e.url,
+        reason: e.reason,
+    })?;
+    Ok((b.tls, b.host, b.port))
 }
 
 fn read(path: &PathBuf) -> Result<Vec<u8>, MqttSourceError> {

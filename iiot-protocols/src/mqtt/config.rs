@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use iiot_core::publish::BrokerUrl;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
@@ -247,7 +248,7 @@ impl MqttConfig {
     }
 
     pub(crate) fn broker(&self) -> Result<Broker, ConfigError> {
-        Broker::parse(&self.broker_url)
+        parse_broker(&self.broker_url)
     }
 
     pub(crate) fn cert_paths(&self) -> Option<(&Path, &Path)> {
@@ -258,61 +259,15 @@ impl MqttConfig {
     }
 }
 
-/// A parsed broker URL.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Broker {
-    pub(crate) host: String,
-    pub(crate) port: u16,
-    pub(crate) tls: bool,
-}
+/// A parsed broker URL (core's parser; see [`BrokerUrl`]).
+pub(crate) type Broker = BrokerUrl;
 
-impl Broker {
-    pub(crate) fn parse(url: &str) -> Result<Self, ConfigError> {
-        let bad = |reason: &'static str| ConfigError::BrokerUrl {
-            url: url.to_owned(),
-            reason,
-        };
-        let (tls, rest) = if let Some(r) = url.strip_prefix("mqtt://") {
-            (false, r)
-        } else if let Some(r) = url.strip_prefix("mqtts://") {
-            (true, r)
-        } else {
-            return Err(bad("scheme must be mqtt:// or mqtts://"));
-        };
-        let rest = rest.strip_suffix('/').unwrap_or(rest);
-        if rest.contains(['/', '@', '?', '#']) {
-            return Err(bad("only host and port are allowed"));
-        }
-        let default_port = if tls { 8883 } else { 1883 };
-        let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-            let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-            match after.strip_prefix(':') {
-                Some(p) => (host, Some(p)),
-                None if after.is_empty() => (host, None),
-                None => return Err(bad("junk after ]")),
-            }
-        } else {
-            match rest.rsplit_once(':') {
-                Some((h, p)) => (h, Some(p)),
-                None => (rest, None),
-            }
-        };
-        if host.is_empty() {
-            return Err(bad("host is empty"));
-        }
-        let port = match port {
-            Some(p) => p.parse::<u16>().map_err(|_| bad("port is not a number"))?,
-            None => default_port,
-        };
-        if port == 0 {
-            return Err(bad("port 0"));
-        }
-        Ok(Self {
-            host: host.to_owned(),
-            port,
-            tls,
-        })
-    }
+/// Parses a broker URL into the session's configuration error.
+fn parse_broker(url: &str) -> Result<Broker, ConfigError> {
+    BrokerUrl::parse(url).map_err(|e| ConfigError::BrokerUrl {
+        url: e.url,
+        reason: e.reason,
+    })
 }
 
 #[cfg(test)]
@@ -321,14 +276,14 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let b = Broker::parse("mqtt://127.0.0.1:1883").unwrap();
+        let b = parse_broker("mqtt://127.0.0.1:1883").unwrap();
         assert_eq!((b.host.as_str(), b.port, b.tls), ("127.0.0.1", 1883, false));
-        let b = Broker::parse("mqtts://broker.example").unwrap();
+        let b = parse_broker("mqtts://broker.example").unwrap();
         assert_eq!(
             (b.host.as_str(), b.port, b.tls),
             ("broker.example", 8883, true)
         );
-        let b = Broker::parse("mqtt://[::1]:1999/").unwrap();
+        let b = parse_broker("mqtt://[::1]:1999/").unwrap();
         assert_eq!((b.host.as_str(), b.port), ("::1", 1999));
         for bad in [
             "http://x",
@@ -338,7 +293,7 @@ mod tests {
             "mqtt://u@h",
             "mqtt://h/p",
         ] {
-            assert!(Broker::parse(bad).is_err(), "{bad}");
+            assert!(parse_broker(bad).is_err(), "{bad}");
         }
     }
 
