@@ -41,9 +41,8 @@
 #![allow(missing_docs)]
 
 use std::io::Write as _;
-use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::num::NonZeroUsize;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -56,169 +55,30 @@ use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
 use iiot_ingest::source::memory::MemorySource;
 use iiot_ingest::source::mqtt::{MqttSource, MqttSourceConfig};
 use iiot_ingest::{Pipeline, PipelineConfig, PipelineHandle, PipelineStats};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
+#[path = "../tests/common/mod.rs"]
+mod common;
 mod sink_common;
+use common::mosquitto::{Mosquitto, Publisher};
 use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, rate};
 
 /// No committed row for this long means the run is stuck (lost messages, a
 /// deadlock): fail loudly instead of waiting forever.
 const STALL: Duration = Duration::from_secs(30);
 
-/// A Mosquitto process owned by the bench, on 127.0.0.1 and a free port, with
-/// its config and log in a temporary directory. Dropping it (also while a panic
-/// unwinds) kills the process by its pid.
-struct Broker {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        // Child::kill is SIGKILL to this child's pid, nothing else.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Broker {
-    /// Starts mosquitto with limits raised so that the broker's queues are not
-    /// what is measured. `Err` says why it could not start.
-    fn start(inflight: usize, queued: usize) -> Result<Self, String> {
-        let binary = std::env::var("IIOT_MOSQUITTO").unwrap_or_else(|_| "mosquitto".to_owned());
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
-        let conf = dir.path().join("mosquitto.conf");
-        // max_inflight_messages: un-acknowledged QoS 1 messages out to one
-        // client (default 20; the MQTT source acks only after commit, so this
-        // window is what lets the broker stream while the pipeline commits).
-        // max_queued_messages / max_queued_bytes: messages held per client past
-        // that window (default 1 000, beyond which QoS 1 messages are dropped).
-        let text = format!(
-            "listener {port} 127.0.0.1\n\
-             allow_anonymous true\n\
-             persistence false\n\
-             max_inflight_messages {inflight}\n\
-             max_inflight_bytes 0\n\
-             max_queued_messages {queued}\n\
-             max_queued_bytes 0\n\
-             set_tcp_nodelay true\n\
-             sys_interval 0\n\
-             log_dest stderr\n\
-             log_type error\n\
-             log_type warning\n\
-             log_type notice\n"
-        );
-        std::fs::write(&conf, text).map_err(|e| format!("{}: {e}", conf.display()))?;
-        // The log goes to a file we opened: Mosquitto started as root drops to
-        // its own user, which could not create files in our temp dir.
-        let log_path = dir.path().join("mosquitto.log");
-        let log = std::fs::File::create(&log_path).map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&binary)
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {binary}: {e}"))?;
-        let mut broker = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        let addr = SocketAddr::from(([127, 0, 0, 1], port));
-        loop {
-            if let Ok(Some(status)) = broker.child.try_wait() {
-                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(format!("{binary} exited ({status}): {log}"));
-            }
-            if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
-                return Ok(broker);
-            }
-            if Instant::now() > deadline {
-                return Err(format!("{binary} did not listen on {port} within 10 s"));
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("mqtt://127.0.0.1:{}", self.port)
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
-    }
-}
-
-/// A QoS 1 publisher (rumqttc) with a large in-flight window; its event loop
-/// runs on its own task and counts PUBACKs.
-struct Publisher {
-    client: AsyncClient,
-    acked: watch::Receiver<u64>,
-}
-
-impl Publisher {
-    async fn connect(port: u16, id: &str, inflight: u16) -> Self {
-        let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(30))
-            .set_inflight(inflight)
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut ev) = AsyncClient::new(o, usize::from(inflight));
-        let (acked_tx, acked) = watch::channel(0u64);
-        let (ready_tx, ready_rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let mut ready = Some(ready_tx);
-            loop {
-                match ev.poll().await {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        if let Some(r) = ready.take() {
-                            let _ = r.send(());
-                        }
-                    }
-                    Ok(Event::Incoming(Packet::PubAck(_))) => {
-                        acked_tx.send_modify(|n| *n += 1);
-                    }
-                    Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => return,
-                    Ok(_) => {}
-                    // Dropping `acked_tx` makes every waiter fail loudly.
-                    Err(e) => {
-                        eprintln!("publisher connection failed: {e}");
-                        return;
-                    }
-                }
-            }
-        });
-        tokio::time::timeout(Duration::from_secs(10), ready_rx)
-            .await
-            .expect("publisher: no CONNACK within 10 s")
-            .expect("publisher: connection failed");
-        Self { client, acked }
-    }
-
-    /// Publishes every message with QoS 1 and returns once the broker
-    /// acknowledged all of them.
-    async fn publish_all(&mut self, msgs: &[(String, Bytes)]) {
-        let target = *self.acked.borrow() + msgs.len() as u64;
-        for (topic, payload) in msgs {
-            self.client
-                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
-                .await
-                .expect("publisher: request channel closed");
-        }
-        self.acked
-            .wait_for(|n| *n >= target)
-            .await
-            .expect("publisher: connection lost before every PUBACK");
-    }
-
-    async fn disconnect(self) {
-        let _ = self.client.disconnect().await;
-    }
+/// The broker's limits, raised so that its queues are not what is measured.
+/// `max_inflight_messages`: un-acknowledged QoS 1 messages out to one client;
+/// `max_queued_messages` / `max_queued_bytes`: messages held per client past that
+/// window (default 1 000, beyond which QoS 1 messages are dropped).
+fn broker_limits(inflight: usize, queued: usize) -> String {
+    format!(
+        "max_inflight_messages {inflight}\n\
+         max_inflight_bytes 0\n\
+         max_queued_messages {queued}\n\
+         max_queued_bytes 0\n\
+         set_tcp_nodelay true"
+    )
 }
 
 async fn sink_for(url: &str, schema: &str) -> PostgresSink {
@@ -298,7 +158,7 @@ struct E2e {
 /// is committed.
 #[allow(clippy::too_many_arguments)]
 async fn e2e_round(
-    broker: &Broker,
+    broker: &Mosquitto,
     url: &str,
     schema: &str,
     commits: &[CommitBatch],
@@ -328,7 +188,8 @@ async fn e2e_round(
     let (pipeline, mut handle) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
-    let mut publisher = Publisher::connect(broker.port, &format!("{ent}-pub"), pub_inflight).await;
+    let mut publisher =
+        Publisher::connect_with(broker.port(), &format!("{ent}-pub"), pub_inflight).await;
 
     // The source subscribes once connected; a status probe on the second
     // filter (subscribed after the telemetry one) proves both are live.
@@ -414,7 +275,7 @@ async fn main() {
     let channel =
         NonZeroUsize::new(env_usize("IIOT_BENCH_SOURCE_CHANNEL", batches + 1000).max(1)).unwrap();
     // Room for every message of a round in the broker's per-client queue.
-    let broker = match Broker::start(broker_inflight, batches * 2 + 1000) {
+    let broker = match Mosquitto::try_start(&broker_limits(broker_inflight, batches * 2 + 1000)) {
         Ok(b) => b,
         Err(why) => {
             eprintln!("e2e_mosquitto bench: Mosquitto unavailable ({why}); skipped");
@@ -447,7 +308,7 @@ async fn main() {
             enc.push_batch(a);
         }
     }
-    let file = broker.dir.path().join("rows.pgcopy");
+    let file = broker.dir().join("rows.pgcopy");
     std::fs::File::create(&file)
         .unwrap()
         .write_all(&enc.finish())
@@ -461,7 +322,7 @@ async fn main() {
     };
     let direct_msgs = payloads(&commits, "acme");
     let nosub_msgs = payloads(&commits, &format!("nosub{}", std::process::id()));
-    let mut nosub = Publisher::connect(broker.port, "bench-nosub", pub_inflight).await;
+    let mut nosub = Publisher::connect_with(broker.port(), "bench-nosub", pub_inflight).await;
 
     let mut direct_t = Vec::new();
     let mut e2e_t = Vec::new();

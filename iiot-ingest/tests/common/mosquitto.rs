@@ -43,7 +43,9 @@ impl Mosquitto {
         }
     }
 
-    fn try_start(extra: &str) -> Result<Self, String> {
+    /// As [`start`](Self::start), but says why it could not start instead of
+    /// reporting through [`missing`] (benches print it and exit).
+    pub fn try_start(extra: &str) -> Result<Self, String> {
         let binary = std::env::var("IIOT_MOSQUITTO").unwrap_or_else(|_| "mosquitto".to_owned());
         let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let port = TcpListener::bind("127.0.0.1:0")
@@ -102,6 +104,11 @@ impl Mosquitto {
         self.port
     }
 
+    /// Its private directory (config and log; removed on drop).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
     /// Its log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("mosquitto.log")).unwrap_or_default()
@@ -144,11 +151,20 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// Connects to 127.0.0.1:`port`; panics without a CONNACK within 10 s.
+    /// Connects to 127.0.0.1:`port` with 100 publishes in flight; panics without
+    /// a CONNACK within 10 s.
     pub async fn connect(port: u16, id: &str) -> Self {
+        Self::connect_with(port, id, 100).await
+    }
+
+    /// As [`connect`](Self::connect) with `inflight` unacknowledged publishes at
+    /// most (benches raise it so the publisher is not what they measure).
+    pub async fn connect_with(port: u16, id: &str, inflight: u16) -> Self {
         let mut o = MqttOptions::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(30)).set_inflight(100);
-        let (client, mut ev) = AsyncClient::new(o, 100);
+        o.set_keep_alive(Duration::from_secs(30))
+            .set_inflight(inflight)
+            .set_max_packet_size(1 << 20, 1 << 20);
+        let (client, mut ev) = AsyncClient::new(o, usize::from(inflight));
         let (acked_tx, acked) = watch::channel(0u64);
         let (ready_tx, ready_rx) = oneshot::channel();
         tokio::spawn(async move {
@@ -178,11 +194,16 @@ impl Publisher {
     }
 
     /// Publishes each message with QoS 1; returns once all were acknowledged.
-    pub async fn publish_all(&mut self, msgs: &[(String, Vec<u8>)]) {
+    pub async fn publish_all<P: Clone + Into<bytes::Bytes>>(&mut self, msgs: &[(String, P)]) {
         let target = *self.acked.borrow() + msgs.len() as u64;
         for (topic, payload) in msgs {
             self.client
-                .publish(topic.clone(), QoS::AtLeastOnce, false, payload.clone())
+                .publish_bytes(
+                    topic.clone(),
+                    QoS::AtLeastOnce,
+                    false,
+                    payload.clone().into(),
+                )
                 .await
                 .expect("publisher: request channel closed");
         }
