@@ -42,7 +42,6 @@
 
 use std::io::Write as _;
 use std::num::NonZeroUsize;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -61,7 +60,7 @@ use tokio_util::sync::CancellationToken;
 mod common;
 mod sink_common;
 use common::mosquitto::{Mosquitto, Publisher};
-use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, rate};
+use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, psql_copy, rate};
 
 /// No committed row for this long means the run is stuck (lost messages, a
 /// deadlock): fail loudly instead of waiting forever.
@@ -367,25 +366,8 @@ async fn main() {
 
         // 3. psql COPY of the same rows in one transaction.
         reset(&client, s_psql).await;
-        let t = Instant::now();
-        let status = Command::new("psql")
-            .args([
-                url.as_str(),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                &copy_sql,
-            ])
-            .stdin(std::fs::File::open(&file).unwrap())
-            .stdout(Stdio::null())
-            .status();
-        let elapsed = t.elapsed();
-        match status {
-            Ok(s) if s.success() && count(&client, s_psql).await == rows as i64 => {
-                psql_t.push(elapsed);
-            }
+        match psql_copy(&url, &copy_sql, &file) {
+            Ok(elapsed) if count(&client, s_psql).await == rows as i64 => psql_t.push(elapsed),
             other => {
                 eprintln!("psql COPY failed: {other:?}");
                 psql_ok = false;

@@ -18,7 +18,6 @@
 #![allow(missing_docs)]
 
 use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use iiot_core::types::{Sample, Value};
@@ -33,7 +32,7 @@ use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 mod sink_common;
-use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, rate};
+use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, psql_copy, rate};
 
 async fn sink_for(url: &str, schema: &str) -> PostgresSink {
     let mut c = PostgresConfig::new(url);
@@ -179,25 +178,10 @@ async fn main() {
 
         // 2. psql COPY of the same rows in one transaction.
         reset(&client, s_psql).await;
-        let t = Instant::now();
-        let status = Command::new("psql")
-            .args([
-                url.as_str(),
-                "-X",
-                "-q",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-c",
-                &copy_sql,
-            ])
-            .stdin(std::fs::File::open(&file).unwrap())
-            .stdout(Stdio::null())
-            .status();
-        let elapsed = t.elapsed();
-        match status {
-            Ok(s) if s.success() => psql_times.push(elapsed),
-            other => {
-                eprintln!("psql COPY failed: {other:?}");
+        match psql_copy(&url, &copy_sql, &file) {
+            Ok(elapsed) => psql_times.push(elapsed),
+            Err(why) => {
+                eprintln!("{why}");
                 psql_ok = false;
             }
         }

@@ -107,3 +107,20 @@ pub fn median(mut v: Vec<Duration>) -> Duration {
 pub fn rate(rows: usize, d: Duration) -> f64 {
     rows as f64 / d.as_secs_f64()
 }
+
+/// Runs `psql URL -c COPY_SQL < file` (the baseline: PostgreSQL's own client loading
+/// the same rows) and returns how long it took, or why it failed.
+pub fn psql_copy(url: &str, copy_sql: &str, file: &std::path::Path) -> Result<Duration, String> {
+    let input = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let t = std::time::Instant::now();
+    let status = std::process::Command::new("psql")
+        .args([url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", copy_sql])
+        .stdin(input)
+        .stdout(std::process::Stdio::null())
+        .status();
+    let elapsed = t.elapsed();
+    match status {
+        Ok(s) if s.success() => Ok(elapsed),
+        other => Err(format!("psql COPY failed: {other:?}")),
+    }
+}
