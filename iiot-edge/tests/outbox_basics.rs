@@ -179,3 +179,18 @@ async fn group_commit_of_many_records_writes_no_sled_blobs() {
     let blobs = std::fs::read_dir(path.join("blobs")).map_or(0, Iterator::count);
     assert_eq!(blobs, 0);
 }
+
+/// `Debug` shows the device, engine and cursors, never record contents.
+#[tokio::test]
+async fn debug_shows_cursors_not_contents() {
+    let dir = tempfile::tempdir().unwrap();
+    let ob = open(&dir.path().join("ob"), every_write()).await;
+    let _ = ob.append(msg(1)).await.unwrap();
+    let text = format!("{ob:?}");
+    assert!(
+        text.contains("next_seq: Sequence(2)") && text.contains("Log"),
+        "{text}"
+    );
+    assert!(!text.contains("rec-00000001"), "{text}");
+    ob.close().await;
+}

@@ -54,6 +54,21 @@ pub struct Outbox {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Outbox {
+    /// The device, the engine and a snapshot of the cursors (no record contents).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = self.stats();
+        f.debug_struct("Outbox")
+            .field("device", self.device())
+            .field("engine", &self.config().engine)
+            .field("head", &s.head)
+            .field("next_seq", &s.next_seq)
+            .field("backlog_records", &s.backlog_records)
+            .field("backlog_bytes", &s.backlog_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
 struct Inner {
     shared: Arc<Shared>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
