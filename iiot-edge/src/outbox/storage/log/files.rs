@@ -29,6 +29,19 @@ pub(crate) fn holds_log_files(dir: &Path) -> bool {
     })
 }
 
+/// Whether the log file at `path` was created but never written: shorter than its
+/// header, or a header of zeros (a preallocated file renamed into place).
+pub(super) fn never_written(path: &Path) -> io::Result<bool> {
+    let f = File::open(path)?;
+    let len = f.metadata()?.len();
+    if len < frame::FILE_HEADER {
+        return Ok(true);
+    }
+    let mut header = [0u8; frame::FILE_HEADER as usize];
+    read_at(&f, &mut header, 0)?;
+    Ok(header == [0; frame::FILE_HEADER as usize])
+}
+
 /// Syncs a directory, so that files created or removed in it stay so.
 pub(super) fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()

@@ -191,6 +191,21 @@ impl LogStorage {
             }
         }
         numbers.sort_unstable();
+        // A newest file that was created but never written (a crash, or a full disk,
+        // while starting it) holds nothing: remove it, so that the file before it, which
+        // may have been written on after a failed start, is recovered as the newest.
+        while numbers.len() > 1
+            && let Some(&last) = numbers.last()
+            && files::never_written(&file_path(dir, last))?
+        {
+            tracing::warn!(
+                file = last,
+                "outbox log: removing a log file that was never written"
+            );
+            std::fs::remove_file(file_path(dir, last))?;
+            sync_dir(dir)?;
+            numbers.pop();
+        }
         if numbers.is_empty() {
             create_file(dir, 1, NewFile::Zeroed(FIRST_FILE.min(file_target)))?
                 .0
@@ -279,7 +294,14 @@ impl LogStorage {
             Some((path, size)) => NewFile::Spare(path, size),
             None => NewFile::Grow,
         };
-        let (file, salt, size) = create_file(&self.dir, no, how)?;
+        let (file, salt, size) = match create_file(&self.dir, no, how) {
+            Ok(f) => f,
+            Err(e) => {
+                // Leave no half-made file behind (the current file stays the newest).
+                let _ = std::fs::remove_file(file_path(&self.dir, no));
+                return Err(e);
+            }
+        };
         let file = Arc::new(file);
         sync_dir(&self.dir)?;
         self.state().files.insert(

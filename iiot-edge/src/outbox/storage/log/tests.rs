@@ -327,23 +327,65 @@ fn preallocated_files_are_used_and_their_free_space_survives_reopen() {
     assert_eq!(spares, 0);
 }
 
+/// A newest file that was created but never written (a crash or a full disk while
+/// starting it) is removed, and the file before it is recovered as the newest: it may
+/// have been written on after the failed start, so its torn tail is cut, not taken for
+/// damage in an older file.
 #[test]
-fn a_file_created_but_never_written_starts_over() {
-    let dir = tempfile::tempdir().unwrap();
-    {
+fn a_file_created_but_never_written_is_removed_and_the_one_before_recovered() {
+    for never_written in [&[0u8; 5][..], &[0u8; 24][..], &[0u8; 4096][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let good = {
+            let s = open(dir.path());
+            s.apply(vec![put(b"a", b"1")]).unwrap();
+            s.flush().unwrap();
+            s.writer().end
+        };
+        std::fs::write(file_path(dir.path(), 2), never_written).unwrap();
+        // A torn frame after the failed start, in the file before it.
+        let mut bytes = std::fs::read(file_path(dir.path(), 1)).unwrap();
+        bytes.truncate(good as usize);
+        let mut torn = Vec::new();
+        frame::encode(
+            &[frame::FrameOp::Put {
+                key: b"b",
+                crc: frame::crc(b"lost"),
+                value: b"lost",
+            }],
+            0,
+            &mut torn,
+        )
+        .unwrap();
+        bytes.extend_from_slice(&torn[..torn.len() - 2]);
+        std::fs::write(file_path(dir.path(), 1), &bytes).unwrap();
+
         let s = open(dir.path());
-        s.apply(vec![put(b"a", b"1")]).unwrap();
+        assert_eq!(dump(&s).len(), 1);
+        assert_eq!(log_files(dir.path()), vec![1]);
+        s.apply(vec![put(b"c", b"3")]).unwrap();
         s.flush().unwrap();
+        drop(s);
+        let d = dump(&open(dir.path()));
+        assert_eq!(
+            d.keys().cloned().collect::<Vec<_>>(),
+            vec![b"a".to_vec(), b"c".to_vec()]
+        );
     }
-    std::fs::write(file_path(dir.path(), 2), [0u8; 5]).unwrap();
+}
+
+/// The only file of a store, created but never written, starts over.
+#[test]
+fn a_store_whose_only_file_was_never_written_starts_over() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(file_path(dir.path(), 1), [0u8; 7]).unwrap();
     let s = open(dir.path());
-    assert_eq!(dump(&s).len(), 1);
-    s.apply(vec![put(b"b", b"2")]).unwrap();
+    assert!(s.is_empty());
+    s.apply(vec![put(b"a", b"1")]).unwrap();
     s.flush().unwrap();
     drop(s);
-    assert_eq!(dump(&open(dir.path())).len(), 2);
-    let header = std::fs::read(file_path(dir.path(), 2)).unwrap();
-    assert!(frame::parse_file_header(&header[..24], 2).is_some());
+    assert_eq!(dump(&open(dir.path())).len(), 1);
+    let header = std::fs::read(file_path(dir.path(), 1)).unwrap();
+    assert!(frame::parse_file_header(&header[..24], 1).is_some());
 }
 
 type Map = BTreeMap<Vec<u8>, Vec<u8>>;
