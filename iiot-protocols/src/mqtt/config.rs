@@ -27,7 +27,9 @@ pub enum WhenDisconnected {
 }
 
 /// Configuration of an MQTT session. Deserializes with `deny_unknown_fields`;
-/// every field but `client_id` and `topic_prefix` has a default.
+/// every field but `client_id` and `topic_prefix` has a default. Times are
+/// milliseconds in config files (`keepalive = 30000`); the `{ secs, nanos }` form
+/// that `std::time::Duration` uses in serde is accepted too.
 ///
 /// ## Defaults
 ///
@@ -53,6 +55,7 @@ pub struct MqttConfig {
     pub(crate) broker_url: String,
     pub(crate) client_id: String,
     pub(crate) topic_prefix: String,
+    #[serde(with = "duration_ms")]
     pub(crate) keepalive: Duration,
     pub(crate) clean_session: bool,
     pub(crate) ca_path: Option<PathBuf>,
@@ -62,14 +65,44 @@ pub struct MqttConfig {
     pub(crate) request_queue: NonZeroUsize,
     pub(crate) inbound_queue: NonZeroUsize,
     pub(crate) max_packet_size: NonZeroUsize,
+    #[serde(with = "duration_ms")]
     pub(crate) reconnect_min: Duration,
+    #[serde(with = "duration_ms")]
     pub(crate) reconnect_max: Duration,
+    #[serde(with = "duration_ms")]
     pub(crate) connect_timeout: Duration,
+    #[serde(with = "duration_ms")]
     pub(crate) ack_timeout: Duration,
+    #[serde(with = "duration_ms")]
     pub(crate) shutdown_timeout: Duration,
     pub(crate) when_disconnected: WhenDisconnected,
     pub(crate) firmware_version: Option<String>,
     pub(crate) gateway_id: Option<String>,
+}
+
+/// Durations in config files: milliseconds, or serde's `{ secs, nanos }`.
+mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Repr {
+        Millis(u64),
+        Std(Duration),
+    }
+
+    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(match Repr::deserialize(d)? {
+            Repr::Millis(ms) => Duration::from_millis(ms),
+            Repr::Std(d) => d,
+        })
+    }
 }
 
 const fn nz(n: usize) -> NonZeroUsize {
@@ -295,6 +328,20 @@ mod tests {
         ] {
             assert!(parse_broker(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn durations_are_milliseconds_in_config_files() {
+        let json = r#"{"client_id":"d1","topic_prefix":"e/s/a/l/t/d1","keepalive":15000,
+            "reconnect_max":{"secs":2,"nanos":500000000}}"#;
+        let c: MqttConfig = serde_json::from_str(json).unwrap();
+        assert_eq!(c.keepalive, Duration::from_secs(15));
+        assert_eq!(c.reconnect_max, Duration::from_millis(2500));
+        let text = serde_json::to_string(&c).unwrap();
+        assert!(text.contains(r#""keepalive":15000"#), "{text}");
+        assert!(text.contains(r#""reconnect_max":2500"#), "{text}");
+        assert_eq!(serde_json::from_str::<MqttConfig>(&text).unwrap(), c);
+        assert!(serde_json::from_str::<MqttConfig>(r#"{"keepalive":"30s"}"#).is_err());
     }
 
     #[test]
