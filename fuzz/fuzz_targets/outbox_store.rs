@@ -115,7 +115,11 @@ fuzz_target!(|data: &[u8]| {
         let mut last = 0u64;
         loop {
             let Ok(batch) = ob
-                .read(from, NonZeroUsize::new(64).unwrap(), NonZeroUsize::new(1 << 20).unwrap())
+                .read(
+                    from,
+                    NonZeroUsize::new(64).unwrap(),
+                    NonZeroUsize::new(1 << 20).unwrap(),
+                )
                 .await
             else {
                 break;
@@ -131,7 +135,9 @@ fuzz_target!(|data: &[u8]| {
         }
         let _ = ob.losses(NonZeroUsize::new(16).unwrap()).await;
         // The store still takes appends after whatever recovery did.
-        let _ = ob.append(OutboundMessage::new("t/fuzz", b"after".to_vec())).await;
+        let _ = ob
+            .append(OutboundMessage::new("t/fuzz", b"after".to_vec()))
+            .await;
         ob.close().await;
     });
 });
