@@ -83,35 +83,36 @@ async fn log_engine_a_missing_log_file_reads_as_damage_not_as_an_empty_store() {
     .await;
 }
 
+/// A store is opened with the engine that wrote it, whatever the configuration says: a
+/// gateway whose configuration or default changed keeps its backlog.
 #[tokio::test]
-async fn a_store_of_the_other_engine_is_refused_and_left_alone() {
+async fn a_store_is_opened_with_the_engine_that_wrote_it() {
     let dir = tempfile::tempdir().unwrap();
     for (written_by, opened_with) in [(sled(), every_write()), (every_write(), sled())] {
-        let path = dir.path().join(format!("{:?}", written_by.engine));
+        let engine = written_by.engine;
+        let path = dir.path().join(format!("{engine:?}"));
         let ob = open(&path, written_by).await;
         let _ = ob.append(msg(1)).await.unwrap();
         ob.close().await;
-        let err = Outbox::open(&path, device(), opened_with)
-            .await
-            .err()
-            .unwrap();
-        assert!(
-            matches!(&err, OpenError::Unsupported { reason, .. } if reason.contains("engine")),
-            "{err}"
-        );
-        let ob = open(&path, {
-            let mut c = every_write();
-            c.set_engine(if path.ends_with("Sled") {
-                Engine::Sled
-            } else {
-                Engine::Log
-            });
-            c
-        })
-        .await;
-        assert_eq!(read_all(&ob).await.len(), 1);
+        let ob = open(&path, opened_with).await;
+        assert_eq!(ob.config().engine, engine);
+        let _ = ob.append(msg(2)).await.unwrap();
+        let got: Vec<String> = read_all(&ob).await.iter().map(payload_str).collect();
+        assert_eq!(got, vec!["rec-00000001", "rec-00000002"]);
         ob.close().await;
     }
+    // Files of both engines: refused and left alone, not guessed between.
+    let both = dir.path().join("Log");
+    std::fs::write(both.join("conf"), b"sled").unwrap();
+    let err = Outbox::open(&both, device(), every_write())
+        .await
+        .err()
+        .unwrap();
+    assert!(
+        matches!(&err, OpenError::Unsupported { reason, .. } if reason.contains("both")),
+        "{err}"
+    );
+    assert!(both.join("conf").exists() && both.join("00000001.log").exists());
 }
 
 #[tokio::test]

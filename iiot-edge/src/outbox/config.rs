@@ -32,9 +32,11 @@ pub enum Durability {
 /// The storage engine under the outbox.
 ///
 /// Both keep the same guarantees (atomic commit groups, an explicit durability point with
-/// `fdatasync`, corrupt stores moved aside); they differ in speed and memory. A store is
-/// always reopened with the engine that wrote it: the other one refuses it with
-/// [`OpenError::Unsupported`](super::OpenError::Unsupported).
+/// `fdatasync`, corrupt stores moved aside); they differ in speed and memory. The setting
+/// applies when a store is created: an existing store is always opened with the engine
+/// that wrote it (logged at warn level when that is not the configured one), so a changed
+/// configuration or default never strands a backlog. To switch, drain the store and
+/// remove it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]

@@ -188,7 +188,9 @@ impl Outbox {
     ) -> Result<Self, OpenError> {
         let path = path.as_ref().to_owned();
         tokio::task::spawn_blocking(move || {
-            let loaded = open::open_store(&path, &device, &config)?;
+            let (loaded, engine) = open::open_store(&path, &device, &config)?;
+            let mut config = config;
+            config.engine = engine;
             Ok(Self::start(loaded, device, config, shared::system_clock()))
         })
         .await
@@ -275,7 +277,8 @@ impl Outbox {
         &self.shared().device
     }
 
-    /// The configuration it was opened with.
+    /// The configuration it was opened with (`engine`: the engine the store is on, which
+    /// for an existing store is the one that wrote it).
     pub fn config(&self) -> &OutboxConfig {
         &self.shared().config
     }

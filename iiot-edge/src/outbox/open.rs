@@ -47,9 +47,13 @@ impl From<DecodeError> for LoadError {
     }
 }
 
-/// Opens the configured engine's store at `path`.
-fn open_engine(path: &Path, config: &OutboxConfig) -> Result<Arc<dyn Storage>, EngineOpenError> {
-    match config.engine {
+/// Opens `engine`'s store at `path`.
+fn open_engine(
+    path: &Path,
+    engine: Engine,
+    config: &OutboxConfig,
+) -> Result<Arc<dyn Storage>, EngineOpenError> {
+    match engine {
         Engine::Log => Ok(Arc::new(LogStorage::open(path, SEG_PREFIX)?)),
         Engine::Sled => Ok(Arc::new(SledStorage::open(
             path,
@@ -58,32 +62,41 @@ fn open_engine(path: &Path, config: &OutboxConfig) -> Result<Arc<dyn Storage>, E
     }
 }
 
-/// Refuses a store written by the other engine (opening it would start an empty store
-/// beside the old files and silently strand their records).
-fn check_engine(path: &Path, config: &OutboxConfig) -> Result<(), OpenError> {
+/// The engine to open `path` with: the one that wrote the store there, whatever the
+/// configuration says (so that a gateway whose configuration or default changed still
+/// opens its backlog instead of stranding it beside an empty store); the configured one
+/// for a new store. Files of both engines are refused rather than guessed between.
+fn engine_of(path: &Path, config: &OutboxConfig) -> Result<Engine, OpenError> {
     let sled_files = path.join("conf").exists() || path.join("db").exists();
-    let reason = match config.engine {
-        Engine::Log if sled_files => "it was written by the sled engine: set engine = \"sled\"",
-        Engine::Sled if holds_log_files(path) => {
-            "it was written by the log engine: set engine = \"log\""
+    let found = match (sled_files, holds_log_files(path)) {
+        (true, true) => {
+            return Err(OpenError::Unsupported {
+                path: path.to_owned(),
+                reason: "it holds files of both the sled and the log engine".to_owned(),
+            });
         }
-        _ => return Ok(()),
+        (true, false) => Engine::Sled,
+        (false, true) => Engine::Log,
+        (false, false) => return Ok(config.engine),
     };
-    Err(OpenError::Unsupported {
-        path: path.to_owned(),
-        reason: reason.to_owned(),
-    })
+    if found != config.engine {
+        tracing::warn!(path = %path.display(), configured = ?config.engine, found = ?found,
+            "outbox store was written by another engine than configured; opening it with \
+             the engine that wrote it (drain it and remove it to switch)");
+    }
+    Ok(found)
 }
 
-/// Opens the store at `path`; a corrupt one is moved aside and replaced.
+/// Opens the store at `path`; a corrupt one is moved aside and replaced. Returns it and
+/// the engine it is on.
 pub(crate) fn open_store(
     path: &Path,
     device: &DeviceId,
     config: &OutboxConfig,
-) -> Result<Loaded, OpenError> {
-    check_engine(path, config)?;
+) -> Result<(Loaded, Engine), OpenError> {
+    let engine = engine_of(path, config)?;
     let marked = path.join(MARKER).exists();
-    let reason = match open_engine(path, config) {
+    let reason = match open_engine(path, engine, config) {
         Ok(s) => {
             if marked && s.is_empty() {
                 "the store was initialised but its log reads as empty".to_owned()
@@ -93,7 +106,7 @@ pub(crate) fn open_store(
                         if !marked {
                             write_marker(path).map_err(|e| io_open_error(path, e))?;
                         }
-                        return Ok(l);
+                        return Ok((l, engine));
                     }
                     Err(LoadError::Io(e)) => return Err(io_open_error(path, e)),
                     Err(LoadError::Newer(v)) => {
@@ -129,7 +142,9 @@ pub(crate) fn open_store(
         aside: aside.clone(),
         source,
     })?;
-    let s: Arc<dyn Storage> = match open_engine(path, config) {
+    // A fresh store: the configured engine.
+    let engine = config.engine;
+    let s: Arc<dyn Storage> = match open_engine(path, engine, config) {
         Ok(s) => s,
         Err(EngineOpenError::Io(e)) => return Err(io_open_error(path, e)),
         Err(EngineOpenError::Corrupt(r) | EngineOpenError::Other(r)) => {
@@ -170,12 +185,15 @@ pub(crate) fn open_store(
     };
     init(&s, meta, Some(&loss)).map_err(|e| io_open_error(path, e))?;
     write_marker(path).map_err(|e| io_open_error(path, e))?;
-    Ok(Loaded {
-        storage: s,
-        meta,
-        loss_count: 1,
-        oldest_at: None,
-    })
+    Ok((
+        Loaded {
+            storage: s,
+            meta,
+            loss_count: 1,
+            oldest_at: None,
+        },
+        engine,
+    ))
 }
 
 /// Writes the marker durably (file and directory synced).
