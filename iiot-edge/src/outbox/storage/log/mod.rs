@@ -294,16 +294,17 @@ impl LogStorage {
             Some((path, size)) => NewFile::Spare(path, size),
             None => NewFile::Grow,
         };
-        let (file, salt, size) = match create_file(&self.dir, no, how) {
+        let created = create_file(&self.dir, no, how).and_then(|f| sync_dir(&self.dir).map(|()| f));
+        let (file, salt, size) = match created {
             Ok(f) => f,
             Err(e) => {
-                // Leave no half-made file behind (the current file stays the newest).
+                // Leave no half-made file behind: the current file stays the newest (and
+                // is written on), so nothing may look newer after a crash.
                 let _ = std::fs::remove_file(file_path(&self.dir, no));
                 return Err(e);
             }
         };
         let file = Arc::new(file);
-        sync_dir(&self.dir)?;
         self.state().files.insert(
             no,
             FileInfo {
