@@ -54,6 +54,11 @@ impl Index {
         k
     }
 
+    /// Whether `key` is a dense key (kept in the compact part).
+    pub(super) fn is_dense(&self, key: &[u8]) -> bool {
+        self.dense_number(key).is_some()
+    }
+
     /// Number of keys.
     pub(super) fn len(&self) -> usize {
         self.dense.len() + self.other.len()

@@ -18,11 +18,11 @@
 //! checksum fails when it is read later (the disk rotted) reads as empty, which the outbox
 //! reports as an unreadable segment.
 //!
-//! **Space.** Files are removed oldest first once nothing in them is live; when the oldest
-//! file holds less than a quarter of its size in live values, those are copied to the newest
-//! file first (usually only the format marker and a few data-loss events, since the outbox
-//! consumes its records in order). Files are only ever removed from the front, so a delete
-//! recorded in a newer file never loses its meaning.
+//! **Space.** Files are removed oldest first once nothing in them is live. When the oldest
+//! file holds no live outbox segment any more, its few other live values (the format marker,
+//! data-loss events) are copied to the newest file first; segments are never copied, since
+//! the outbox consumes them in order and they die where they are. Files are only ever
+//! removed from the front, so a delete recorded in a newer file never loses its meaning.
 //!
 //! **Preallocation.** Frames are written into files whose blocks already exist (zeros
 //! written ahead of need, see `spare.rs`), so an `fdatasync` commits data only, not a new
@@ -91,6 +91,8 @@ struct FileInfo {
     live_bytes: u64,
     /// Live values in it.
     live_count: u64,
+    /// Live outbox segments in it (dense keys): consumed in order, so never worth moving.
+    live_dense: u64,
 }
 
 /// The index and the files, behind one lock that readers hold only to look up locations.
@@ -102,11 +104,13 @@ struct State {
 impl State {
     /// Points `key` at `loc` (or removes it) and keeps the per-file live counts.
     fn set(&mut self, key: &[u8], loc: Option<Loc>) {
+        let dense = u64::from(self.index.is_dense(key));
         let old = match loc {
             Some(l) => {
                 if let Some(f) = self.files.get_mut(&l.file) {
                     f.live_bytes += frame::VALUE_CRC + u64::from(l.len);
                     f.live_count += 1;
+                    f.live_dense += dense;
                 }
                 self.index.insert(key, l)
             }
@@ -119,6 +123,7 @@ impl State {
                 .live_bytes
                 .saturating_sub(frame::VALUE_CRC + u64::from(o.len));
             f.live_count = f.live_count.saturating_sub(1);
+            f.live_dense = f.live_dense.saturating_sub(dense);
         }
     }
 }
@@ -241,6 +246,7 @@ impl LogStorage {
                     size: 0,
                     live_bytes: 0,
                     live_count: 0,
+                    live_dense: 0,
                 },
             );
             (end, salt) = recover::replay(dir, no, newest, &mut state)?;
@@ -312,6 +318,7 @@ impl LogStorage {
                 size: frame::FILE_HEADER,
                 live_bytes: 0,
                 live_count: 0,
+                live_dense: 0,
             },
         );
         w.active = no;
@@ -399,11 +406,14 @@ impl LogStorage {
         Ok(())
     }
 
-    /// Removes dead files from the front, moving the last live values of a mostly dead
-    /// oldest file forward first. Runs after a successful sync; failures are logged only.
+    /// Removes dead files from the front. When the oldest file holds no live segment, its
+    /// few other live values (format marker, meta, data-loss events) are moved to the
+    /// active file first; a file that still holds segments waits for them to be
+    /// acknowledged (they are consumed in order, so moving them would only write them
+    /// twice). Runs after a successful sync; failures are logged only.
     fn reclaim(&self, w: &mut WriteSide) {
         loop {
-            let (no, dead, mostly_dead) = {
+            let (no, dead, movable) = {
                 let st = self.state();
                 let Some((&no, f)) = st.files.first_key_value() else {
                     return;
@@ -411,11 +421,7 @@ impl LogStorage {
                 if no == w.active {
                     return;
                 }
-                (
-                    no,
-                    f.live_count == 0,
-                    f.live_bytes.saturating_mul(4) <= f.size,
-                )
+                (no, f.live_count == 0, f.live_dense == 0)
             };
             if dead {
                 self.state().files.remove(&no);
@@ -427,7 +433,7 @@ impl LogStorage {
                 }
                 continue;
             }
-            if !mostly_dead {
+            if !movable {
                 return;
             }
             if let Err(e) = self.move_forward(w, no) {
