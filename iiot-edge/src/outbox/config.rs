@@ -41,10 +41,10 @@ pub enum Durability {
 #[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Engine {
-    /// An append-only log of checksummed frames in 32 MiB files, with an in-memory index of
-    /// about 24 bytes per commit group. One `write` and one `fdatasync` per commit; memory
-    /// does not grow with the bytes stored; files are removed as records are acknowledged.
-    /// Default.
+    /// An append-only log of checksummed frames in preallocated files of up to 32 MiB,
+    /// with an in-memory index of about 24 bytes per stored segment (a commit group's
+    /// records, up to 64 KiB), not per byte stored. One `write` and one `fdatasync` per
+    /// commit; files are removed as records are acknowledged. Default.
     #[default]
     Log,
     /// sled 0.34. Writes about 3.5× the record bytes and holds about half the store's size
