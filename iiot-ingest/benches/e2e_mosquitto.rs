@@ -50,7 +50,6 @@ use iiot_core::topic::UnsPath;
 use iiot_core::types::{DeviceId, Status};
 use iiot_ingest::record::CommitBatch;
 use iiot_ingest::sink::postgres::copy::{SAMPLE_COLUMNS, SampleCopyEncoder};
-use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
 use iiot_ingest::source::memory::MemorySource;
 use iiot_ingest::source::mqtt::{MqttSource, MqttSourceConfig};
 use iiot_ingest::{Pipeline, PipelineConfig, PipelineHandle, PipelineStats};
@@ -60,6 +59,7 @@ use tokio_util::sync::CancellationToken;
 mod common;
 mod sink_common;
 use common::mosquitto::{Mosquitto, Publisher};
+use sink_common::pg::{count, reset, sink_for};
 use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, psql_copy, rate};
 
 /// No committed row for this long means the run is stuck (lost messages, a
@@ -78,32 +78,6 @@ fn broker_limits(inflight: usize, queued: usize) -> String {
          max_queued_bytes 0\n\
          set_tcp_nodelay true"
     )
-}
-
-async fn sink_for(url: &str, schema: &str) -> PostgresSink {
-    let mut c = PostgresConfig::new(url);
-    c.set_schema(schema).set_application_name(schema);
-    PostgresSink::connect(c).await.unwrap()
-}
-
-async fn reset(client: &tokio_postgres::Client, schema: &str) {
-    client
-        .batch_execute(&format!(
-            "TRUNCATE \"{schema}\".iiot_samples, \"{schema}\".iiot_messages"
-        ))
-        .await
-        .unwrap();
-}
-
-async fn count(client: &tokio_postgres::Client, schema: &str) -> i64 {
-    client
-        .query_one(
-            &format!("SELECT count(*) FROM \"{schema}\".iiot_samples"),
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0)
 }
 
 /// Waits until the pipeline reports `rows` rows committed; panics when no row is

@@ -25,29 +25,14 @@ use iiot_ingest::record::{AcceptedBatch, CommitBatch};
 use iiot_ingest::sink::Sink;
 use iiot_ingest::sink::postgres::copy::{SAMPLE_COLUMNS, SampleCopyEncoder};
 use iiot_ingest::sink::postgres::types::{PgTime, PgU64};
-use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink};
 use iiot_ingest::source::memory::MemorySource;
 use iiot_ingest::{Pipeline, PipelineConfig};
 use tokio_postgres::types::ToSql;
 use tokio_util::sync::CancellationToken;
 
 mod sink_common;
+use sink_common::pg::{count, reset, sink_for};
 use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, psql_copy, rate};
-
-async fn sink_for(url: &str, schema: &str) -> PostgresSink {
-    let mut c = PostgresConfig::new(url);
-    c.set_schema(schema).set_application_name(schema);
-    PostgresSink::connect(c).await.unwrap()
-}
-
-async fn reset(client: &tokio_postgres::Client, schema: &str) {
-    client
-        .batch_execute(&format!(
-            "TRUNCATE \"{schema}\".iiot_samples, \"{schema}\".iiot_messages"
-        ))
-        .await
-        .unwrap();
-}
 
 fn insert_params(accepted: &AcceptedBatch, sample: &Sample) -> Vec<Box<dyn ToSql + Sync + Send>> {
     let value = sample.value();
@@ -186,11 +171,7 @@ async fn main() {
             }
         }
     }
-    let copied: i64 = client
-        .query_one(&format!("SELECT count(*) FROM {s_psql}.iiot_samples"), &[])
-        .await
-        .unwrap()
-        .get(0);
+    let copied = count(&client, s_psql).await;
     let _ = std::fs::remove_file(&file);
 
     // 3. Row-by-row INSERT in one transaction.

@@ -12,6 +12,9 @@ use iiot_core::types::{
 };
 use iiot_ingest::record::{AcceptedBatch, CommitBatch};
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+
 pub const SAMPLES_PER_BATCH: usize = 50;
 
 pub fn env_usize(name: &str, default: usize) -> usize {

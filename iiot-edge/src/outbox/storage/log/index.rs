@@ -132,21 +132,7 @@ impl Index {
         hi: Bound<&[u8]>,
         limit: usize,
     ) -> Vec<(Vec<u8>, Loc)> {
-        if !valid(lo, hi) {
-            return Vec::new();
-        }
-        let (a, b) = self.dense_span(lo, hi);
-        let dense = self
-            .dense
-            .range(a..b)
-            .take(limit)
-            .map(|&(n, loc)| (self.dense_key(n).to_vec(), loc));
-        let other = self
-            .other
-            .range::<[u8], _>((lo, hi))
-            .take(limit)
-            .map(|(k, &loc)| (k.clone(), loc));
-        merge(dense, other, limit)
+        self.scan(lo, hi, limit, false)
     }
 
     /// Up to `limit` entries with keys in `(lo, hi)`, descending.
@@ -156,27 +142,46 @@ impl Index {
         hi: Bound<&[u8]>,
         limit: usize,
     ) -> Vec<(Vec<u8>, Loc)> {
+        self.scan(lo, hi, limit, true)
+    }
+
+    /// The first `limit` entries of both parts in `(lo, hi)`, merged in key order
+    /// (descending when `rev`).
+    fn scan(
+        &self,
+        lo: Bound<&[u8]>,
+        hi: Bound<&[u8]>,
+        limit: usize,
+        rev: bool,
+    ) -> Vec<(Vec<u8>, Loc)> {
         if !valid(lo, hi) {
             return Vec::new();
         }
         let (a, b) = self.dense_span(lo, hi);
-        let mut dense: Vec<_> = self
+        let dense = self
             .dense
             .range(a..b)
-            .rev()
-            .take(limit)
-            .map(|&(n, loc)| (self.dense_key(n).to_vec(), loc))
-            .collect();
+            .map(|&(n, loc)| (self.dense_key(n).to_vec(), loc));
         let other = self
             .other
             .range::<[u8], _>((lo, hi))
-            .rev()
-            .take(limit)
             .map(|(k, &loc)| (k.clone(), loc));
-        dense.extend(other);
-        dense.sort_by(|x, y| y.0.cmp(&x.0));
-        dense.truncate(limit);
-        dense
+        let mut out: Vec<_> = if rev {
+            dense
+                .rev()
+                .take(limit)
+                .chain(other.rev().take(limit))
+                .collect()
+        } else {
+            dense.take(limit).chain(other.take(limit)).collect()
+        };
+        if rev {
+            out.sort_by(|x, y| y.0.cmp(&x.0));
+        } else {
+            out.sort_by(|x, y| x.0.cmp(&y.0));
+        }
+        out.truncate(limit);
+        out
     }
 
     /// Every key whose value lives in `file`, with its location.
@@ -204,17 +209,6 @@ fn valid(lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
         }
         _ => true,
     }
-}
-
-fn merge(
-    a: impl Iterator<Item = (Vec<u8>, Loc)>,
-    b: impl Iterator<Item = (Vec<u8>, Loc)>,
-    limit: usize,
-) -> Vec<(Vec<u8>, Loc)> {
-    let mut out: Vec<_> = a.chain(b).collect();
-    out.sort_by(|x, y| x.0.cmp(&y.0));
-    out.truncate(limit);
-    out
 }
 
 #[cfg(test)]
