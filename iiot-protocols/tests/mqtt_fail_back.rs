@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishErrorKind};
-use iiot_protocols::mqtt::{MqttConfig, Session};
+use iiot_protocols::mqtt::{MqttConfig, MqttVersion, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -74,7 +74,9 @@ async fn timeout_and_connection_lost_give_the_message_back() {
         "dev-fb",
         "iiot-test/site/area/line/gw/dev-fb",
     );
+    // The scripted broker speaks MQTT 3.1.1 framing.
     config
+        .set_protocol(MqttVersion::V311)
         .set_ack_timeout(Duration::from_millis(300))
         .set_shutdown_timeout(Duration::from_millis(200))
         .set_reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50));

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishErrorKind, QoS};
-use iiot_protocols::mqtt::{ConnectionState, MqttConfig, Session};
+use iiot_protocols::mqtt::{ConnectionState, MqttConfig, MqttVersion, Session};
 use mqtt_common::{Mosquitto, prefix, unique};
 use tokio_util::sync::CancellationToken;
 
@@ -24,9 +24,10 @@ const T: Duration = Duration::from_secs(10);
 const TOTAL: u32 = 10_000;
 const WORKERS: usize = 32;
 
-fn config(broker: &Mosquitto, device: &str) -> MqttConfig {
+fn config(broker: &Mosquitto, device: &str, version: MqttVersion) -> MqttConfig {
     let mut c = MqttConfig::new(broker.url(false), device, prefix(device));
-    c.set_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
+    c.set_protocol(version)
+        .set_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(200))
         .set_keepalive(Duration::from_secs(5))
         .set_inbound_queue(NonZeroUsize::new(1024).unwrap());
     c
@@ -45,9 +46,18 @@ async fn until(timeout: Duration, cond: impl Fn() -> bool) -> bool {
 }
 
 // One scenario told start to end; splitting it would hide the sequence.
-#[allow(clippy::too_many_lines)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_confirmed_publishes_survive_two_restarts() {
+async fn ten_thousand_confirmed_publishes_survive_two_restarts_mqtt5() {
+    ten_thousand_confirmed_publishes_survive_two_restarts(MqttVersion::V5).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_confirmed_publishes_survive_two_restarts_mqtt311() {
+    ten_thousand_confirmed_publishes_survive_two_restarts(MqttVersion::V311).await;
+}
+
+#[allow(clippy::too_many_lines)]
+async fn ten_thousand_confirmed_publishes_survive_two_restarts(version: MqttVersion) {
     let dir = tempfile::tempdir().unwrap();
     let extra = format!(
         "allow_anonymous true\npersistence true\npersistence_location {}/\nmax_queued_messages 0\nautosave_interval 0\n",
@@ -62,7 +72,7 @@ async fn ten_thousand_confirmed_publishes_survive_two_restarts() {
     // The subscriber is a persistent session too, so the broker queues for it
     // while it reconnects.
     let sub_id = unique("outage-sub");
-    let (sub, sub_session, mut inbound) = Session::new(&config(&broker, &sub_id)).unwrap();
+    let (sub, sub_session, mut inbound) = Session::new(&config(&broker, &sub_id, version)).unwrap();
     let cancel = CancellationToken::new();
     let sub_driver = tokio::spawn(sub_session.run(cancel.clone()));
     assert!(sub.wait_connected(T).await);
@@ -94,7 +104,8 @@ async fn ten_thousand_confirmed_publishes_survive_two_restarts() {
         })
     };
 
-    let (publisher, pub_session, _inbound) = Session::new(&config(&broker, &device)).unwrap();
+    let (publisher, pub_session, _inbound) =
+        Session::new(&config(&broker, &device, version)).unwrap();
     let pub_driver = tokio::spawn(pub_session.run(cancel.clone()));
     {
         let mut st = publisher.state();
@@ -199,7 +210,16 @@ async fn ten_thousand_confirmed_publishes_survive_two_restarts() {
 }
 
 #[tokio::test]
-async fn subscriptions_restored_when_session_lost() {
+async fn subscriptions_restored_when_session_lost_mqtt5() {
+    subscriptions_restored_when_session_lost(MqttVersion::V5).await;
+}
+
+#[tokio::test]
+async fn subscriptions_restored_when_session_lost_mqtt311() {
+    subscriptions_restored_when_session_lost(MqttVersion::V311).await;
+}
+
+async fn subscriptions_restored_when_session_lost(version: MqttVersion) {
     let dir = tempfile::tempdir().unwrap();
     // No persistence: a restarted broker has forgotten every session.
     let Some(mut broker) = Mosquitto::start(dir.path(), "allow_anonymous true\npersistence false")
@@ -207,7 +227,7 @@ async fn subscriptions_restored_when_session_lost() {
         return;
     };
     let device = unique("restore");
-    let (handle, session, mut inbound) = Session::new(&config(&broker, &device)).unwrap();
+    let (handle, session, mut inbound) = Session::new(&config(&broker, &device, version)).unwrap();
     let cancel = CancellationToken::new();
     let driver = tokio::spawn(session.run(cancel.clone()));
     assert!(handle.wait_connected(T).await);
@@ -237,7 +257,7 @@ async fn subscriptions_restored_when_session_lost() {
     .unwrap();
 
     // Another client publishes until the restored subscription delivers.
-    let (ops, ops_session, _) = Session::new(&config(&broker, &unique("ops"))).unwrap();
+    let (ops, ops_session, _) = Session::new(&config(&broker, &unique("ops"), version)).unwrap();
     let ops_driver = tokio::spawn(ops_session.run(cancel.clone()));
     let deadline = Instant::now() + T;
     let got = loop {

@@ -6,6 +6,7 @@
 //! "Confirmed" means the broker has it, not that a database has it.
 
 use std::future::Future;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -38,6 +39,10 @@ pub struct OutboundMessage {
     pub qos: QoS,
     /// Whether the broker should retain it (status, birth).
     pub retain: bool,
+    /// How long the broker may keep it for a subscriber before dropping it
+    /// (MQTT 5 message expiry interval, whole seconds on the wire); `None` = no
+    /// deadline. Transports without expiry ignore it. Commands set it from their TTL.
+    pub expiry: Option<Duration>,
 }
 
 impl OutboundMessage {
@@ -48,7 +53,15 @@ impl OutboundMessage {
             payload: payload.into(),
             qos: QoS::AtLeastOnce,
             retain: false,
+            expiry: None,
         }
+    }
+
+    /// Sets the message expiry (see [`OutboundMessage::expiry`]).
+    #[must_use]
+    pub fn with_expiry(mut self, expiry: Duration) -> Self {
+        self.expiry = Some(expiry);
+        self
     }
 
     /// Sets the QoS.
@@ -102,12 +115,82 @@ pub enum PublishErrorKind {
     /// The transport is shut down for good.
     #[error("transport closed")]
     Closed,
+    /// The broker answered the publish with a refusal (an MQTT 5 PUBACK reason
+    /// code): it does not have the message. Resending the same message will be
+    /// refused again until the cause (ACL, quota, topic) is fixed.
+    #[error("refused by the broker: {refusal}")]
+    Refused {
+        /// The broker's reason.
+        refusal: PublishRefusal,
+    },
 }
 
 impl PublishErrorKind {
-    /// Whether retrying the same message later can succeed.
+    /// Whether retrying the same message later can succeed without a change
+    /// elsewhere (an ACL, a quota, the topic).
     pub fn is_retryable(&self) -> bool {
-        !matches!(self, Self::Rejected { .. } | Self::Closed)
+        !matches!(
+            self,
+            Self::Rejected { .. } | Self::Closed | Self::Refused { .. }
+        )
+    }
+}
+
+/// Why a broker refused a publish: the MQTT 5 PUBACK reason codes of failure
+/// (MQTT 5.0, 3.4.2.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, thiserror::Error)]
+#[non_exhaustive]
+pub enum PublishRefusal {
+    /// 0x80: unspecified error.
+    #[error("unspecified error (0x80)")]
+    Unspecified,
+    /// 0x83: implementation specific error.
+    #[error("implementation specific error (0x83)")]
+    ImplementationSpecific,
+    /// 0x87: not authorized (the broker's ACL denies this topic to this client).
+    #[error("not authorized (0x87)")]
+    NotAuthorized,
+    /// 0x90: topic name invalid.
+    #[error("topic name invalid (0x90)")]
+    TopicNameInvalid,
+    /// 0x91: packet identifier in use.
+    #[error("packet identifier in use (0x91)")]
+    PacketIdInUse,
+    /// 0x97: quota exceeded.
+    #[error("quota exceeded (0x97)")]
+    QuotaExceeded,
+    /// 0x99: payload format invalid.
+    #[error("payload format invalid (0x99)")]
+    PayloadFormatInvalid,
+}
+
+impl PublishRefusal {
+    /// The reason code on the wire.
+    pub fn code(self) -> u8 {
+        match self {
+            Self::Unspecified => 0x80,
+            Self::ImplementationSpecific => 0x83,
+            Self::NotAuthorized => 0x87,
+            Self::TopicNameInvalid => 0x90,
+            Self::PacketIdInUse => 0x91,
+            Self::QuotaExceeded => 0x97,
+            Self::PayloadFormatInvalid => 0x99,
+        }
+    }
+
+    /// The refusal of a reason code; `None` for success codes and codes that
+    /// are not PUBACK failures.
+    pub fn from_code(code: u8) -> Option<Self> {
+        Some(match code {
+            0x80 => Self::Unspecified,
+            0x83 => Self::ImplementationSpecific,
+            0x87 => Self::NotAuthorized,
+            0x90 => Self::TopicNameInvalid,
+            0x91 => Self::PacketIdInUse,
+            0x97 => Self::QuotaExceeded,
+            0x99 => Self::PayloadFormatInvalid,
+            _ => return None,
+        })
     }
 }
 

@@ -39,6 +39,28 @@ pub enum SourceError {
     /// The source is closed for good.
     #[error("source closed")]
     Closed,
+    /// The broker refused a subscription filter; nothing arrives through it.
+    #[error("subscription {filter:?} refused: {detail}")]
+    SubscriptionRefused {
+        /// The filter.
+        filter: String,
+        /// The broker's reason.
+        detail: String,
+    },
+    /// The broker keeps sending a packet larger than the source's limit (MQTT
+    /// 3.1.1 cannot skip it): every later message of the session waits behind it.
+    /// Raise `max_packet_bytes`, use MQTT 5, or set the broker's limit
+    /// (Mosquitto: `message_size_limit`).
+    #[error(
+        "the broker keeps sending a packet of {size} bytes, larger than max_packet_bytes \
+         ({limit}); use MQTT 5 or set the broker's message_size_limit"
+    )]
+    PacketTooLarge {
+        /// Remaining length of the packet.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
 }
 
 /// A stream of deliveries with manual acknowledgement.

@@ -8,6 +8,25 @@ use iiot_core::publish::BrokerUrl;
 use serde::{Deserialize, Serialize};
 
 use super::error::ConfigError;
+use super::wire::MqttVersion;
+
+/// When received QoS 1 messages are acknowledged (PUBACK) to the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum InboundAcks {
+    /// As soon as the session received it, before the application has it: a
+    /// crash between the two loses the message. Fine for status and
+    /// notifications that are re-sent anyway. Default.
+    #[default]
+    Auto,
+    /// Only when the application hands the message's [`super::AckToken`] back
+    /// ([`super::SessionHandle::ack`]), in delivery order, and never on a
+    /// connection other than the one that delivered it: the broker keeps the
+    /// message until then and redelivers it after a crash. Commands, firmware
+    /// notifications and ingest use this.
+    Manual,
+}
 
 /// What a publish does while the session is not connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -36,8 +55,12 @@ pub enum WhenDisconnected {
 /// | field | default |
 /// |---|---|
 /// | `broker_url` | `mqtt://127.0.0.1:1883` |
+/// | `protocol` | `"5"` (MQTT 5; `"3.1.1"` for brokers without it) |
 /// | `keepalive` | 30 s |
-/// | `clean_session` | `false` (persistent session) |
+/// | `clean_session` | `false` (persistent session; MQTT 5: clean start off) |
+/// | `session_expiry` | never (MQTT 5 session expiry interval 0xFFFFFFFF; ms in files) |
+/// | `username`, `password` | none |
+/// | `inbound_acks` | [`InboundAcks::Auto`] |
 /// | `ca_path`, `client_cert_path`, `client_key_path` | none |
 /// | `inflight` | 100 unacknowledged QoS 1 publishes |
 /// | `request_queue` | 1000 requests waiting for the connection |
@@ -55,9 +78,15 @@ pub struct MqttConfig {
     pub(crate) broker_url: String,
     pub(crate) client_id: String,
     pub(crate) topic_prefix: String,
+    pub(crate) protocol: MqttVersion,
     #[serde(with = "duration_ms")]
     pub(crate) keepalive: Duration,
     pub(crate) clean_session: bool,
+    #[serde(with = "opt_duration_ms")]
+    pub(crate) session_expiry: Option<Duration>,
+    pub(crate) username: Option<String>,
+    pub(crate) password: Option<String>,
+    pub(crate) inbound_acks: InboundAcks,
     pub(crate) ca_path: Option<PathBuf>,
     pub(crate) client_cert_path: Option<PathBuf>,
     pub(crate) client_key_path: Option<PathBuf>,
@@ -105,6 +134,27 @@ mod duration_ms {
     }
 }
 
+/// An optional duration in milliseconds (absent = `None`).
+mod opt_duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    #[allow(clippy::ref_option)] // serde's `with` passes `&Option<T>`
+    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => super::duration_ms::serialize(d, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
+    }
+}
+
 const fn nz(n: usize) -> NonZeroUsize {
     match NonZeroUsize::new(n) {
         Some(v) => v,
@@ -118,8 +168,13 @@ impl Default for MqttConfig {
             broker_url: "mqtt://127.0.0.1:1883".to_owned(),
             client_id: String::new(),
             topic_prefix: String::new(),
+            protocol: MqttVersion::V5,
             keepalive: Duration::from_secs(30),
             clean_session: false,
+            session_expiry: None,
+            username: None,
+            password: None,
+            inbound_acks: InboundAcks::Auto,
             ca_path: None,
             client_cert_path: None,
             client_key_path: None,
@@ -157,6 +212,60 @@ impl MqttConfig {
             topic_prefix: topic_prefix.into(),
             ..Self::default()
         }
+    }
+
+    /// A configuration for a platform client (command issuer, OTA notifier, ingest):
+    /// not tied to a device, so no UNS prefix, no birth, no last will, and the
+    /// client certificate's CN is not required to equal the client id (its validity
+    /// is still checked). Build it with [`super::Session::new`] like a device
+    /// session; it publishes to any topic the broker's ACL allows.
+    pub fn platform(broker_url: impl Into<String>, client_id: impl Into<String>) -> Self {
+        Self {
+            broker_url: broker_url.into(),
+            client_id: client_id.into(),
+            ..Self::default()
+        }
+    }
+
+    /// Whether this is a platform client ([`MqttConfig::platform`]): no topic prefix.
+    pub fn is_platform(&self) -> bool {
+        self.topic_prefix.is_empty()
+    }
+
+    /// The MQTT version: 5 (default) or 3.1.1.
+    pub fn set_protocol(&mut self, version: MqttVersion) -> &mut Self {
+        self.protocol = version;
+        self
+    }
+
+    /// The protocol version.
+    pub fn protocol(&self) -> MqttVersion {
+        self.protocol
+    }
+
+    /// MQTT 5 session expiry: how long the broker keeps the session (and queues
+    /// QoS 1 messages for it) after a disconnect. `None` (default) = never expires.
+    /// Ignored under 3.1.1, where a persistent session never expires.
+    pub fn set_session_expiry(&mut self, expiry: Option<Duration>) -> &mut Self {
+        self.session_expiry = expiry;
+        self
+    }
+
+    /// Username and password for the broker.
+    pub fn set_credentials(
+        &mut self,
+        username: impl Into<String>,
+        password: impl Into<String>,
+    ) -> &mut Self {
+        self.username = Some(username.into());
+        self.password = Some(password.into());
+        self
+    }
+
+    /// When received QoS 1 messages are acknowledged; see [`InboundAcks`].
+    pub fn set_inbound_acks(&mut self, acks: InboundAcks) -> &mut Self {
+        self.inbound_acks = acks;
+        self
     }
 
     /// The client id.

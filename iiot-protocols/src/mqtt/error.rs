@@ -125,7 +125,7 @@ pub enum IdentityProblem {
 }
 
 /// Why a subscription failed.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 #[error("subscribe to {filter:?} failed: {kind}")]
 pub struct SubscribeError {
@@ -142,9 +142,14 @@ pub enum SubscribeErrorKind {
     /// The filter is not a valid MQTT topic filter.
     #[error("invalid topic filter")]
     InvalidFilter,
-    /// The broker answered SUBACK with failure (0x80).
-    #[error("refused by broker")]
-    Refused,
+    /// The broker answered SUBACK with a failure: 0x80 under MQTT 3.1.1, the
+    /// MQTT 5 reason code otherwise (0x87 not authorized, 0x8F filter invalid,
+    /// 0x97 quota exceeded, 0x9E shared subscriptions not supported, ...).
+    #[error("refused by the broker (reason {code:#04x})")]
+    Refused {
+        /// The SUBACK reason code.
+        code: u8,
+    },
     /// The request queue is full.
     #[error("queue full")]
     QueueFull,
@@ -181,4 +186,31 @@ pub enum DisconnectReason {
     Timeout,
     /// A protocol error (unexpected packet, keepalive missed, oversized packet).
     Protocol,
+    /// The broker sent a packet larger than `max_packet_size` (the client cannot
+    /// skip it; under MQTT 3.1.1 the broker sends it again after every
+    /// reconnect). Raise the limit, or make the broker refuse such messages
+    /// (Mosquitto: `message_size_limit`, or `max_packet_size`).
+    PacketTooLarge {
+        /// Remaining length of the packet, bytes.
+        size: usize,
+        /// The client's limit, bytes.
+        limit: usize,
+    },
+    /// The broker closed the connection with an MQTT 5 DISCONNECT reason code.
+    ServerDisconnect {
+        /// The reason code.
+        code: u8,
+    },
+}
+
+/// Why a manual ack could not be queued.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AckError {
+    /// The ack queue is full; the token is given back.
+    #[error("ack queue full")]
+    QueueFull(super::AckToken),
+    /// The session stopped; the broker redelivers the message.
+    #[error("session closed")]
+    Closed,
 }

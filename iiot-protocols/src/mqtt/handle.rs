@@ -4,19 +4,20 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError, PublishErrorKind, QoS};
-use rumqttc::AsyncClient;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use super::acks::AckToken;
 use super::config::WhenDisconnected;
-use super::error::{DisconnectReason, SubscribeError, SubscribeErrorKind};
+use super::error::{AckError, DisconnectReason, SubscribeError, SubscribeErrorKind};
 use super::tracker::{Tracker, Waiter};
+use super::wire::{Client, QueueError};
 
 /// The connection as the session sees it; observe it with [`SessionHandle::state`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,6 +59,10 @@ pub struct InboundMessage {
     pub qos: QoS,
     /// Whether the broker delivered it from its retained store.
     pub retain: bool,
+    /// With [`super::InboundAcks::Manual`], the token of a QoS 1 delivery: the
+    /// broker keeps the message until it is handed to [`SessionHandle::ack`].
+    /// `None` for QoS 0 and in auto-ack mode.
+    pub token: Option<AckToken>,
 }
 
 /// Receiver of the messages on subscribed topics (bounded, see `inbound_queue`).
@@ -116,7 +121,9 @@ impl Future for Confirmation {
 }
 
 pub(crate) struct Shared {
-    pub(crate) client: AsyncClient,
+    pub(crate) client: Client,
+    pub(crate) acks: mpsc::Sender<AckToken>,
+    pub(crate) refused: watch::Receiver<Vec<SubscribeError>>,
     pub(crate) tracker: Mutex<Tracker>,
     pub(crate) room: Notify,
     pub(crate) state: watch::Receiver<ConnectionState>,
@@ -124,7 +131,8 @@ pub(crate) struct Shared {
     pub(crate) client_id: String,
     pub(crate) ack_timeout: Duration,
     pub(crate) when_disconnected: WhenDisconnected,
-    pub(crate) max_packet_size: usize,
+    /// The smaller of our `max_packet_size` and the broker's (MQTT 5 CONNACK).
+    pub(crate) max_packet_size: AtomicUsize,
 }
 
 impl Shared {
@@ -148,20 +156,6 @@ impl std::fmt::Debug for SessionHandle {
         f.debug_struct("SessionHandle")
             .field("client_id", &self.shared.client_id)
             .finish_non_exhaustive()
-    }
-}
-
-pub(crate) fn to_qos(q: QoS) -> rumqttc::QoS {
-    match q {
-        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
-        _ => rumqttc::QoS::AtLeastOnce,
-    }
-}
-
-pub(crate) fn from_qos(q: rumqttc::QoS) -> QoS {
-    match q {
-        rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
-        _ => QoS::AtLeastOnce,
     }
 }
 
@@ -217,15 +211,14 @@ impl SessionHandle {
         // Remaining length of the PUBLISH: topic length prefix, topic, packet id,
         // payload. rumqttc would fail the whole connection on an oversized packet
         // and the resend would fail it again: refuse it here, for good.
-        let size = 2 + message.topic.len() + 2 + message.payload.len();
-        if size > self.shared.max_packet_size {
+        // MQTT 5 adds properties (expiry: 5 bytes, length: up to 4).
+        let size = 2 + message.topic.len() + 2 + message.payload.len() + 9;
+        let limit = self.shared.max_packet_size.load(Ordering::Relaxed);
+        if size > limit {
             return fail(
                 message,
                 PublishErrorKind::Rejected {
-                    reason: format!(
-                        "packet of {size} bytes exceeds max_packet_size {}",
-                        self.shared.max_packet_size
-                    ),
+                    reason: format!("packet of {size} bytes exceeds max_packet_size {limit}"),
                 },
             );
         }
@@ -242,12 +235,7 @@ impl SessionHandle {
             drop(tracker);
             return fail(message, PublishErrorKind::Closed);
         }
-        let sent = self.shared.client.try_publish(
-            message.topic.clone(),
-            to_qos(message.qos),
-            message.retain,
-            message.payload.to_vec(),
-        );
+        let sent = self.shared.client.try_publish(&message);
         if sent.is_err() {
             drop(tracker);
             let kind = if self.shared.closed.load(Ordering::Acquire) {
@@ -316,7 +304,7 @@ impl SessionHandle {
     ) -> Result<(), SubscribeError> {
         let filter = filter.into();
         let err = |filter, kind| Err(SubscribeError { filter, kind });
-        if !rumqttc::valid_filter(&filter) {
+        if iiot_core::topic::TopicFilter::parse(&filter).is_err() {
             return err(filter, SubscribeErrorKind::InvalidFilter);
         }
         let (tx, rx) = oneshot::channel();
@@ -325,15 +313,10 @@ impl SessionHandle {
             if self.shared.closed.load(Ordering::Acquire) {
                 return err(filter, SubscribeErrorKind::Closed);
             }
-            if self
-                .shared
-                .client
-                .try_subscribe(filter.clone(), to_qos(qos))
-                .is_err()
-            {
+            if let Err(QueueError::Full) = self.shared.client.try_subscribe(&filter, qos) {
                 return err(filter, SubscribeErrorKind::QueueFull);
             }
-            tracker.subscriptions.insert(filter.clone(), to_qos(qos));
+            tracker.subscriptions.insert(filter.clone(), qos);
             tracker.queued_in_channel(Waiter::Subscribe {
                 filters: vec![filter.clone()],
                 reply: Some(tx),
@@ -344,6 +327,45 @@ impl SessionHandle {
             Ok(Err(_)) => err(filter, SubscribeErrorKind::Closed),
             Err(_) => err(filter, SubscribeErrorKind::Timeout),
         }
+    }
+}
+
+impl SessionHandle {
+    /// Acknowledges a delivery made with [`super::InboundAcks::Manual`]: its PUBACK
+    /// goes out once every earlier delivery of the same connection was acked too.
+    /// A token of a connection that has since dropped is ignored (the broker
+    /// redelivers that message, with a new token). Waits only while the bounded
+    /// ack queue is full; the driver drains it before anything else.
+    ///
+    /// # Errors
+    /// [`AckError::Closed`] once the driver stopped (the broker redelivers).
+    ///
+    /// # Cancel safety
+    /// Cancel safe: if dropped before it returns, the ack was not queued.
+    pub async fn ack(&self, token: AckToken) -> Result<(), AckError> {
+        self.shared
+            .acks
+            .send(token)
+            .await
+            .map_err(|_| AckError::Closed)
+    }
+
+    /// As [`SessionHandle::ack`], without waiting.
+    ///
+    /// # Errors
+    /// [`AckError::QueueFull`] (the token is given back) or [`AckError::Closed`].
+    pub fn try_ack(&self, token: AckToken) -> Result<(), AckError> {
+        self.shared.acks.try_send(token).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(t) => AckError::QueueFull(t),
+            mpsc::error::TrySendError::Closed(_) => AckError::Closed,
+        })
+    }
+
+    /// The filters the broker refused so far (SUBACK failure codes), newest last,
+    /// also those restored after a reconnect. Each refusal also counts in
+    /// `iiot_mqtt_subscribe_refused_total`.
+    pub fn refused(&self) -> watch::Receiver<Vec<SubscribeError>> {
+        self.shared.refused.clone()
     }
 }
 

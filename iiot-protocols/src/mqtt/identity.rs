@@ -105,7 +105,7 @@ pub(crate) fn check_certificate(
 pub(crate) fn client_config(
     ca_path: &Path,
     identity: Option<(&Path, &Path)>,
-    client_id: &str,
+    client_id: Option<&str>,
 ) -> Result<Arc<rustls::ClientConfig>, IdentityError> {
     let now = Timestamp::now();
     let mut roots = rustls::RootCertStore::empty();
@@ -124,7 +124,7 @@ pub(crate) fn client_config(
         None => builder.with_no_client_auth(),
         Some((cert_path, key_path)) => {
             let chain = read_certs(cert_path)?;
-            check_certificate(cert_path, &chain[0], Some(client_id), now)?;
+            check_certificate(cert_path, &chain[0], client_id, now)?;
             let key = read_key(key_path)?;
             builder
                 .with_client_auth_cert(chain, key)

@@ -51,17 +51,21 @@
 //! # Ok(()) }
 //! ```
 
+mod acks;
 mod config;
+mod driver;
 mod error;
 mod handle;
 mod identity;
 mod session;
 mod status;
 mod tracker;
+mod wire;
 
-pub use config::{MqttConfig, WhenDisconnected};
+pub use acks::AckToken;
+pub use config::{InboundAcks, MqttConfig, WhenDisconnected};
 pub use error::{
-    ConfigError, DisconnectReason, IdentityError, IdentityProblem, SubscribeError,
+    AckError, ConfigError, DisconnectReason, IdentityError, IdentityProblem, SubscribeError,
     SubscribeErrorKind,
 };
 pub use handle::{Confirmation, ConnectionState, Inbound, InboundMessage, SessionHandle};
@@ -69,3 +73,4 @@ pub use session::Session;
 pub use status::{
     StatusEncoder, json_status, json_status_encoder, protobuf_status, protobuf_status_encoder,
 };
+pub use wire::MqttVersion;

@@ -1,54 +1,97 @@
-//! The [`Session`] driver: connects, reconnects, pairs events with waiters.
+//! Building a [`Session`]: configuration checks, identity, the wire options.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use iiot_core::publish::OutboundMessage;
 use iiot_core::types::{DeviceId, Status, Timestamp, check_segment};
-use rumqttc::{
-    AsyncClient, ConnectionError, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet,
-    Publish, Request, SubscribeFilter, TlsConfiguration, Transport,
-};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
+use tokio::sync::{Notify, mpsc, watch};
 
-use super::config::MqttConfig;
-use super::error::{ConfigError, DisconnectReason};
-use super::handle::{
-    ConnectionState, Inbound, InboundMessage, SessionHandle, Shared, from_qos, to_qos,
-};
+use super::acks::AckOrder;
+use super::config::{InboundAcks, MqttConfig};
+use super::error::ConfigError;
+use super::handle::{ConnectionState, Inbound, SessionHandle, Shared};
 use super::identity;
 use super::status::{StatusEncoder, json_status_encoder};
-use super::tracker::{Outcome, Tracker, Waiter};
+use super::tracker::Tracker;
+use super::wire::{self, MqttVersion, Options, Will};
 
-/// The driver of one MQTT session. Build it with [`Session::new`], then spawn
-/// [`Session::run`].
+/// Acks taken from the queue per write at most.
+pub(crate) const ACK_BATCH: usize = 256;
+/// Smallest ack queue.
+const MIN_ACK_QUEUE: usize = 64;
+
+/// The device half of a session: what goes into birth, last will and the
+/// offline status. A platform client has none.
+#[allow(clippy::struct_field_names)] // `device_id` is the contract's name
+pub(crate) struct Device {
+    pub(crate) encoder: StatusEncoder,
+    pub(crate) device_id: DeviceId,
+    pub(crate) status_topic: String,
+    pub(crate) firmware_version: Option<String>,
+    pub(crate) gateway_id: Option<String>,
+    pub(crate) start_time: Timestamp,
+}
+
+impl Device {
+    pub(crate) fn will(&self) -> Will {
+        let mut status = Status::offline(self.device_id.clone(), Some("connection lost".into()));
+        // Registered long before it fires: the epoch says "time unknown".
+        status.time = Timestamp::UNIX_EPOCH;
+        status.gateway_id.clone_from(&self.gateway_id);
+        Will {
+            topic: self.status_topic.clone(),
+            payload: (self.encoder)(&status),
+        }
+    }
+
+    pub(crate) fn status(&self, online: bool, reason: Option<&str>) -> OutboundMessage {
+        let mut status = if online {
+            Status::birth(self.device_id.clone())
+        } else {
+            Status::offline(self.device_id.clone(), reason.map(str::to_owned))
+        };
+        status.firmware_version.clone_from(&self.firmware_version);
+        status.gateway_id.clone_from(&self.gateway_id);
+        status.start_time = Some(self.start_time);
+        OutboundMessage::new(self.status_topic.clone(), (self.encoder)(&status)).with_retain(true)
+    }
+}
+
+/// The driver of one MQTT connection: a device session (birth, last will,
+/// client id = device id) or a platform client ([`MqttConfig::platform`]). Build
+/// it with [`Session::new`], then spawn [`Session::run`].
 pub struct Session {
-    eventloop: EventLoop,
-    shared: Arc<Shared>,
-    state_tx: watch::Sender<ConnectionState>,
-    inbound_tx: mpsc::Sender<InboundMessage>,
-    encoder: StatusEncoder,
-    device_id: DeviceId,
-    status_topic: String,
-    firmware_version: Option<String>,
-    gateway_id: Option<String>,
-    start_time: Timestamp,
-    reconnect: (Duration, Duration),
-    shutdown_timeout: Duration,
+    pub(crate) wire: wire::Wire,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) state_tx: watch::Sender<ConnectionState>,
+    pub(crate) refused_tx: watch::Sender<Vec<super::SubscribeError>>,
+    pub(crate) inbound_tx: mpsc::Sender<super::InboundMessage>,
+    pub(crate) acks_rx: mpsc::Receiver<super::AckToken>,
+    pub(crate) device: Option<Device>,
+    pub(crate) manual: bool,
+    pub(crate) order: AckOrder,
+    /// Deliveries read from the broker that did not fit the inbound channel yet.
+    pub(crate) held: VecDeque<super::InboundMessage>,
+    /// Poll the broker only while fewer than this many deliveries are held.
+    pub(crate) hold_limit: usize,
+    pub(crate) generation: u64,
+    /// Oversized-packet failures since the last delivery (a poison packet when > 1).
+    pub(crate) too_large: u32,
+    pub(crate) our_max_packet: usize,
+    pub(crate) reconnect: (Duration, Duration),
+    pub(crate) shutdown_timeout: Duration,
 }
 
 impl std::fmt::Debug for Session {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Session")
             .field("client_id", &self.shared.client_id)
+            .field("platform", &self.device.is_none())
             .finish_non_exhaustive()
     }
-}
-
-fn secs(d: Duration) -> u64 {
-    d.as_secs().max(1)
 }
 
 fn validate(config: &MqttConfig) -> Result<DeviceId, ConfigError> {
@@ -62,7 +105,11 @@ fn validate(config: &MqttConfig) -> Result<DeviceId, ConfigError> {
             problem,
         }
     })?;
-    for segment in config.topic_prefix.split('/') {
+    for segment in config
+        .topic_prefix
+        .split('/')
+        .filter(|_| !config.is_platform())
+    {
         if let Err(problem) = check_segment(segment, 1024) {
             return Err(ConfigError::TopicPrefix {
                 prefix: config.topic_prefix.clone(),
@@ -71,7 +118,9 @@ fn validate(config: &MqttConfig) -> Result<DeviceId, ConfigError> {
             });
         }
     }
-    if config.topic_prefix.rsplit('/').next() != Some(config.client_id.as_str()) {
+    if !config.is_platform()
+        && config.topic_prefix.rsplit('/').next() != Some(config.client_id.as_str())
+    {
         return Err(ConfigError::TopicPrefixDevice {
             prefix: config.topic_prefix.clone(),
             client_id: config.client_id.clone(),
@@ -98,52 +147,90 @@ fn validate(config: &MqttConfig) -> Result<DeviceId, ConfigError> {
     Ok(device_id)
 }
 
+fn tls(config: &MqttConfig, tls: bool) -> Result<Option<Arc<rustls::ClientConfig>>, ConfigError> {
+    if config.cert_paths().is_none()
+        && (config.client_cert_path.is_some() || config.client_key_path.is_some())
+    {
+        return Err(ConfigError::TlsFiles {
+            reason: "client certificate and key go together",
+        });
+    }
+    // A device's certificate names it (CN = client id); a platform client's need not.
+    let cn = (!config.is_platform()).then_some(config.client_id.as_str());
+    match (tls, &config.ca_path, config.cert_paths()) {
+        (true, None, _) => Err(ConfigError::MissingCa),
+        (true, Some(ca), identity) => Ok(Some(identity::client_config(ca, identity, cn)?)),
+        (false, None, None) => Ok(None),
+        (false, _, _) => Err(ConfigError::TlsFiles {
+            reason: "certificate files given for mqtt://; use mqtts://",
+        }),
+    }
+}
+
 impl Session {
-    /// Validates the configuration, checks the identity files (CN = client id,
-    /// validity, PEM) and builds the session. Nothing is sent before [`Session::run`].
-    /// The status messages are JSON ([`super::json_status`]); see
-    /// [`Session::set_status_encoder`].
+    /// Validates the configuration, checks the identity files (CN = client id for
+    /// a device, validity, PEM) and builds the session. Nothing is sent before
+    /// [`Session::run`]. A device session's status messages are JSON
+    /// ([`super::json_status`]); see [`Session::set_status_encoder`].
     ///
     /// # Errors
     /// [`ConfigError`], with [`ConfigError::Identity`] naming the file and the problem.
     pub fn new(config: &MqttConfig) -> Result<(SessionHandle, Session, Inbound), ConfigError> {
         let device_id = validate(config)?;
         let broker = config.broker()?;
-        let mut options = MqttOptions::new(config.client_id.clone(), broker.host, broker.port);
-        options
-            .set_keep_alive(Duration::from_secs(secs(config.keepalive)))
-            .set_clean_session(config.clean_session)
-            .set_inflight(u16::try_from(config.inflight.get()).unwrap_or(u16::MAX - 1))
-            .set_max_packet_size(config.max_packet_size.get(), config.max_packet_size.get());
-        if config.cert_paths().is_none()
-            && (config.client_cert_path.is_some() || config.client_key_path.is_some())
-        {
-            return Err(ConfigError::TlsFiles {
-                reason: "client certificate and key go together",
+        if config.password.is_some() && config.username.is_none() {
+            return Err(ConfigError::Value {
+                field: "password",
+                reason: "needs a username",
             });
         }
-        match (broker.tls, &config.ca_path, config.cert_paths()) {
-            (true, None, _) => return Err(ConfigError::MissingCa),
-            (true, Some(ca), identity) => {
-                let tls = identity::client_config(ca, identity, &config.client_id)?;
-                options.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(tls)));
-            }
-            (false, None, None) => {}
-            (false, _, _) => {
-                return Err(ConfigError::TlsFiles {
-                    reason: "certificate files given for mqtt://; use mqtts://",
-                });
-            }
-        }
-        let (client, mut eventloop) = AsyncClient::new(options, config.request_queue.get());
-        let mut net = eventloop.network_options();
-        net.set_connection_timeout(secs(config.connect_timeout));
-        eventloop.set_network_options(net);
-
+        let manual = config.inbound_acks == InboundAcks::Manual;
+        let inbound = config.inbound_queue.get();
+        let options = Options {
+            version: config.protocol,
+            client_id: config.client_id.clone(),
+            host: broker.host.clone(),
+            port: broker.port,
+            tls: tls(config, broker.tls)?,
+            keepalive: config.keepalive,
+            clean: config.clean_session,
+            session_expiry: config.session_expiry,
+            credentials: config
+                .username
+                .clone()
+                .map(|u| (u, config.password.clone().unwrap_or_default())),
+            max_packet_size: config.max_packet_size.get(),
+            inflight: u16::try_from(config.inflight.get()).unwrap_or(u16::MAX - 1),
+            request_queue: config.request_queue.get(),
+            connect_timeout: config.connect_timeout,
+            manual_acks: manual,
+            receive_maximum: u16::try_from(inbound).unwrap_or(u16::MAX),
+        };
+        let device = (!config.is_platform()).then(|| Device {
+            encoder: json_status_encoder(),
+            device_id,
+            status_topic: config.status_topic(),
+            firmware_version: config.firmware_version.clone(),
+            gateway_id: config.gateway_id.clone(),
+            start_time: Timestamp::now(),
+        });
+        let (client, wire) = wire::build(&options, device.as_ref().map(Device::will));
+        // MQTT 5 with manual acks keeps reading while the application is slow
+        // (Receive Maximum bounds what the broker sends); otherwise a held
+        // delivery stops the reading (TCP flow control holds the broker back).
+        let hold_limit = if manual && config.protocol == MqttVersion::V5 {
+            inbound
+        } else {
+            1
+        };
         let (state_tx, state_rx) = watch::channel(ConnectionState::Connecting);
-        let (inbound_tx, inbound_rx) = mpsc::channel(config.inbound_queue.get());
+        let (refused_tx, refused_rx) = watch::channel(Vec::new());
+        let (inbound_tx, inbound_rx) = mpsc::channel(inbound);
+        let (acks_tx, acks_rx) = mpsc::channel(inbound.max(MIN_ACK_QUEUE));
         let shared = Arc::new(Shared {
             client,
+            acks: acks_tx,
+            refused: refused_rx,
             tracker: Mutex::new(Tracker::default()),
             room: Notify::new(),
             state: state_rx,
@@ -151,23 +238,26 @@ impl Session {
             client_id: config.client_id.clone(),
             ack_timeout: config.ack_timeout,
             when_disconnected: config.when_disconnected,
-            max_packet_size: config.max_packet_size.get(),
+            max_packet_size: AtomicUsize::new(config.max_packet_size.get()),
         });
-        let mut session = Session {
-            eventloop,
+        let session = Session {
+            wire,
             shared: shared.clone(),
             state_tx,
+            refused_tx,
             inbound_tx,
-            encoder: json_status_encoder(),
-            device_id,
-            status_topic: config.status_topic(),
-            firmware_version: config.firmware_version.clone(),
-            gateway_id: config.gateway_id.clone(),
-            start_time: Timestamp::now(),
+            acks_rx,
+            device,
+            manual,
+            order: AckOrder::default(),
+            held: VecDeque::new(),
+            hold_limit,
+            generation: 0,
+            too_large: 0,
+            our_max_packet: config.max_packet_size.get(),
             reconnect: (config.reconnect_min, config.reconnect_max),
             shutdown_timeout: config.shutdown_timeout,
         };
-        session.set_last_will();
         Ok((
             SessionHandle { shared },
             session,
@@ -176,354 +266,54 @@ impl Session {
     }
 
     /// Replaces the status encoder (birth, last will, offline on shutdown), e.g. with
-    /// the Protobuf status codec of `iiot-core`.
+    /// the Protobuf status codec of `iiot-core`. No effect on a platform client.
     pub fn set_status_encoder(&mut self, encoder: StatusEncoder) -> &mut Self {
-        self.encoder = encoder;
-        self.set_last_will();
+        if let Some(device) = &mut self.device {
+            device.encoder = encoder;
+            let will = device.will();
+            self.wire.set_will(will);
+        }
         self
     }
 
-    fn set_last_will(&mut self) {
-        let mut status = Status::offline(self.device_id.clone(), Some("connection lost".into()));
-        // Registered long before it fires: the epoch says "time unknown".
-        status.time = Timestamp::UNIX_EPOCH;
-        status.gateway_id.clone_from(&self.gateway_id);
-        let payload = (self.encoder)(&status);
-        self.eventloop.mqtt_options.set_last_will(LastWill {
-            topic: self.status_topic.clone(),
-            message: payload,
-            qos: rumqttc::QoS::AtLeastOnce,
-            retain: true,
-        });
-    }
-
-    fn status(&self, online: bool, reason: Option<&str>) -> OutboundMessage {
-        let mut status = if online {
-            Status::birth(self.device_id.clone())
-        } else {
-            Status::offline(self.device_id.clone(), reason.map(str::to_owned))
-        };
-        status.firmware_version.clone_from(&self.firmware_version);
-        status.gateway_id.clone_from(&self.gateway_id);
-        status.start_time = Some(self.start_time);
-        OutboundMessage::new(self.status_topic.clone(), (self.encoder)(&status)).with_retain(true)
-    }
-
-    /// Puts a publish at the head of the line (`pending` is served before the queue).
-    fn push_pending(
+    /// Subscribes to `filters` on every connection where the broker does not
+    /// have them (the first CONNACK of this driver, and whenever the broker lost
+    /// the session), without waiting for a SUBACK here: a refused filter shows in
+    /// [`SessionHandle::refused`] and in `iiot_mqtt_subscribe_refused_total`.
+    ///
+    /// # Errors
+    /// [`super::SubscribeError`] with `InvalidFilter` for a filter that is not a
+    /// valid MQTT filter.
+    pub fn subscribe_on_connect(
         &mut self,
-        tracker: &mut Tracker,
-        message: OutboundMessage,
-        reply: Option<super::tracker::PublishReply>,
-    ) {
-        let mut p = Publish::from_bytes(
-            message.topic.clone(),
-            to_qos(message.qos),
-            message.payload.clone(),
-        );
-        p.retain = message.retain;
-        self.eventloop.pending.push_back(Request::Publish(p));
-        tracker.queued_in_pending(Waiter::Publish {
-            message,
-            reply,
-            queued: Instant::now(),
-        });
-    }
-
-    fn on_connack(&mut self, session_present: bool) {
-        metrics::counter!("iiot_mqtt_connects_total").increment(1);
-        tracing::info!(client_id = %self.shared.client_id, session_present, "connected");
-        let birth = self.status(true, None);
-        let shared = self.shared.clone();
-        let mut tracker = shared.lock();
-        if (!session_present || tracker.restore_needed) && !tracker.subscriptions.is_empty() {
-            let filters: Vec<SubscribeFilter> = tracker
-                .subscriptions
-                .iter()
-                .map(|(f, q)| SubscribeFilter::new(f.clone(), *q))
-                .collect();
-            tracing::info!(count = filters.len(), "restoring subscriptions");
-            let names = filters.iter().map(|f| f.path.clone()).collect();
-            self.eventloop
-                .pending
-                .push_back(Request::Subscribe(rumqttc::Subscribe::new_many(filters)));
-            tracker.queued_in_pending(Waiter::Subscribe {
-                filters: names,
-                reply: None,
-            });
-        }
-        tracker.restore_needed = false;
-        self.push_pending(&mut tracker, birth, None);
-        drop(tracker);
-        metrics::gauge!("iiot_mqtt_connected").set(1.0);
-        self.state_tx
-            .send_replace(ConnectionState::Connected { session_present });
-    }
-
-    fn record(&self, out: Outcome) {
-        if let Some(latency) = out.acked {
-            metrics::counter!("iiot_mqtt_acks_total").increment(1);
-            metrics::histogram!("iiot_mqtt_publish_ack_seconds").record(latency.as_secs_f64());
-        }
-        if out.failed > 0 {
-            metrics::counter!("iiot_mqtt_failed_back_total").increment(out.failed as u64);
-        }
-        if out.from_channel || out.failed > 0 {
-            self.shared.room.notify_waiters();
-        }
-    }
-
-    /// Handles one event; returns a received message to forward.
-    fn on_event(&mut self, event: Event) -> Option<InboundMessage> {
-        let now = Instant::now();
-        let out = match event {
-            Event::Incoming(Packet::ConnAck(c)) => {
-                self.on_connack(c.session_present);
-                return None;
-            }
-            Event::Incoming(Packet::Publish(p)) => {
-                return Some(InboundMessage {
-                    topic: p.topic,
-                    payload: p.payload,
-                    qos: from_qos(p.qos),
-                    retain: p.retain,
+        filters: &[String],
+        qos: iiot_core::publish::QoS,
+    ) -> Result<&mut Self, super::SubscribeError> {
+        for f in filters {
+            if iiot_core::topic::TopicFilter::parse(f).is_err() {
+                return Err(super::SubscribeError {
+                    filter: f.clone(),
+                    kind: super::SubscribeErrorKind::InvalidFilter,
                 });
             }
-            Event::Incoming(Packet::PubAck(a)) => self.shared.lock().puback(a.pkid, now),
-            Event::Incoming(Packet::SubAck(s)) => {
-                self.shared.lock().suback(s.pkid, &s.return_codes);
-                return None;
-            }
-            Event::Outgoing(Outgoing::Publish(pkid)) => self.shared.lock().outgoing_publish(pkid),
-            Event::Outgoing(Outgoing::AwaitAck(pkid)) => self.shared.lock().await_ack(pkid),
-            Event::Outgoing(Outgoing::Subscribe(pkid)) => {
-                self.shared.lock().outgoing_other(Some(pkid))
-            }
-            Event::Outgoing(Outgoing::Unsubscribe(_) | Outgoing::Disconnect) => {
-                self.shared.lock().outgoing_other(None)
-            }
-            Event::Incoming(_) | Event::Outgoing(_) => return None,
-        };
-        self.record(out);
-        None
-    }
-
-    /// Returns the received messages that rumqttc had buffered (and acknowledged)
-    /// before the error; they must still be delivered.
-    fn on_error(&mut self, error: &ConnectionError, attempt: u32) -> Vec<InboundMessage> {
-        let was_connected = self.shared.state.borrow().is_connected();
-        if was_connected {
-            metrics::counter!("iiot_mqtt_disconnects_total").increment(1);
-            metrics::gauge!("iiot_mqtt_connected").set(0.0);
-            tracing::warn!(client_id = %self.shared.client_id, %error, "connection lost");
-        } else {
-            tracing::debug!(client_id = %self.shared.client_id, %error, attempt, "connect failed");
         }
-        // Events rumqttc generated but had not returned yet (a publish written just
-        // before the write failed, PUBACKs read in the same batch): pair them first,
-        // or the waiters would be out of step with the requests.
-        let buffered: Vec<Event> = self.eventloop.state.events.drain(..).collect();
-        let mut received = Vec::new();
-        for event in buffered {
-            if let Some(msg) = self.on_event(event) {
-                received.push(msg);
-            }
+        let mut tracker = self.shared.lock();
+        for f in filters {
+            tracker.subscriptions.insert(f.clone(), qos);
         }
-        let taken: Vec<Request> = std::mem::take(&mut self.eventloop.pending).into();
-        // rumqttc's held-back publish; its waiter is the tracker's collision.
-        let _ = self.eventloop.state.collision.take();
-        let out = self.shared.lock().connection_lost(taken);
-        if out.failed > 0 {
-            tracing::info!(failed_back = out.failed, "unconfirmed requests failed back");
-        }
-        self.record(out);
-        self.state_tx.send_replace(ConnectionState::Disconnected {
-            attempt,
-            reason: reason_of(error),
-        });
-        received
-    }
-
-    fn backoff(&self, attempt: u32) -> Duration {
-        backoff_delay(
-            self.reconnect.0,
-            self.reconnect.1,
-            attempt,
-            rand::random::<f64>(),
-        )
-    }
-
-    /// Runs the session until `cancel` fires: connects, reconnects with jittered
-    /// backoff, publishes the retained birth after every CONNACK, restores
-    /// subscriptions when the broker lost the session, and pairs every PUBACK with
-    /// its caller. On cancel it publishes the retained offline status, waits for
-    /// its PUBACK (at most `shutdown_timeout`), disconnects cleanly (so the broker
-    /// does not send the will) and fails every open request with `Closed`.
-    ///
-    /// # Cancel safety
-    /// Meant to be spawned and stopped through `cancel`; dropping the future
-    /// instead skips the clean shutdown (the broker then publishes the will).
-    pub async fn run(mut self, cancel: CancellationToken) {
-        let mut attempt: u32 = 0;
-        loop {
-            let polled = tokio::select! {
-                biased;
-                () = cancel.cancelled() => break,
-                r = self.eventloop.poll() => r,
-            };
-            match polled {
-                Ok(event) => {
-                    if matches!(event, Event::Incoming(Packet::ConnAck(_))) {
-                        attempt = 0;
-                    }
-                    if let Some(msg) = self.on_event(event) {
-                        tokio::select! {
-                            biased;
-                            () = cancel.cancelled() => break,
-                            r = self.inbound_tx.send(msg) => {
-                                if r.is_err() {
-                                    tracing::debug!("inbound receiver dropped");
-                                }
-                            }
-                        }
-                    }
-                }
-                Err(e) => {
-                    attempt = attempt.saturating_add(1);
-                    for msg in self.on_error(&e, attempt) {
-                        tokio::select! {
-                            biased;
-                            () = cancel.cancelled() => break,
-                            r = self.inbound_tx.send(msg) => {
-                                if r.is_err() {
-                                    tracing::debug!("inbound receiver dropped");
-                                }
-                            }
-                        }
-                    }
-                    if cancel.is_cancelled() {
-                        break;
-                    }
-                    let delay = self.backoff(attempt);
-                    tokio::select! {
-                        () = cancel.cancelled() => break,
-                        () = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
-        }
-        self.shutdown().await;
-    }
-
-    async fn shutdown(mut self) {
-        if self.shared.state.borrow().is_connected() {
-            let offline = self.status(false, Some("shutdown"));
-            let (tx, mut rx) = oneshot::channel();
-            {
-                let shared = self.shared.clone();
-                let mut tracker = shared.lock();
-                self.push_pending(&mut tracker, offline, Some(tx));
-            }
-            let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
-            let acked = loop {
-                if let Ok(r) = rx.try_recv() {
-                    break r.is_ok();
-                }
-                match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
-                    Ok(Ok(event)) => {
-                        if let Some(msg) = self.on_event(event) {
-                            let _ = self.inbound_tx.try_send(msg);
-                        }
-                    }
-                    Ok(Err(_)) | Err(_) => break false,
-                }
-            };
-            if acked {
-                self.eventloop
-                    .pending
-                    .push_back(Request::Disconnect(rumqttc::Disconnect));
-                self.shared.lock().queued_in_pending(Waiter::Disconnect);
-                loop {
-                    match tokio::time::timeout_at(deadline, self.eventloop.poll()).await {
-                        Ok(Ok(Event::Outgoing(Outgoing::Disconnect)) | Err(_)) | Err(_) => {
-                            break;
-                        }
-                        Ok(Ok(event)) => {
-                            if let Some(msg) = self.on_event(event) {
-                                let _ = self.inbound_tx.try_send(msg);
-                            }
-                        }
-                    }
-                }
-            } else {
-                tracing::warn!("offline status not confirmed before shutdown timeout");
-            }
-        }
-        let failed = {
-            let mut tracker = self.shared.lock();
-            self.shared.closed.store(true, Ordering::Release);
-            tracker.close()
-        };
-        if failed > 0 {
-            tracing::info!(failed, "requests failed back at shutdown");
-        }
-        self.shared.room.notify_waiters();
-        metrics::gauge!("iiot_mqtt_connected").set(0.0);
-        self.state_tx.send_replace(ConnectionState::Closed);
-        tracing::info!(client_id = %self.shared.client_id, "session closed");
+        tracker.restore_needed = true;
+        drop(tracker);
+        Ok(self)
     }
 }
 
 /// Exponential backoff with jitter: `min · 2^(attempt-1)` capped at `max`, then a
 /// uniform draw (`unit` in 0..1) between half of that and all of it.
-fn backoff_delay(min: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
+pub(crate) fn backoff_delay(min: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(16);
     let full = min.saturating_mul(factor).min(max);
     let half = full / 2;
     half + full.saturating_sub(half).mul_f64(unit.clamp(0.0, 1.0))
-}
-
-/// Whether a rustls error (e.g. an alert from the peer) sits in the error's chain.
-fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = Some(error);
-    while let Some(e) = cur {
-        if e.is::<rustls::Error>() {
-            return true;
-        }
-        if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(<dyn std::error::Error + Send + Sync>::is::<rustls::Error>)
-        {
-            return true;
-        }
-        cur = e.source();
-    }
-    false
-}
-
-fn reason_of(error: &ConnectionError) -> DisconnectReason {
-    if is_tls(error) {
-        return DisconnectReason::Tls;
-    }
-    tracing::trace!(?error, "connection error");
-    match error {
-        ConnectionError::ConnectionRefused(code) => DisconnectReason::Refused { code: *code as u8 },
-        ConnectionError::Tls(_) => DisconnectReason::Tls,
-        ConnectionError::Io(e) => DisconnectReason::Io { kind: e.kind() },
-        ConnectionError::MqttState(rumqttc::StateError::Io(e)) => {
-            DisconnectReason::Io { kind: e.kind() }
-        }
-        ConnectionError::MqttState(rumqttc::StateError::ConnectionAborted) => {
-            DisconnectReason::Io {
-                kind: std::io::ErrorKind::ConnectionAborted,
-            }
-        }
-        ConnectionError::NetworkTimeout | ConnectionError::FlushTimeout => {
-            DisconnectReason::Timeout
-        }
-        _ => DisconnectReason::Protocol,
-    }
 }
 
 #[cfg(test)]

@@ -16,11 +16,11 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use iiot_core::publish::{OutboundMessage, PublishError, PublishErrorKind};
-use rumqttc::{Request, SubscribeReasonCode};
+use iiot_core::publish::{OutboundMessage, PublishError, PublishErrorKind, PublishRefusal, QoS};
 use tokio::sync::oneshot;
 
 use super::error::{SubscribeError, SubscribeErrorKind};
+use super::wire::{Granted, Taken};
 
 /// Reply channel of one publish.
 pub(crate) type PublishReply = oneshot::Sender<Result<(), PublishError>>;
@@ -76,6 +76,8 @@ pub(crate) struct Outcome {
     pub(crate) acked: Option<Duration>,
     /// Waiters failed back.
     pub(crate) failed: usize,
+    /// A publish the broker refused (MQTT 5 PUBACK reason).
+    pub(crate) refused: Option<PublishRefusal>,
     /// A request left the channel (room for a waiting publisher).
     pub(crate) from_channel: bool,
 }
@@ -89,7 +91,9 @@ pub(crate) struct Tracker {
     collision: Option<(u16, Waiter)>,
     subacks: HashMap<u16, Waiter>,
     /// Every filter subscribed, restored when the broker lost the session.
-    pub(crate) subscriptions: BTreeMap<String, rumqttc::QoS>,
+    pub(crate) subscriptions: BTreeMap<String, QoS>,
+    /// Filters the broker refused, newest last (each named once).
+    pub(crate) refused: Vec<SubscribeError>,
     /// A SUBSCRIBE was outstanding at a connection loss: restore even if the session is present.
     pub(crate) restore_needed: bool,
 }
@@ -174,13 +178,36 @@ impl Tracker {
         out
     }
 
-    /// `Incoming::PubAck(pkid)`.
-    pub(crate) fn puback(&mut self, pkid: u16, now: Instant) -> Outcome {
+    /// `Incoming::PubAck(pkid)`, accepted (`refusal` = `None`) or refused.
+    pub(crate) fn puback(
+        &mut self,
+        pkid: u16,
+        refusal: Option<PublishRefusal>,
+        now: Instant,
+    ) -> Outcome {
         let mut out = Outcome::default();
-        if let Some(Waiter::Publish { reply, queued, .. }) = self.inflight.remove(&pkid) {
-            out.acked = Some(now.saturating_duration_since(queued));
-            if let Some(reply) = reply {
-                let _ = reply.send(Ok(()));
+        if let Some(Waiter::Publish {
+            reply,
+            queued,
+            message,
+        }) = self.inflight.remove(&pkid)
+        {
+            match refusal {
+                None => {
+                    out.acked = Some(now.saturating_duration_since(queued));
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Ok(()));
+                    }
+                }
+                Some(refusal) => {
+                    out.refused = Some(refusal);
+                    if let Some(reply) = reply {
+                        let _ = reply.send(Err(PublishError {
+                            message,
+                            kind: PublishErrorKind::Refused { refusal },
+                        }));
+                    }
+                }
             }
         } else {
             tracing::warn!(pkid, "PUBACK without a waiter");
@@ -201,37 +228,44 @@ impl Tracker {
     }
 
     /// `Incoming::SubAck`.
-    pub(crate) fn suback(&mut self, pkid: u16, codes: &[SubscribeReasonCode]) {
+    /// Returns how many filters were refused.
+    pub(crate) fn suback(&mut self, pkid: u16, granted: &[Granted]) -> usize {
         let Some(Waiter::Subscribe { filters, reply }) = self.subacks.remove(&pkid) else {
-            return;
+            return 0;
         };
-        let refused: Vec<&String> = filters
+        let refused: Vec<SubscribeError> = filters
             .iter()
-            .zip(codes)
-            .filter(|(_, c)| matches!(c, SubscribeReasonCode::Failure))
-            .map(|(f, _)| f)
-            .collect();
-        for f in &refused {
-            tracing::error!(filter = %f, "broker refused subscription");
-            self.subscriptions.remove(f.as_str());
-        }
-        if let Some(reply) = reply {
-            let result = match refused.first() {
-                None => Ok(()),
-                Some(f) => Err(SubscribeError {
-                    filter: (*f).clone(),
-                    kind: SubscribeErrorKind::Refused,
+            .zip(granted)
+            .filter_map(|(f, g)| match g {
+                Granted::Yes => None,
+                Granted::No(code) => Some(SubscribeError {
+                    filter: f.clone(),
+                    kind: SubscribeErrorKind::Refused { code: *code },
                 }),
+            })
+            .collect();
+        for e in &refused {
+            tracing::error!(filter = %e.filter, error = %e.kind, "broker refused subscription");
+            self.subscriptions.remove(e.filter.as_str());
+            self.refused.retain(|r| r.filter != e.filter);
+            self.refused.push(e.clone());
+        }
+        let n = refused.len();
+        if let Some(reply) = reply {
+            let result = match refused.into_iter().next() {
+                None => Ok(()),
+                Some(e) => Err(e),
             };
             let _ = reply.send(result);
         }
+        n
     }
 
     /// The connection dropped. `taken` is what rumqttc had moved into `pending`
     /// (unacknowledged publishes with their ids, then unsent requests), in order;
     /// the publish rumqttc held back after a collision is the tracker's own
     /// `collision`. Every waiter is failed back.
-    pub(crate) fn connection_lost(&mut self, taken: Vec<Request>) -> Outcome {
+    pub(crate) fn connection_lost(&mut self, taken: Vec<Taken>) -> Outcome {
         let mut out = Outcome::default();
         let lost = PublishErrorKind::ConnectionLost;
         let sub_lost = SubscribeErrorKind::ConnectionLost;
@@ -241,15 +275,13 @@ impl Tracker {
         };
         for req in taken {
             let waiter = match req {
-                Request::Publish(p) if p.pkid != 0 => self.inflight.remove(&p.pkid),
-                Request::Subscribe(_) => {
+                Taken::Publish { pkid } if pkid != 0 => self.inflight.remove(&pkid),
+                Taken::Subscribe => {
                     self.restore_needed = true;
                     self.next(&mut out)
                 }
-                Request::Publish(_) | Request::Unsubscribe(_) | Request::Disconnect(_) => {
-                    self.next(&mut out)
-                }
-                _ => None,
+                Taken::Publish { .. } | Taken::Other => self.next(&mut out),
+                Taken::Ignored => None,
             };
             if let Some(w) = waiter {
                 fail(w, &mut out);
@@ -295,8 +327,6 @@ impl Tracker {
 
 #[cfg(test)]
 mod tests {
-    use rumqttc::Publish;
-
     use super::*;
 
     fn publish(n: u8) -> (Waiter, oneshot::Receiver<Result<(), PublishError>>) {
@@ -311,10 +341,8 @@ mod tests {
         )
     }
 
-    fn req(pkid: u16) -> Request {
-        let mut p = Publish::new("t", rumqttc::QoS::AtLeastOnce, vec![]);
-        p.pkid = pkid;
-        Request::Publish(p)
+    fn req(pkid: u16) -> Taken {
+        Taken::Publish { pkid }
     }
 
     #[test]
@@ -326,10 +354,10 @@ mod tests {
         t.queued_in_channel(w2);
         assert!(t.outgoing_publish(1).from_channel);
         t.outgoing_publish(2);
-        assert!(t.puback(2, Instant::now()).acked.is_some());
+        assert!(t.puback(2, None, Instant::now()).acked.is_some());
         assert!(r1.try_recv().is_err());
         assert!(r2.try_recv().unwrap().is_ok());
-        t.puback(1, Instant::now());
+        t.puback(1, None, Instant::now());
         assert!(r1.try_recv().unwrap().is_ok());
         assert_eq!(t.inflight_len(), 0);
     }
@@ -342,7 +370,7 @@ mod tests {
         t.queued_in_channel(w1);
         t.queued_in_pending(w2);
         assert!(!t.outgoing_publish(5).from_channel);
-        t.puback(5, Instant::now());
+        t.puback(5, None, Instant::now());
         assert!(r2.try_recv().unwrap().is_ok());
         assert!(r1.try_recv().is_err());
     }
@@ -356,10 +384,10 @@ mod tests {
         t.queued_in_channel(w2);
         t.outgoing_publish(1);
         t.await_ack(1);
-        t.puback(1, Instant::now());
+        t.puback(1, None, Instant::now());
         assert!(r1.try_recv().unwrap().is_ok());
         t.outgoing_publish(1); // the collided publish is written now
-        t.puback(1, Instant::now());
+        t.puback(1, None, Instant::now());
         assert!(r2.try_recv().unwrap().is_ok());
     }
 
@@ -386,8 +414,48 @@ mod tests {
         assert!(r3.try_recv().is_err());
         assert_eq!(t.channel_len(), 1);
         t.outgoing_publish(1);
-        t.puback(1, Instant::now());
+        t.puback(1, None, Instant::now());
         assert!(r3.try_recv().unwrap().is_ok());
+    }
+
+    #[test]
+    fn refused_puback_fails_back_with_the_reason_and_the_message() {
+        let mut t = Tracker::default();
+        let (w1, mut r1) = publish(7);
+        t.queued_in_channel(w1);
+        t.outgoing_publish(3);
+        let out = t.puback(3, Some(PublishRefusal::NotAuthorized), Instant::now());
+        assert_eq!(out.refused, Some(PublishRefusal::NotAuthorized));
+        assert!(out.acked.is_none());
+        let e = r1.try_recv().unwrap().unwrap_err();
+        assert_eq!(
+            e.kind,
+            PublishErrorKind::Refused {
+                refusal: PublishRefusal::NotAuthorized
+            }
+        );
+        assert_eq!(e.message.payload.as_ref(), [7]);
+        assert_eq!(t.inflight_len(), 0);
+    }
+
+    #[test]
+    fn refused_filters_are_named_and_forgotten() {
+        let mut t = Tracker::default();
+        let (tx, mut rx) = oneshot::channel();
+        t.subscriptions.insert("a/#".into(), QoS::AtLeastOnce);
+        t.subscriptions.insert("b/#".into(), QoS::AtLeastOnce);
+        t.queued_in_channel(Waiter::Subscribe {
+            filters: vec!["a/#".into(), "b/#".into()],
+            reply: Some(tx),
+        });
+        t.outgoing_other(Some(9));
+        assert_eq!(t.suback(9, &[Granted::Yes, Granted::No(0x87)]), 1);
+        let e = rx.try_recv().unwrap().unwrap_err();
+        assert_eq!(e.filter, "b/#");
+        assert_eq!(e.kind, SubscribeErrorKind::Refused { code: 0x87 });
+        assert!(t.subscriptions.contains_key("a/#"));
+        assert!(!t.subscriptions.contains_key("b/#"));
+        assert_eq!(t.refused.len(), 1);
     }
 
     #[test]

@@ -227,7 +227,7 @@ pub fn rumqttd() -> u16 {
         dynamic_filters: true,
     };
     let server = rumqttd::ServerSettings {
-        name: format!("v4-{port}"),
+        name: format!("v5-{port}"),
         listen: SocketAddr::from(([127, 0, 0, 1], port)),
         tls: None,
         next_connection_delay_ms: 0,
@@ -244,8 +244,8 @@ pub fn rumqttd() -> u16 {
             initialized_filters: None,
             shared_subscriptions_strategy: rumqttd::Strategy::default(),
         },
-        v4: Some(HashMap::from([("v4".to_owned(), server)])),
-        v5: None,
+        v4: None,
+        v5: Some(HashMap::from([("v5".to_owned(), server)])),
         ws: None,
         cluster: None,
         console: None,
@@ -283,12 +283,18 @@ impl RawSubscriber {
     /// Connects (clean session unless `persistent`), subscribes to `filter` at QoS 1
     /// and waits for the SUBACK.
     pub async fn connect(host: &str, port: u16, filter: &str, persistent: Option<&str>) -> Self {
+        // MQTT 5: it works against rumqttd's v5 listener and Mosquitto alike.
+        use rumqttc::v5::mqttbytes::{QoS, v5::Packet};
+        use rumqttc::v5::{AsyncClient, Event, MqttOptions};
         let id = persistent.map_or_else(|| unique("sub"), str::to_owned);
-        let mut opts = rumqttc::MqttOptions::new(id, host, port);
-        opts.set_clean_session(persistent.is_none())
+        let mut opts = MqttOptions::new(id, host, port);
+        opts.set_clean_start(persistent.is_none())
             .set_keep_alive(Duration::from_secs(30))
-            .set_max_packet_size(1 << 20, 1 << 20);
-        let (client, mut eventloop) = rumqttc::AsyncClient::new(opts, 100);
+            .set_max_packet_size(Some(1 << 20));
+        if persistent.is_some() {
+            opts.set_session_expiry_interval(Some(3600));
+        }
+        let (client, mut eventloop) = AsyncClient::new(opts, 100);
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let mut ready_tx = Some(ready_tx);
@@ -296,22 +302,24 @@ impl RawSubscriber {
         let task = tokio::spawn(async move {
             loop {
                 match eventloop.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(c))) => {
+                    Ok(Event::Incoming(Packet::ConnAck(c))) => {
                         if !c.session_present {
                             client
-                                .subscribe(filter.clone(), rumqttc::QoS::AtLeastOnce)
+                                .subscribe(filter.clone(), QoS::AtLeastOnce)
                                 .await
                                 .unwrap();
+                        } else if let Some(t) = ready_tx.take() {
+                            let _ = t.send(());
                         }
                     }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::SubAck(_))) => {
+                    Ok(Event::Incoming(Packet::SubAck(_))) => {
                         if let Some(t) = ready_tx.take() {
                             let _ = t.send(());
                         }
                     }
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                    Ok(Event::Incoming(Packet::Publish(p))) => {
                         let _ = tx.send(Seen {
-                            topic: p.topic,
+                            topic: String::from_utf8_lossy(&p.topic).into_owned(),
                             payload: p.payload,
                             retain: p.retain,
                         });

@@ -22,14 +22,16 @@ pub async fn start_broker() -> Result<SocketAddr, AppError> {
         .map_err(|e| AppError::io("cannot find a free port for the broker", e))?;
     let connections = rumqttd::ConnectionSettings {
         connection_timeout_ms: 5000,
-        max_payload_size: 1024 * 1024,
+        // The same limit as ingest's `max_packet_bytes` default: a larger publish
+        // is refused at the broker instead of reaching a consumer that cannot read it.
+        max_payload_size: 2 * 1024 * 1024,
         max_inflight_count: 500,
         auth: None,
         external_auth: None,
         dynamic_filters: true,
     };
     let server = rumqttd::ServerSettings {
-        name: "demo-v4".to_owned(),
+        name: "demo-v5".to_owned(),
         listen: addr,
         tls: None,
         next_connection_delay_ms: 0,
@@ -46,8 +48,9 @@ pub async fn start_broker() -> Result<SocketAddr, AppError> {
             initialized_filters: None,
             shared_subscriptions_strategy: rumqttd::Strategy::default(),
         },
-        v4: Some(HashMap::from([("v4".to_owned(), server)])),
-        v5: None,
+        // MQTT 5, the default of the gateway's session and of ingest's source.
+        v4: None,
+        v5: Some(HashMap::from([("v5".to_owned(), server)])),
         ws: None,
         cluster: None,
         console: None,
