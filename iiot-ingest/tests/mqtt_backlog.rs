@@ -31,6 +31,7 @@ use iiot_ingest::sink::{Sink, SinkError};
 use iiot_ingest::source::Source;
 use iiot_ingest::source::mqtt::{MqttSource, MqttSourceConfig};
 use iiot_ingest::{Pipeline, PipelineConfig, PipelineHandle, PipelineStats};
+use iiot_protocols::mqtt::MqttVersion;
 use tokio_util::sync::CancellationToken;
 
 /// Messages in the backlog: far more than the channel, the broker's in-flight
@@ -76,9 +77,15 @@ fn path(dev: &str) -> UnsPath {
     .unwrap()
 }
 
-fn source_config(broker: &Mosquitto, client_id: &str, filter: &str) -> MqttSourceConfig {
+fn source_config(
+    broker: &Mosquitto,
+    client_id: &str,
+    filter: &str,
+    protocol: MqttVersion,
+) -> MqttSourceConfig {
     let mut c = MqttSourceConfig {
         url: broker.url(),
+        protocol,
         client_id: client_id.to_owned(),
         channel_capacity: NonZeroUsize::new(8).unwrap(),
         reconnect_delay_ms: 100,
@@ -158,9 +165,9 @@ async fn wait_all(
 
 /// Offline backlog of [`BACKLOG`] messages, channel capacity 8, a slow sink:
 /// all committed exactly once and acknowledged, nothing left at the broker.
-async fn drains_backlog(broker: &Mosquitto, filter: &str, client_id: &str) {
+async fn drains_backlog(broker: &Mosquitto, filter: &str, client_id: &str, protocol: MqttVersion) {
     let mut publisher = Publisher::connect(broker.port(), &format!("{client_id}-pub")).await;
-    let cfg = source_config(broker, client_id, filter);
+    let cfg = source_config(broker, client_id, filter, protocol);
 
     // 1. Create the persistent session, then take the source offline.
     let mut source = MqttSource::start(&cfg).unwrap();
@@ -232,11 +239,34 @@ fn broker() -> Option<Mosquitto> {
     Mosquitto::start("max_inflight_messages 20\nmax_queued_messages 100000\nmax_queued_bytes 0")
 }
 
-/// Plain subscription.
+/// Plain subscription, MQTT 5 (Receive Maximum = channel capacity; the
+/// connection keeps being read while the sink is slow).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backlog_larger_than_channel_capacity_drains() {
     let Some(broker) = broker() else {
         return;
     };
-    drains_backlog(&broker, "backlog/+/+/+/+/+/telemetry/#", "ingest-plain").await;
+    drains_backlog(
+        &broker,
+        "backlog/+/+/+/+/+/telemetry/#",
+        "ingest-plain",
+        MqttVersion::V5,
+    )
+    .await;
+}
+
+/// Plain subscription, MQTT 3.1.1 (the broker streams its backlog; acks are
+/// written while the session does not read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_larger_than_channel_capacity_drains_mqtt311() {
+    let Some(broker) = broker() else {
+        return;
+    };
+    drains_backlog(
+        &broker,
+        "backlog/+/+/+/+/+/telemetry/#",
+        "ingest-plain-311",
+        MqttVersion::V311,
+    )
+    .await;
 }

@@ -499,3 +499,120 @@ pub async fn clear_retained(host: &str, port: u16, topic: &str) {
     .await;
     assert!(acked.is_ok(), "retained message not cleared");
 }
+
+/// The dynamic-security plugin shipped with the mosquitto package, if installed.
+fn dynsec_plugin() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+        "/usr/lib/mosquitto_dynamic_security.so",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+/// The user that [`dynsec_mosquitto`] creates: it may subscribe only under
+/// `allowed/#` and publish anywhere.
+pub const DYNSEC_USER: (&str, &str) = ("device", "device-pw");
+
+/// A Mosquitto with its dynamic-security plugin, the one Mosquitto setup whose
+/// SUBACK really refuses a filter (the plain ACL file accepts every SUBSCRIBE
+/// and filters at delivery). `None` when the plugin or `mosquitto_ctrl` is
+/// missing (a failure under `IIOT_REQUIRE_SERVICES=1`).
+pub fn dynsec_mosquitto(dir: &Path) -> Option<Mosquitto> {
+    let Some(plugin) = dynsec_plugin() else {
+        return require_or_skip("mosquitto_dynamic_security.so is not installed");
+    };
+    let file = dir.join("dynsec.json");
+    let ctrl = |args: &[&str]| {
+        Command::new("mosquitto_ctrl")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+    };
+    let init = ctrl(&[
+        "dynsec",
+        "init",
+        file.to_str().unwrap(),
+        "admin",
+        "admin-pw",
+    ]);
+    if !init.is_ok_and(|s| s.success()) {
+        return require_or_skip(
+            "mosquitto_ctrl dynsec init failed (is mosquitto-clients installed?)",
+        );
+    }
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o666)).unwrap();
+    }
+    let broker = Mosquitto::start(
+        dir,
+        &format!(
+            "allow_anonymous false\nplugin {}\nplugin_opt_config_file {}",
+            plugin.display(),
+            file.display()
+        ),
+    )?;
+    let port = broker.port.to_string();
+    let (user, password) = DYNSEC_USER;
+    for cmd in [
+        &["createClient", user, "-p", password][..],
+        &["createRole", "device"],
+        &[
+            "addRoleACL",
+            "device",
+            "subscribePattern",
+            "allowed/#",
+            "allow",
+        ],
+        &["addRoleACL", "device", "publishClientSend", "#", "allow"],
+        &["addRoleACL", "device", "publishClientReceive", "#", "allow"],
+        &["addClientRole", user, "device"],
+    ] {
+        let mut args = vec![
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-u",
+            "admin",
+            "-P",
+            "admin-pw",
+            "dynsec",
+        ];
+        args.extend_from_slice(cmd);
+        assert!(
+            ctrl(&args).is_ok_and(|s| s.success()),
+            "mosquitto_ctrl {cmd:?} failed"
+        );
+    }
+    Some(broker)
+}
+
+/// Publishes `payload` once with `mosquitto_pub` (QoS 1) from a file.
+pub fn mosquitto_pub_file(port: u16, topic: &str, payload: &[u8], dir: &Path) {
+    let file = dir.join("payload.bin");
+    std::fs::write(&file, payload).unwrap();
+    let status = Command::new("mosquitto_pub")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-q",
+            "1",
+            "-t",
+            topic,
+            "-f",
+        ])
+        .arg(&file)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "mosquitto_pub failed");
+}
