@@ -24,7 +24,8 @@
 //! default: every message of a round plus 1 000, see below),
 //! `IIOT_BENCH_PUB_INFLIGHT` (the publisher's in-flight window, default 1 000),
 //! `IIOT_BENCH_SHARED` (`0`: a plain instead of a `$share/…` telemetry
-//! subscription), `IIOT_MOSQUITTO` (the binary, default `mosquitto` on PATH).
+//! subscription), `IIOT_MOSQUITTO` (the binary, default `mosquitto` on PATH),
+//! `IIOT_BENCH_MQTT` (the source's protocol: `5`, the default, or `3.1.1`).
 //!
 //! Why the source channel holds a whole round by default: it is what the
 //! figures before the fix of the MQTT source deadlock were taken with.
@@ -61,6 +62,14 @@ mod sink_common;
 use common::mosquitto::{Mosquitto, Publisher};
 use sink_common::pg::{count, reset, sink_for};
 use sink_common::{SAMPLES_PER_BATCH, build, env_usize, median, payloads, psql_copy, rate};
+
+/// The source's MQTT version from `IIOT_BENCH_MQTT` (`5` by default, or `3.1.1`).
+fn bench_protocol() -> iiot_protocols::mqtt::MqttVersion {
+    match std::env::var("IIOT_BENCH_MQTT").as_deref() {
+        Ok("3.1.1" | "4" | "v4") => iiot_protocols::mqtt::MqttVersion::V311,
+        _ => iiot_protocols::mqtt::MqttVersion::V5,
+    }
+}
 
 /// No committed row for this long means the run is stuck (lost messages, a
 /// deadlock): fail loudly instead of waiting forever.
@@ -145,6 +154,7 @@ async fn e2e_round(
     let msgs = payloads(commits, &ent);
     let mut source_cfg = MqttSourceConfig {
         url: broker.url(),
+        protocol: bench_protocol(),
         client_id: format!("{ent}-ingest"),
         channel_capacity: channel,
         ..MqttSourceConfig::default()

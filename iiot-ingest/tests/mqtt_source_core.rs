@@ -234,3 +234,51 @@ async fn source_and_platform_publisher_over_mutual_tls() {
         stop.cancel();
     }
 }
+
+/// The Mosquitto config shipped for the reference deployment keeps a 2.2 MB
+/// publish away from an MQTT 3.1.1 source (which could not skip it): its
+/// `message_size_limit` matches the source's default `max_packet_bytes`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shipped_mosquitto_conf_protects_an_mqtt311_source() {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/reference/config/mosquitto.conf"),
+    )
+    .unwrap();
+    assert!(shipped.contains("message_size_limit"));
+    // The test's own port and directory instead of 1883 and /var/lib.
+    let mut extra: Vec<&str> = shipped
+        .lines()
+        .filter(|l| !l.starts_with("listener") && !l.starts_with("persistence_location"))
+        .collect();
+    let location = format!("persistence_location {}/", dir.path().display());
+    extra.push(&location);
+    let extra = extra.join("\n");
+    let Some(broker) = Mosquitto::start(dir.path(), &extra) else {
+        return;
+    };
+    let id = unique("core-conf");
+    let cfg = source_config(broker.url(false), &id, MqttVersion::V311);
+    let (publisher, stop) =
+        publisher(&MqttConfig::platform(broker.url(false), unique("pub"))).await;
+    let mut source = subscribed(&cfg, &publisher).await;
+    mosquitto_pub_file(broker.port, TOPIC, &vec![b'x'; 2_200_000], dir.path());
+    publish_batches(&publisher, 10).await;
+    let mut got = 0;
+    while got < 10 {
+        let d = tokio::time::timeout(T, source.recv())
+            .await
+            .expect("the batches behind the big publish arrive")
+            .unwrap()
+            .unwrap();
+        assert!(d.payload.len() < 1000, "the big publish was delivered");
+        if d.topic == TOPIC {
+            got += 1;
+        }
+        source.ack(d.token).await.unwrap();
+    }
+    assert_eq!(connects(&broker, &id), 1, "the source never reconnected");
+    drop(source);
+    stop.cancel();
+}

@@ -1,9 +1,11 @@
 //! Sustained confirmed QoS 1 publishes per second to the local Mosquitto
 //! (`IIOT_MQTT_URL`, default `mqtt://127.0.0.1:1883`) with in-flight 1, 16 and
 //! 100, in the same run as `mosquitto_pub -q 1 -l` sending the same lines (the C
-//! client as the anchor). Each iteration sends 10 000 messages; criterion reports
-//! elements per second. Without a reachable broker the bench prints why and
-//! measures nothing.
+//! client as the anchor) and bare rumqttc (the client the session wraps, same
+//! protocol version and in-flight window, counting PUBACKs on its event loop).
+//! Each iteration sends 10 000 messages; criterion reports elements per second.
+//! `IIOT_BENCH_MQTT` picks the protocol version: `5` (default) or `3.1.1`.
+//! Without a reachable broker the bench prints why and measures nothing.
 
 #[path = "../tests/common/mqtt.rs"]
 mod mqtt_common;
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_main};
 use iiot_core::publish::OutboundMessage;
-use iiot_protocols::mqtt::{MqttConfig, Session};
+use iiot_protocols::mqtt::{MqttConfig, MqttVersion, Session};
 use tokio_util::sync::CancellationToken;
 
 const N: usize = 10_000;
@@ -23,6 +25,98 @@ fn lines() -> Vec<String> {
     (0..N)
         .map(|i| format!("{{\"seq\":{i:08},\"tag\":\"line3/pump7/flow\",\"v\":12.5,\"q\":192}}"))
         .collect()
+}
+
+fn protocol() -> MqttVersion {
+    match std::env::var("IIOT_BENCH_MQTT").as_deref() {
+        Ok("3.1.1" | "4" | "v4") => MqttVersion::V311,
+        _ => MqttVersion::V5,
+    }
+}
+
+/// Bare rumqttc (3.1.1 tree): connects, then times `payloads` QoS 1 publishes
+/// until the last PUBACK, with rumqttc's own in-flight window.
+async fn bare_v4(
+    host: &str,
+    port: u16,
+    topic: &str,
+    payloads: &[bytes::Bytes],
+    inflight: u16,
+) -> Duration {
+    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+    let mut o = MqttOptions::new(mqtt_common::unique("bare"), host, port);
+    o.set_inflight(inflight)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(1 << 20, 1 << 20);
+    let (client, mut ev) = AsyncClient::new(o, 1000);
+    while !matches!(
+        ev.poll().await.unwrap(),
+        Event::Incoming(Packet::ConnAck(_))
+    ) {}
+    let start = Instant::now();
+    let (topic, payloads) = (topic.to_owned(), payloads.to_vec());
+    let total = payloads.len();
+    let sender = tokio::spawn(async move {
+        for p in payloads {
+            client
+                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, p)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < total {
+        if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.unwrap() {
+            acked += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = sender.await.unwrap().disconnect().await;
+    elapsed
+}
+
+/// Bare rumqttc (MQTT 5 tree), as [`bare_v4`].
+async fn bare_v5(
+    host: &str,
+    port: u16,
+    topic: &str,
+    payloads: &[bytes::Bytes],
+    inflight: u16,
+) -> Duration {
+    use rumqttc::v5::mqttbytes::QoS;
+    use rumqttc::v5::mqttbytes::v5::Packet;
+    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+    let mut o = MqttOptions::new(mqtt_common::unique("bare"), host, port);
+    o.set_outgoing_inflight_upper_limit(inflight)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_max_packet_size(Some(1 << 20));
+    let (client, mut ev) = AsyncClient::new(o, 1000);
+    while !matches!(
+        ev.poll().await.unwrap(),
+        Event::Incoming(Packet::ConnAck(_))
+    ) {}
+    let start = Instant::now();
+    let (topic, payloads) = (topic.to_owned(), payloads.to_vec());
+    let total = payloads.len();
+    let sender = tokio::spawn(async move {
+        for p in payloads {
+            client
+                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, p)
+                .await
+                .unwrap();
+        }
+        client
+    });
+    let mut acked = 0;
+    while acked < total {
+        if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.unwrap() {
+            acked += 1;
+        }
+    }
+    let elapsed = start.elapsed();
+    let _ = sender.await.unwrap().disconnect().await;
+    elapsed
 }
 
 fn bench(c: &mut Criterion) {
@@ -51,7 +145,9 @@ fn bench(c: &mut Criterion) {
             device.clone(),
             mqtt_common::prefix(&device),
         );
-        config.set_inflight(NonZeroUsize::new(inflight).unwrap());
+        config
+            .set_inflight(NonZeroUsize::new(inflight).unwrap())
+            .set_protocol(protocol());
         let (handle, session, _inbound) = Session::new(&config).unwrap();
         let cancel = CancellationToken::new();
         let driver = rt.spawn(session.run(cancel.clone()));
@@ -79,6 +175,25 @@ fn bench(c: &mut Criterion) {
         });
         cancel.cancel();
         rt.block_on(driver).unwrap();
+    }
+
+    for inflight in [1u16, 16, 100] {
+        group.bench_function(BenchmarkId::new("rumqttc_bare", inflight), |b| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        total += match protocol() {
+                            MqttVersion::V311 => {
+                                bare_v4(&host, port, &topic, &payloads, inflight).await
+                            }
+                            _ => bare_v5(&host, port, &topic, &payloads, inflight).await,
+                        };
+                    }
+                    total
+                })
+            });
+        });
     }
 
     let text = lines();

@@ -209,3 +209,35 @@ pub trait ConfirmedPublish: Send + Sync {
         message: OutboundMessage,
     ) -> impl Future<Output = Result<(), PublishError>> + Send;
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusal_codes_round_trip_and_success_codes_are_not_refusals() {
+        for code in 0u8..=255 {
+            if let Some(r) = PublishRefusal::from_code(code) {
+                assert_eq!(r.code(), code);
+                assert!(code >= 0x80, "{code:#04x}");
+                assert!(!PublishErrorKind::Refused { refusal: r }.is_retryable());
+            }
+        }
+        assert_eq!(PublishRefusal::from_code(0x00), None);
+        assert_eq!(PublishRefusal::from_code(0x10), None);
+        assert_eq!(
+            PublishRefusal::from_code(0x87),
+            Some(PublishRefusal::NotAuthorized)
+        );
+    }
+
+    #[test]
+    fn expiry_is_absent_unless_set() {
+        let m = OutboundMessage::new("t", b"x".to_vec());
+        assert_eq!(m.expiry, None);
+        assert_eq!(
+            m.with_expiry(Duration::from_secs(30)).expiry,
+            Some(Duration::from_secs(30))
+        );
+    }
+}

@@ -11,9 +11,10 @@
 //! [`ReplayOrder::LiveFirst`], out to the transport ahead of the backlog).
 //!
 //! The forwarder never drops a record on its own: a record the peer rejects
-//! (`PublishErrorKind::Rejected`) is logged at error level and retried with backoff like
-//! any other failure (fix the ACL or topic); only the outbox's bounds discard records, and
-//! they announce it. A transport that reports `Closed` ends [`Forwarder::run`]. After a
+//! (`PublishErrorKind::Rejected`, or `Refused` with an MQTT 5 PUBACK reason such as "not
+//! authorized") stays in the outbox, is logged at error level once per record, counted in
+//! `iiot_outbox_publish_refused_total`, and retried with backoff like any other failure
+//! (fix the ACL or topic); only the outbox's bounds discard records, and they announce it. A transport that reports `Closed` ends [`Forwarder::run`]. After a
 //! failure the forwarder lets the rest of the in-flight window settle before retrying, so a
 //! transport must time out its own stalled publishes.
 
@@ -182,6 +183,8 @@ struct Run<P, E> {
     losses: watch::Receiver<u64>,
     /// The last look found no loss event to send: skip until the set changes.
     losses_idle: bool,
+    /// The record the peer last refused (logged once, not on every retry).
+    refused: Option<u64>,
 }
 
 enum Step {
@@ -206,6 +209,7 @@ where
             next_slot: Instant::now(),
             losses,
             losses_idle: false,
+            refused: None,
         };
         let head = r.f.outbox.stats().head.0;
         r.acked = head;
@@ -434,8 +438,13 @@ where
             return Step::Exit(ForwarderExit::TransportClosed);
         }
         if !kind.is_retryable() {
-            tracing::error!(seq = first.seq, error = %kind,
-                "forwarder: record rejected by the peer; it stays in the outbox and is retried");
+            metrics::counter!("iiot_outbox_publish_refused_total").increment(1);
+            if self.refused != Some(first.seq) {
+                self.refused = Some(first.seq);
+                tracing::error!(seq = first.seq, error = %kind,
+                    "forwarder: record refused by the peer; it stays in the outbox and is \
+                     retried with backoff (reported once per record)");
+            }
         }
         let mut from = retry_from;
         for s in &self.streams {

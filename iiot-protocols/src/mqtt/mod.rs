@@ -1,33 +1,72 @@
-//! The MQTT session (feature `mqtt`): the gateway's uplink.
+//! The MQTT core (feature `mqtt`): one connection layer for everything MQTT in
+//! the workspace, on rumqttc with rustls; no rumqttc type appears in this API.
 //!
-//! Built on rumqttc with rustls; no rumqttc type appears in this API.
+//! Three users, one driver ([`Session`]):
 //!
-//! - **Identity before connecting.** With `mqtts://` and a client certificate,
-//!   the certificate's CN must equal the client id (= the device id), and the
-//!   CA and client certificates must be valid now. A bad file is a
-//!   [`ConfigError::Identity`] naming the file and the problem.
-//! - **Persistent session, last will, birth.** Clean session is off by default.
-//!   The will is the retained `{topic_prefix}/status` with `online = false`;
-//!   after every CONNACK the session publishes the retained birth (`online =
-//!   true`, firmware version, gateway id, start time). A clean shutdown publishes
-//!   the offline status, waits for its PUBACK, then disconnects.
+//! - **the device session** ([`MqttConfig::new`]): client id = device id = the
+//!   certificate's CN, retained birth after every CONNACK, last will, offline
+//!   status on a clean shutdown;
+//! - **platform clients** ([`MqttConfig::platform`]): a command issuer or OTA
+//!   notifier publishing to any topic its ACL allows, CA-only or with its own
+//!   certificate (validity checked, CN free), no birth or will;
+//! - **ingest's MQTT source** (`iiot-ingest`), a platform client with manual acks.
+//!
+//! What they share:
+//!
+//! - **Connection.** Broker URL, TLS (server verification; a client certificate
+//!   checked before connecting: CN, validity, PEM, each problem naming the file
+//!   as [`ConfigError::Identity`]), username/password, keepalive, jittered
+//!   exponential reconnect backoff, connection state as a `watch`
+//!   ([`SessionHandle::state`]).
+//! - **MQTT 5 by default, 3.1.1 selectable** ([`MqttVersion`]). Under MQTT 5 a
+//!   PUBACK reason code (not authorized, quota exceeded, topic name invalid,
+//!   payload format invalid) fails that publish back as
+//!   `PublishErrorKind::Refused` with the message, so an outbox keeps it; under
+//!   3.1.1 a broker that refuses a publish by ACL still answers PUBACK (Mosquitto
+//!   does) and the message is gone. Session expiry ([`MqttConfig::set_session_expiry`])
+//!   instead of the clean-session flag; a message's expiry
+//!   (`OutboundMessage::with_expiry`) becomes its message expiry interval.
 //! - **Confirmed publish.** [`SessionHandle`] implements
 //!   [`iiot_core::publish::ConfirmedPublish`]: the future resolves on the
 //!   broker's PUBACK for that very message. A publish whose connection drops
 //!   before its PUBACK is failed back with `ConnectionLost` and the message;
 //!   nothing is dropped silently, and the caller (the outbox forwarder) resends.
-//! - **Subscriptions** deliver into a bounded [`Inbound`] channel (when full the
-//!   session stops reading: back-pressure, not loss) and are restored when the
-//!   broker reports `session_present = false`.
-//! - **Observability.** [`SessionHandle::state`] is a watch of
-//!   [`ConnectionState`]. Metrics: `iiot_mqtt_connects_total`,
-//!   `iiot_mqtt_disconnects_total`, `iiot_mqtt_publishes_total`,
-//!   `iiot_mqtt_acks_total`, `iiot_mqtt_failed_back_total`, gauge
-//!   `iiot_mqtt_connected` (1 or 0), histogram
+//! - **Subscriptions** checked against their SUBACK: a refused filter is a
+//!   [`SubscribeError`] with the reason code, listed in
+//!   [`SessionHandle::refused`] and counted in `iiot_mqtt_subscribe_refused_total`;
+//!   subscriptions are restored when the broker lost the session.
+//! - **Two inbound modes** ([`InboundAcks`]). Auto: PUBACK on receipt. Manual:
+//!   each QoS 1 delivery carries an [`AckToken`]; its PUBACK goes out only when
+//!   the application hands it to [`SessionHandle::ack`], in delivery order, never
+//!   on a connection other than the one that delivered it. Bounded either way:
+//!   the inbound channel holds `inbound_queue` messages; under MQTT 5 the same
+//!   number is announced as Receive Maximum, so the broker never has more
+//!   unacknowledged deliveries out than we hold and the connection keeps being
+//!   read while the application is slow; under 3.1.1 the driver stops reading
+//!   (TCP flow control) and writes acks directly. Acks never wait for the
+//!   application, so a broker backlog larger than the channel cannot deadlock.
+//! - **No poison packet.** `max_packet_size` is announced as Maximum Packet Size
+//!   under MQTT 5, and the broker drops larger messages for this client. Under
+//!   3.1.1 a larger packet cannot be skipped (the broker sends it again after
+//!   every reconnect): the driver reports [`DisconnectReason::PacketTooLarge`],
+//!   logs one error naming the limit and the broker setting that prevents it
+//!   (Mosquitto's `message_size_limit`), counts `iiot_mqtt_oversized_packets_total`
+//!   and reconnects with growing backoff instead of a hot loop.
+//! - **Observability.** Metrics (label `client` = client id where it matters):
+//!   `iiot_mqtt_connects_total`, `iiot_mqtt_disconnects_total`,
+//!   `iiot_mqtt_publishes_total`, `iiot_mqtt_acks_total`,
+//!   `iiot_mqtt_publish_refused_total{reason}`, `iiot_mqtt_failed_back_total`,
+//!   `iiot_mqtt_subscribe_refused_total`, `iiot_mqtt_oversized_packets_total`,
+//!   gauge `iiot_mqtt_connected` (1 or 0), histogram
 //!   `iiot_mqtt_publish_ack_seconds` (queue to PUBACK).
 //!
 //! Memory stays bounded under any outage: at most `request_queue` requests
 //! wait and at most `inflight` publishes are unacknowledged.
+//!
+//! rumqttc's internals that the driver needs (its pending queue, buffered events
+//! and held-back collision, and in 3.1.1 the network for direct ack writes) are
+//! reached in one module per protocol version (`wire/v4.rs`, `wire/v5.rs`), with
+//! unit tests that fail if an upgrade moves them.
 //!
 //! ```no_run
 //! use iiot_core::publish::{ConfirmedPublish, OutboundMessage};

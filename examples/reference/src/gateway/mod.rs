@@ -64,6 +64,12 @@ pub struct ModbusSection {
 pub struct GatewayMqtt {
     /// `mqtt://host[:port]` or `mqtts://host[:port]`.
     pub broker_url: String,
+    /// MQTT version: `"5"` (default) or `"3.1.1"`.
+    pub protocol: iiot_protocols::mqtt::MqttVersion,
+    /// Username for the broker, if it wants one.
+    pub username: Option<String>,
+    /// Password, with `username`.
+    pub password: Option<String>,
     /// Keepalive, seconds.
     pub keepalive_s: u64,
     /// CA certificate (mqtts).
@@ -84,6 +90,9 @@ impl Default for GatewayMqtt {
     fn default() -> Self {
         Self {
             broker_url: "mqtt://127.0.0.1:1883".into(),
+            protocol: iiot_protocols::mqtt::MqttVersion::V5,
+            username: None,
+            password: None,
             keepalive_s: 30,
             ca_path: None,
             client_cert_path: None,

@@ -102,7 +102,8 @@ impl RunningGateway {
 fn mqtt_config(path: &UnsPath, m: &GatewayMqtt) -> MqttConfig {
     let device = path.device_id().as_str();
     let mut cfg = MqttConfig::new(&m.broker_url, device, path.to_string());
-    cfg.set_keepalive(Duration::from_secs(m.keepalive_s))
+    cfg.set_protocol(m.protocol)
+        .set_keepalive(Duration::from_secs(m.keepalive_s))
         // The outbox keeps what cannot be sent; the session must not queue it too.
         .set_when_disconnected(WhenDisconnected::Refuse)
         .set_reconnect_backoff(
@@ -114,6 +115,9 @@ fn mqtt_config(path: &UnsPath, m: &GatewayMqtt) -> MqttConfig {
     }
     if let (Some(c), Some(k)) = (&m.client_cert_path, &m.client_key_path) {
         cfg.set_client_identity(c, k);
+    }
+    if let Some(user) = &m.username {
+        cfg.set_credentials(user, m.password.clone().unwrap_or_default());
     }
     if let Some(v) = &m.firmware_version {
         cfg.set_firmware_version(v);

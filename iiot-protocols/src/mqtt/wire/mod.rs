@@ -282,6 +282,12 @@ impl Wire {
         }
     }
 
+    /// Whether manual acks are written directly (3.1.1) rather than queued (MQTT 5).
+    #[cfg(test)]
+    pub(crate) fn writes_acks(&self) -> bool {
+        matches!(self, Wire::V4(_))
+    }
+
     /// Marks the connection dead after a failed direct write (3.1.1).
     pub(crate) fn drop_connection(&mut self) {
         match self {
@@ -313,4 +319,59 @@ pub(crate) fn is_tls(error: &(dyn std::error::Error + 'static)) -> bool {
         cur = e.source();
     }
     false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(version: MqttVersion) -> Options {
+        Options {
+            version,
+            client_id: "t".into(),
+            host: "127.0.0.1".into(),
+            port: 1,
+            tls: None,
+            keepalive: Duration::from_secs(5),
+            clean: false,
+            session_expiry: None,
+            credentials: None,
+            max_packet_size: 1024,
+            inflight: 10,
+            request_queue: 4,
+            connect_timeout: Duration::from_secs(1),
+            manual_acks: true,
+            receive_maximum: 8,
+        }
+    }
+
+    /// The rumqttc internals the driver relies on, for both protocol trees:
+    /// requests put at the head of the line are what `lost` gives back, in order
+    /// (acks ignored), and nothing is left behind.
+    #[tokio::test]
+    async fn internals_are_where_the_driver_expects_them() {
+        for version in [MqttVersion::V311, MqttVersion::V5] {
+            let (_client, mut wire) = build(&options(version), None);
+            wire.push_publish(&OutboundMessage::new("a", b"1".to_vec()));
+            wire.push_subscribe(&[("a/#".into(), QoS::AtLeastOnce)]);
+            if !wire.writes_acks() {
+                wire.ack(&[(7, false)]).await.unwrap();
+            }
+            wire.push_disconnect();
+            let (events, taken) = wire.lost();
+            assert!(events.is_empty(), "{version:?}");
+            let expected: Vec<Taken> = if wire.writes_acks() {
+                vec![Taken::Publish { pkid: 0 }, Taken::Subscribe, Taken::Other]
+            } else {
+                vec![
+                    Taken::Publish { pkid: 0 },
+                    Taken::Subscribe,
+                    Taken::Ignored,
+                    Taken::Other,
+                ]
+            };
+            assert_eq!(taken, expected, "{version:?}");
+            assert_eq!(wire.lost().1, vec![], "{version:?}: pending emptied");
+        }
+    }
 }

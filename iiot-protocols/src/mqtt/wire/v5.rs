@@ -358,40 +358,4 @@ mod tests {
                 .is_none()
         );
     }
-
-    /// The internals the driver relies on: `pending` is served first and is
-    /// what `lost` returns, `state.events` and `state.collision` are reachable.
-    #[test]
-    fn internals_are_where_the_driver_expects_them() {
-        let o = Options {
-            version: super::super::MqttVersion::V5,
-            client_id: "t".into(),
-            host: "127.0.0.1".into(),
-            port: 1,
-            tls: None,
-            keepalive: Duration::from_secs(5),
-            clean: false,
-            session_expiry: None,
-            credentials: None,
-            max_packet_size: 1024,
-            inflight: 10,
-            request_queue: 4,
-            connect_timeout: Duration::from_secs(1),
-            manual_acks: true,
-            receive_maximum: 8,
-        };
-        let (_client, mut wire) = build(&o, None);
-        assert_eq!(wire.eventloop.options.receive_maximum(), Some(8));
-        assert_eq!(wire.eventloop.options.max_packet_size(), Some(1024));
-        assert!(wire.eventloop.options.manual_acks());
-        wire.push_publish(&OutboundMessage::new("a", b"1".to_vec()));
-        wire.push_subscribe(&[("a/#".into(), QoS::AtLeastOnce)]);
-        wire.push_disconnect();
-        let (events, taken) = wire.lost();
-        assert!(events.is_empty());
-        assert_eq!(
-            taken,
-            vec![Taken::Publish { pkid: 0 }, Taken::Subscribe, Taken::Other]
-        );
-    }
 }
