@@ -48,6 +48,7 @@
 //! | [`codec`] | Protobuf and JSON codecs with limits for untrusted input |
 //! | [`version`] | schema-version router: decode or reject with the original bytes |
 //! | [`publish`] | the confirmed-publish trait between outbox and transport |
+//! | [`source`] | the source-of-readings traits between drivers and the gateway runtime, report by exception |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
@@ -57,6 +58,7 @@ pub mod codec;
 pub mod proto;
 pub mod publish;
 pub mod quality;
+pub mod source;
 pub mod topic;
 pub mod types;
 pub mod version;

@@ -1,7 +1,11 @@
-//! # iiot-edge: gateway-side reliability
+//! # iiot-edge: the gateway half
 //!
-//! Store-and-forward outbox and forwarder; later: command ledger and executor, OTA
-//! verification. Generic over `iiot-core`'s traits; knows no concrete transport.
+//! The gateway runtime ([`runtime`]: sources → report by exception → batches →
+//! outbox → forwarder, a control lane for acks and statuses, shutdown), the
+//! store-and-forward outbox and its forwarder. Generic over `iiot-core`'s traits
+//! (a [`iiot_core::source::Source`] of readings, a
+//! [`iiot_core::publish::ConfirmedPublish`] transport); knows no concrete driver or
+//! transport. The command ledger and the OTA agent are not built yet.
 //!
 //! The [`outbox::Outbox`] is the source of truth, not the connection: every reading is
 //! appended there first (durably, under a stated [`outbox::Durability`] policy) and leaves
@@ -65,6 +69,7 @@
 //! |---|---|
 //! | [`outbox`] | durable, ordered, bounded store-and-forward queue (own log engine, or sled) |
 //! | [`forwarder`] | drains an outbox through a confirmed-publish transport |
+//! | [`runtime`] | the gateway as a library: sources, report by exception, batches, outbox, forwarder, shutdown |
 //!
 //! ## Features
 //!
@@ -98,3 +103,4 @@
 
 pub mod forwarder;
 pub mod outbox;
+pub mod runtime;

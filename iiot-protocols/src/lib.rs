@@ -1,6 +1,6 @@
 //! # iiot-protocols: drivers that talk to other machines
 //!
-//! Modbus (tokio-modbus), OPC-UA client and the MQTT session (rumqttc + rustls),
+//! Modbus (tokio-modbus) and the MQTT core (rumqttc + rustls; the OPC-UA client is not built yet),
 //! each behind a cargo feature. The drivers produce and consume `iiot-core`
 //! types. They land with their issues.
 //!
@@ -8,7 +8,7 @@
 //! |---|---|---|
 //! | `modbus-tcp` | yes | [`modbus`]: register maps, codec, planner, poller over Modbus TCP, the map-driven TCP simulator |
 //! | `modbus-rtu` | yes | [`modbus`] over RTU: serial connector (`RtuConnector`), shared-bus scheduling |
-//! | `mqtt` | yes | [`mqtt`]: MQTT 3.1.1 session over rumqttc + rustls: mTLS identity check, persistent session, LWT and birth, confirmed publish |
+//! | `mqtt` | yes | [`mqtt`]: the MQTT core over rumqttc + rustls (MQTT 5 by default, 3.1.1 selectable): device session (identity check, LWT and birth), platform clients, confirmed publish with broker refusals as typed errors, manual or auto acks |
 //!
 //! ```
 //! // Drivers emit iiot-core samples.

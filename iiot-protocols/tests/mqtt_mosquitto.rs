@@ -8,21 +8,31 @@ mod mqtt_common;
 use std::time::Duration;
 
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, QoS};
-use iiot_protocols::mqtt::{MqttConfig, Session};
+use iiot_protocols::mqtt::{MqttConfig, MqttVersion, Session};
 use mqtt_common::{RawSubscriber, prefix, shared_mosquitto, status_json, unique};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(10);
 
-fn config(host: &str, port: u16, device: &str) -> MqttConfig {
+fn config(host: &str, port: u16, device: &str, version: MqttVersion) -> MqttConfig {
     let mut c = MqttConfig::new(format!("mqtt://{host}:{port}"), device, prefix(device));
-    c.set_firmware_version("2.0.0")
+    c.set_protocol(version)
+        .set_firmware_version("2.0.0")
         .set_keepalive(Duration::from_secs(5));
     c
 }
 
 #[tokio::test]
-async fn confirmed_publish_and_subscribe_plain() {
+async fn confirmed_publish_and_subscribe_plain_mqtt5() {
+    confirmed_publish_and_subscribe_plain(MqttVersion::V5).await;
+}
+
+#[tokio::test]
+async fn confirmed_publish_and_subscribe_plain_mqtt311() {
+    confirmed_publish_and_subscribe_plain(MqttVersion::V311).await;
+}
+
+async fn confirmed_publish_and_subscribe_plain(version: MqttVersion) {
     let Some((host, port)) = shared_mosquitto() else {
         return;
     };
@@ -30,7 +40,8 @@ async fn confirmed_publish_and_subscribe_plain() {
     let topic = format!("{}/telemetry", prefix(&device));
     let mut sub = RawSubscriber::connect(&host, port, &topic, None).await;
 
-    let (handle, session, mut inbound) = Session::new(&config(&host, port, &device)).unwrap();
+    let (handle, session, mut inbound) =
+        Session::new(&config(&host, port, &device, version)).unwrap();
     let cancel = CancellationToken::new();
     let driver = tokio::spawn(session.run(cancel.clone()));
     assert!(handle.wait_connected(T).await);
@@ -79,7 +90,16 @@ async fn confirmed_publish_and_subscribe_plain() {
 /// The retained will (`online = false`) after a cut without DISCONNECT, then the
 /// retained birth (`online = true`) after the device comes back.
 #[tokio::test]
-async fn last_will_then_birth() {
+async fn last_will_then_birth_mqtt5() {
+    last_will_then_birth(MqttVersion::V5).await;
+}
+
+#[tokio::test]
+async fn last_will_then_birth_mqtt311() {
+    last_will_then_birth(MqttVersion::V311).await;
+}
+
+async fn last_will_then_birth(version: MqttVersion) {
     let Some((host, port)) = shared_mosquitto() else {
         return;
     };
@@ -87,7 +107,7 @@ async fn last_will_then_birth() {
     let status = format!("{}/status", prefix(&device));
     let mut sub = RawSubscriber::connect(&host, port, &status, None).await;
 
-    let (handle, session, _inbound) = Session::new(&config(&host, port, &device)).unwrap();
+    let (handle, session, _inbound) = Session::new(&config(&host, port, &device, version)).unwrap();
     let driver = tokio::spawn(session.run(CancellationToken::new()));
     let birth = sub.next(T).await.expect("birth");
     assert_eq!(status_json(&birth.payload)["online"], true);
@@ -111,7 +131,7 @@ async fn last_will_then_birth() {
     assert_eq!(status_json(&seen.payload)["online"], false);
 
     // Back again: retained birth.
-    let (handle, session, _inbound) = Session::new(&config(&host, port, &device)).unwrap();
+    let (handle, session, _inbound) = Session::new(&config(&host, port, &device, version)).unwrap();
     let cancel = CancellationToken::new();
     let driver = tokio::spawn(session.run(cancel.clone()));
     assert!(handle.wait_connected(T).await);

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage};
 use iiot_protocols::mqtt::{
-    ConfigError, ConnectionState, DisconnectReason, IdentityProblem, MqttConfig, Session,
+    ConfigError, ConnectionState, DisconnectReason, IdentityProblem, MqttConfig, MqttVersion,
+    Session,
 };
 use mqtt_common::{Mosquitto, Pki, prefix, unique};
 use tokio_util::sync::CancellationToken;
@@ -53,7 +54,16 @@ async fn connects(config: &MqttConfig, attempts: u32) -> (bool, Option<Disconnec
 }
 
 #[tokio::test]
-async fn mutual_tls_with_mosquitto() {
+async fn mutual_tls_with_mosquitto_mqtt5() {
+    mutual_tls_with_mosquitto(MqttVersion::V5).await;
+}
+
+#[tokio::test]
+async fn mutual_tls_with_mosquitto_mqtt311() {
+    mutual_tls_with_mosquitto(MqttVersion::V311).await;
+}
+
+async fn mutual_tls_with_mosquitto(version: MqttVersion) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
     let (server_cert, server_key) = pki.server();
@@ -69,7 +79,8 @@ async fn mutual_tls_with_mosquitto() {
     let url = broker.url(true);
     let device = unique("tls");
     let fast = |c: &mut MqttConfig| {
-        c.set_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(50));
+        c.set_protocol(version)
+            .set_reconnect_backoff(Duration::from_millis(20), Duration::from_millis(50));
     };
 
     // The right client.

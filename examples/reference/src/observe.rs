@@ -26,7 +26,7 @@ pub fn init_tracing() {
 ///
 /// | signal | per device | overall |
 /// |---|---|---|
-/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected` |
+/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected{client}` |
 /// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | |
 /// | throughput | `iiot_reference_device_samples_committed_total{device}` | `iiot_ingest_rows_written_total`, `iiot_mqtt_publishes_total` |
 /// | errors | `iiot_reference_device_dead_letters_total{device,reason}`, `iiot_reference_device_gaps_opened_total{device}`, `iiot_reference_device_data_loss_records_total{device}` | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total` |

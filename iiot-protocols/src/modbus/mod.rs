@@ -45,7 +45,8 @@ pub use map::{
 };
 pub use plan::PlanConfig;
 pub use poll::{
-    BreakerConfig, PollStats, Poller, PollerConfig, PollerHandle, Reading, WriteError, WriteOutcome,
+    BreakerConfig, ModbusSource, PollStats, Poller, PollerConfig, PollerHandle, Reading,
+    WriteError, WriteOutcome,
 };
 pub use transport::{BoxedConnect, Connector, FnConnector, TcpConnector, TransportConfig};
 #[cfg(feature = "modbus-rtu")]

@@ -142,15 +142,9 @@ impl ByteOrder {
     }
 }
 
-/// Report-by-exception threshold of a numeric tag.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum Deadband {
-    /// Report when the value moved by more than this many engineering units.
-    Absolute(f64),
-    /// Report when the value moved by more than this percentage of the last reported value.
-    Percent(f64),
-}
+/// Report-by-exception threshold of a numeric tag (core's, where the gateway
+/// runtime's report by exception lives).
+pub use iiot_core::source::Deadband;
 
 /// How writes to a tag are sent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -314,7 +314,7 @@ impl<C: Connector> Poller<C> {
             f.admit(
                 reading.sample.value(),
                 reading.sample.quality(),
-                Instant::now(),
+                Instant::now().into_std(),
             )
         });
         if admit && self.out.send(reading).await.is_err() {

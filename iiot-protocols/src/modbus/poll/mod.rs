@@ -1,8 +1,8 @@
 //! The poller: one connection or bus, its plan, retries, quality and writes.
 
 mod breaker;
-mod deadband;
 mod io;
+mod source;
 mod write;
 
 use std::num::NonZeroUsize;
@@ -10,11 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use iiot_core::source::{ReportFilter, ReportPolicy};
 use iiot_core::types::{Sample, Value};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use breaker::BreakerConfig;
+pub use source::ModbusSource;
 use write::WriteCmd;
 pub use write::{WriteError, WriteOutcome};
 
@@ -232,7 +234,7 @@ pub struct Poller<C> {
     ctx: Option<tokio_modbus::client::Context>,
     out: mpsc::Sender<Reading>,
     cmds: mpsc::Receiver<WriteCmd>,
-    filters: Vec<deadband::Filter>,
+    filters: Vec<ReportFilter>,
     breakers: std::collections::BTreeMap<u8, breaker::Breaker>,
     counters: Arc<Counters>,
     cycle: u64,
@@ -262,7 +264,12 @@ impl<C: Connector> Poller<C> {
         let filters = map
             .tags()
             .iter()
-            .map(|t| deadband::Filter::new(t.deadband, t.max_report_interval))
+            .map(|t| {
+                ReportFilter::new(ReportPolicy {
+                    deadband: t.deadband,
+                    max_interval: t.max_report_interval,
+                })
+            })
             .collect();
         let plan = Plan::new(&map, cfg.plan);
         let handle = PollerHandle {

@@ -1,0 +1,464 @@
+//! The gateway runtime: sources → report by exception → batches → outbox →
+//! forwarder, as a library.
+//!
+//! A gateway is a few lines: build its sources (a Modbus poller, an OPC-UA
+//! subscription, your own [`Source`]), an [`Outbox`] and a transport (anything
+//! that implements [`ConfirmedPublish`], e.g. the MQTT session of
+//! `iiot-protocols`), and hand them to a [`GatewayBuilder`]. The runtime owns:
+//!
+//! - **report by exception**, the one deadband of the gateway: each source's
+//!   [`SourceInfo`] gives the [`ReportPolicy`] of its tags, and a driver never
+//!   filters itself (so a maximum report interval is never broken by a second
+//!   filter);
+//! - **batching** (`max_samples`, `max_delay`, [`BatchConfig`]), each batch
+//!   stamped with the outbox's per-device sequence, a ULID message id and the
+//!   gateway time, appended one at a time and counted once durable;
+//! - **forwarding** through the [`Forwarder`], data-loss records first
+//!   (Protobuf, on the device's `telemetry/data-loss` topic);
+//! - a **control lane** ([`GatewayBuilder::control_lane`], [`ControlLane`]) for
+//!   command acks and OTA statuses: its own outbox, sequence and forwarder, so
+//!   acks never look like telemetry gaps, are never dropped for telemetry's room
+//!   and never wait behind a telemetry backlog;
+//! - **shutdown**: [`Gateway::shutdown`] stops the sources, appends what they
+//!   produced, lets the forwarder drain for a while, cancels the tasks it owns and
+//!   closes the outbox.
+//!
+//! iiot-edge knows no driver and no transport: sources and publisher come in
+//! through core's traits.
+//!
+//! ```
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError};
+//! use iiot_core::source::{ReadingSink, ReportPolicy, Source, SourceInfo};
+//! use iiot_core::topic::UnsPath;
+//! use iiot_core::types::{DeviceId, Sample, TagPath, Timestamp};
+//! use iiot_edge::outbox::{Outbox, OutboxConfig};
+//! use iiot_edge::runtime::GatewayBuilder;
+//! use tokio_util::sync::CancellationToken;
+//!
+//! /// A transport that confirms everything (a real gateway uses the MQTT session).
+//! #[derive(Clone)]
+//! struct Null;
+//! impl ConfirmedPublish for Null {
+//!     async fn publish_confirmed(&self, _m: OutboundMessage) -> Result<(), PublishError> {
+//!         Ok(())
+//!     }
+//! }
+//!
+//! /// A source that reads one tag three times.
+//! struct Three;
+//! impl Source for Three {
+//!     fn info(&self) -> SourceInfo {
+//!         SourceInfo::new("three")
+//!     }
+//!     async fn run<K: ReadingSink>(self, mut sink: K, _stop: impl std::future::Future<Output = ()> + Send) {
+//!         for v in [1.0, 2.0, 3.0] {
+//!             let s = Sample::good(TagPath::new("tank/level").unwrap(), v, Timestamp::now());
+//!             if sink.send(s).await.is_err() {
+//!                 return;
+//!             }
+//!         }
+//!     }
+//! }
+//!
+//! let dir = tempfile::tempdir()?;
+//! let device = DeviceId::new("plc-01")?;
+//! let path = UnsPath::new("acme", "plant1", "area1", "line1", "plc", device.clone())?;
+//! let outbox = Outbox::open(dir.path().join("outbox"), device, OutboxConfig::default()).await?;
+//! let cancel = CancellationToken::new();
+//! let mut gateway = GatewayBuilder::new(path, outbox, Null).source(Three).start(&cancel);
+//! gateway.stop_producing().await;
+//! assert_eq!(gateway.counters().samples.load(std::sync::atomic::Ordering::Relaxed), 3);
+//! assert!(gateway.shutdown(&cancel, std::time::Duration::from_secs(5)).await);
+//! # Ok(()) }
+//! # tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(demo()).unwrap();
+//! ```
+
+mod batcher;
+mod control;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::num::NonZeroUsize;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use iiot_core::codec::protobuf;
+use iiot_core::publish::{ConfirmedPublish, OutboundMessage};
+use iiot_core::source::{ReadingSink, ReportFilter, SinkClosed, Source, SourceInfo};
+use iiot_core::topic::UnsPath;
+use iiot_core::types::{BatchMetadata, DataLoss, Sample, TagPath};
+use iiot_core::version::data_loss_topic;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use batcher::{BatchConfig, BatchObserver, RuntimeCounters};
+pub use control::ControlLane;
+
+use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderHandle};
+use crate::outbox::Outbox;
+use batcher::{BatchTarget, batch_loop};
+
+type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
+type SourceStart = Box<dyn FnOnce(RbeSink, CancellationToken) -> Task + Send>;
+type OwnedTask = Box<dyn FnOnce(CancellationToken) -> Task + Send>;
+type ControlStart = Box<dyn FnOnce(Outbox, CancellationToken) -> Task + Send>;
+
+/// The [`ReadingSink`] the runtime gives a source: report by exception per tag,
+/// then the bounded queue to the batcher.
+pub struct RbeSink {
+    tx: mpsc::Sender<Sample>,
+    filters: HashMap<TagPath, ReportFilter>,
+    source: Arc<str>,
+}
+
+impl RbeSink {
+    fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo) -> Self {
+        Self {
+            tx,
+            filters: info
+                .tags
+                .iter()
+                .map(|(t, p)| (t.clone(), ReportFilter::new(*p)))
+                .collect(),
+            source: info.name.as_str().into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RbeSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RbeSink")
+            .field("source", &self.source)
+            .field("tags", &self.filters.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ReadingSink for RbeSink {
+    async fn send(&mut self, reading: Sample) -> Result<(), SinkClosed> {
+        metrics::counter!("iiot_gateway_readings_total", "source" => self.source.to_string())
+            .increment(1);
+        let now = tokio::time::Instant::now().into_std();
+        let report = match self.filters.get_mut(reading.tag()) {
+            Some(f) => f.admit(reading.value(), reading.quality(), now),
+            // Not declared: no deadband.
+            None => true,
+        };
+        if !report {
+            return Ok(());
+        }
+        self.tx.send(reading).await.map_err(|_| SinkClosed)
+    }
+}
+
+/// Builds a [`Gateway`]; see the module docs.
+///
+/// ## Defaults
+///
+/// | setting | default |
+/// |---|---|
+/// | batches | [`BatchConfig::default`] (100 samples or 1 s) |
+/// | metadata | none (firmware version, gateway id) |
+/// | forwarder | [`ForwarderConfig::default`] |
+/// | reading queue | 1024 readings between the sources and the batcher |
+/// | observer | `()` |
+pub struct GatewayBuilder<P, O = ()> {
+    path: UnsPath,
+    outbox: Outbox,
+    publisher: P,
+    observer: O,
+    batch: BatchConfig,
+    metadata: BatchMetadata,
+    forwarder: ForwarderConfig,
+    queue: NonZeroUsize,
+    sources: Vec<(SourceInfo, SourceStart)>,
+    tasks: Vec<OwnedTask>,
+    control: Option<(Outbox, ControlStart)>,
+}
+
+impl<P, O> std::fmt::Debug for GatewayBuilder<P, O> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayBuilder")
+            .field("path", &self.path.to_string())
+            .field(
+                "sources",
+                &self.sources.iter().map(|s| &s.0.name).collect::<Vec<_>>(),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl<P: ConfirmedPublish + 'static> GatewayBuilder<P, ()> {
+    /// A gateway for the device at `path`, appending to `outbox` (the device's)
+    /// and forwarding through `publisher`.
+    pub fn new(path: UnsPath, outbox: Outbox, publisher: P) -> Self {
+        Self {
+            path,
+            outbox,
+            publisher,
+            observer: (),
+            batch: BatchConfig::default(),
+            metadata: BatchMetadata::default(),
+            forwarder: ForwarderConfig::default(),
+            queue: NonZeroUsize::new(1024).unwrap_or(NonZeroUsize::MIN),
+            sources: Vec::new(),
+            tasks: Vec::new(),
+            control: None,
+        }
+    }
+}
+
+impl<P: ConfirmedPublish + Clone + 'static, O: BatchObserver> GatewayBuilder<P, O> {
+    /// A control lane beside telemetry: command acks, OTA statuses and other
+    /// messages that must survive a crash go through `outbox` (the caller opens
+    /// it, in its own directory, with `WhenFull::Block` so nothing is dropped for
+    /// room) and a forwarder of their own. They take no numbers from the
+    /// telemetry sequence (ingest would count each one as a telemetry gap), and
+    /// they never queue behind a telemetry backlog or its replay pacing: at most
+    /// the telemetry forwarder's in-flight window shares the transport's queue
+    /// with them. (Holding telemetry until the control lane is empty would let one
+    /// control message the broker refuses stop telemetry for good.) Publish
+    /// through [`Gateway::control`].
+    #[must_use]
+    pub fn control_lane(mut self, outbox: Outbox, config: ForwarderConfig) -> Self {
+        let publisher = self.publisher.clone();
+        let path = self.path.clone();
+        let start: ControlStart = Box::new(move |ob: Outbox, cancel: CancellationToken| -> Task {
+            Box::pin(control::run_forwarder(ob, publisher, path, config, cancel))
+        });
+        self.control = Some((outbox, start));
+        self
+    }
+}
+
+impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
+    /// Adds a source. Its tags are reported by exception with the policies of
+    /// its [`SourceInfo`].
+    #[must_use]
+    pub fn source<S: Source>(mut self, source: S) -> Self {
+        let info = source.info();
+        let start: SourceStart = Box::new(move |sink, stop: CancellationToken| {
+            Box::pin(source.run(sink, stop.cancelled_owned()))
+        });
+        self.sources.push((info, start));
+        self
+    }
+
+    /// How batches close.
+    #[must_use]
+    pub fn batch(mut self, config: BatchConfig) -> Self {
+        self.batch = config;
+        self
+    }
+
+    /// Firmware version and gateway id carried by every batch.
+    #[must_use]
+    pub fn metadata(mut self, metadata: BatchMetadata) -> Self {
+        self.metadata = metadata;
+        self
+    }
+
+    /// The forwarder's settings.
+    #[must_use]
+    pub fn forwarder(mut self, config: ForwarderConfig) -> Self {
+        self.forwarder = config;
+        self
+    }
+
+    /// Readings waiting between the sources and the batcher at most; past that a
+    /// source waits (back-pressure).
+    #[must_use]
+    pub fn reading_queue(mut self, capacity: NonZeroUsize) -> Self {
+        self.queue = capacity;
+        self
+    }
+
+    /// A task the gateway owns (the transport's driver, say): spawned at start,
+    /// given the gateway's cancellation token, awaited by [`Gateway::join`].
+    #[must_use]
+    pub fn task<F>(mut self, task: impl FnOnce(CancellationToken) -> F + Send + 'static) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.tasks.push(Box::new(move |c| Box::pin(task(c))));
+        self
+    }
+
+    /// Sees every durable batch before it is counted (see [`BatchObserver`]).
+    #[must_use]
+    pub fn observer<O2: BatchObserver>(self, observer: O2) -> GatewayBuilder<P, O2> {
+        GatewayBuilder {
+            path: self.path,
+            outbox: self.outbox,
+            publisher: self.publisher,
+            observer,
+            batch: self.batch,
+            metadata: self.metadata,
+            forwarder: self.forwarder,
+            queue: self.queue,
+            sources: self.sources,
+            tasks: self.tasks,
+            control: self.control,
+        }
+    }
+
+    /// Spawns the forwarder, the owned tasks, the batcher and the sources; the
+    /// sources stop with [`Gateway::stop_producing`] (or when `cancel` fires),
+    /// everything else with `cancel`. Must be called within a tokio runtime.
+    pub fn start(self, cancel: &CancellationToken) -> Gateway {
+        let loss_topic = data_loss_topic(&self.path).to_string();
+        let encode_loss = move |l: &DataLoss| {
+            OutboundMessage::new(loss_topic.clone(), protobuf::encode_data_loss(l))
+        };
+        let (forwarder, status) = Forwarder::new(
+            self.outbox.clone(),
+            self.publisher,
+            encode_loss,
+            self.forwarder,
+        );
+        let mut tasks = Vec::new();
+        let control = self.control.map(|(outbox, start)| {
+            tasks.push(tokio::spawn(start(outbox.clone(), cancel.clone())));
+            ControlLane::new(outbox)
+        });
+        let c = cancel.clone();
+        tasks.push(tokio::spawn(async move {
+            let exit = forwarder.run(c).await;
+            tracing::info!(?exit, "forwarder stopped");
+        }));
+        for task in self.tasks {
+            tasks.push(tokio::spawn(task(cancel.clone())));
+        }
+        let counters = Arc::new(RuntimeCounters::default());
+        let (tx, rx) = mpsc::channel(self.queue.get());
+        let target = BatchTarget {
+            outbox: self.outbox.clone(),
+            topic: self.path.telemetry().to_string(),
+            device: self.path.device_id().clone(),
+            metadata: self.metadata,
+            counters: counters.clone(),
+            observer: self.observer,
+        };
+        let batcher = tokio::spawn(batch_loop(rx, target, self.batch));
+        let stop_sources = cancel.child_token();
+        let mut sources = Vec::new();
+        for (info, start) in self.sources {
+            let sink = RbeSink::new(tx.clone(), &info);
+            sources.push(tokio::spawn(start(sink, stop_sources.clone())));
+        }
+        drop(tx);
+        Gateway {
+            outbox: self.outbox,
+            control,
+            forwarder: status,
+            counters,
+            stop_sources,
+            sources,
+            batcher: Some(batcher),
+            tasks,
+        }
+    }
+}
+
+/// A running gateway: observe it, stop it.
+pub struct Gateway {
+    outbox: Outbox,
+    control: Option<ControlLane>,
+    forwarder: ForwarderHandle,
+    counters: Arc<RuntimeCounters>,
+    stop_sources: CancellationToken,
+    sources: Vec<JoinHandle<()>>,
+    batcher: Option<JoinHandle<()>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Gateway {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gateway")
+            .field("outbox", &self.outbox.stats())
+            .field("forwarder", &self.forwarder.status())
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Gateway {
+    /// The outbox (backlog, loss counters).
+    pub fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    /// The control lane, when the builder set one up.
+    pub fn control(&self) -> Option<&ControlLane> {
+        self.control.as_ref()
+    }
+
+    /// The forwarder's status.
+    pub fn forwarder(&self) -> &ForwarderHandle {
+        &self.forwarder
+    }
+
+    /// What was produced so far.
+    pub fn counters(&self) -> &Arc<RuntimeCounters> {
+        &self.counters
+    }
+
+    /// Stops the sources and waits until what they produced is appended (the
+    /// batcher ends once every source returned).
+    pub async fn stop_producing(&mut self) {
+        self.stop_sources.cancel();
+        for s in std::mem::take(&mut self.sources) {
+            let _ = s.await;
+        }
+        if let Some(b) = self.batcher.take() {
+            let _ = b.await;
+        }
+    }
+
+    /// Waits until the forwarder delivered everything in the outbox (records and
+    /// loss events), at most `timeout`; returns whether it did. Looks at the
+    /// outbox's counters every 50 ms.
+    pub async fn drain(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let s = self.outbox.stats();
+            if s.backlog_records == 0 && s.pending_records == 0 && s.pending_losses == 0 {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits for the tasks the gateway owns (cancel them first), then closes the outbox.
+    pub async fn join(mut self) {
+        self.stop_producing().await;
+        for t in self.tasks {
+            let _ = t.await;
+        }
+        if let Some(c) = self.control {
+            c.into_outbox().close().await;
+        }
+        self.outbox.close().await;
+    }
+
+    /// Stops the sources, drains the outbox for at most `drain` (what remains is
+    /// sent by the next run), cancels `cancel` and joins. Returns whether the
+    /// outbox was empty.
+    pub async fn shutdown(mut self, cancel: &CancellationToken, drain: Duration) -> bool {
+        self.stop_producing().await;
+        let empty = self.drain(drain).await;
+        if !empty {
+            tracing::warn!(backlog = ?self.outbox.stats().backlog_records,
+                "outbox not empty at shutdown; the next run sends the rest");
+        }
+        cancel.cancel();
+        self.join().await;
+        empty
+    }
+}
