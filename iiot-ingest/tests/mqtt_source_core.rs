@@ -194,14 +194,7 @@ async fn refused_filter_is_a_typed_source_error() {
 async fn source_and_platform_publisher_over_mutual_tls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "platform");
-    let (server_cert, server_key) = pki.server();
-    let extra = format!(
-        "allow_anonymous false\nrequire_certificate true\nuse_identity_as_username true\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        pki.ca.display(),
-        server_cert.display(),
-        server_key.display()
-    );
-    let Some(broker) = Mosquitto::start(dir.path(), &extra) else {
+    let Some(broker) = pki.mtls_mosquitto(dir.path()) else {
         return;
     };
     for protocol in [MqttVersion::V5, MqttVersion::V311] {

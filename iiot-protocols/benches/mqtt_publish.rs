@@ -34,90 +34,80 @@ fn protocol() -> MqttVersion {
     }
 }
 
-/// Bare rumqttc (3.1.1 tree): connects, then times `payloads` QoS 1 publishes
-/// until the last PUBACK, with rumqttc's own in-flight window.
-async fn bare_v4(
-    host: &str,
-    port: u16,
-    topic: &str,
-    payloads: &[bytes::Bytes],
-    inflight: u16,
-) -> Duration {
-    use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
-    let mut o = MqttOptions::new(mqtt_common::unique("bare"), host, port);
-    o.set_inflight(inflight)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(1 << 20, 1 << 20);
-    let (client, mut ev) = AsyncClient::new(o, 1000);
-    while !matches!(
-        ev.poll().await.unwrap(),
-        Event::Incoming(Packet::ConnAck(_))
-    ) {}
-    let start = Instant::now();
-    let (topic, payloads) = (topic.to_owned(), payloads.to_vec());
-    let total = payloads.len();
-    let sender = tokio::spawn(async move {
-        for p in payloads {
-            client
-                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, p)
-                .await
-                .unwrap();
+/// Bare rumqttc on one of its two type trees: connects, then times `payloads`
+/// QoS 1 publishes until the last PUBACK, with rumqttc's own in-flight window.
+macro_rules! bare {
+    ($name:ident, $tree:path, $inflight:ident, $max:expr) => {
+        async fn $name(
+            host: &str,
+            port: u16,
+            topic: &str,
+            payloads: &[bytes::Bytes],
+            inflight: u16,
+        ) -> Duration {
+            use $tree as t;
+            let mut o = t::MqttOptions::new(mqtt_common::unique("bare"), host, port);
+            o.$inflight(inflight)
+                .set_keep_alive(Duration::from_secs(30));
+            $max(&mut o);
+            let (client, mut ev) = t::AsyncClient::new(o, 1000);
+            while !matches!(
+                ev.poll().await.unwrap(),
+                t::Event::Incoming(t::Packet::ConnAck(_))
+            ) {}
+            let start = Instant::now();
+            let (topic, payloads) = (topic.to_owned(), payloads.to_vec());
+            let total = payloads.len();
+            let sender = tokio::spawn(async move {
+                for p in payloads {
+                    client
+                        .publish_bytes(topic.clone(), t::QoS::AtLeastOnce, false, p)
+                        .await
+                        .unwrap();
+                }
+                client
+            });
+            let mut acked = 0;
+            while acked < total {
+                if let t::Event::Incoming(t::Packet::PubAck(_)) = ev.poll().await.unwrap() {
+                    acked += 1;
+                }
+            }
+            let elapsed = start.elapsed();
+            let _ = sender.await.unwrap().disconnect().await;
+            elapsed
         }
-        client
-    });
-    let mut acked = 0;
-    while acked < total {
-        if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.unwrap() {
-            acked += 1;
-        }
-    }
-    let elapsed = start.elapsed();
-    let _ = sender.await.unwrap().disconnect().await;
-    elapsed
+    };
 }
 
-/// Bare rumqttc (MQTT 5 tree), as [`bare_v4`].
-async fn bare_v5(
-    host: &str,
-    port: u16,
-    topic: &str,
-    payloads: &[bytes::Bytes],
-    inflight: u16,
-) -> Duration {
-    use rumqttc::v5::mqttbytes::QoS;
-    use rumqttc::v5::mqttbytes::v5::Packet;
-    use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-    let mut o = MqttOptions::new(mqtt_common::unique("bare"), host, port);
-    o.set_outgoing_inflight_upper_limit(inflight)
-        .set_keep_alive(Duration::from_secs(30))
-        .set_max_packet_size(Some(1 << 20));
-    let (client, mut ev) = AsyncClient::new(o, 1000);
-    while !matches!(
-        ev.poll().await.unwrap(),
-        Event::Incoming(Packet::ConnAck(_))
-    ) {}
-    let start = Instant::now();
-    let (topic, payloads) = (topic.to_owned(), payloads.to_vec());
-    let total = payloads.len();
-    let sender = tokio::spawn(async move {
-        for p in payloads {
-            client
-                .publish_bytes(topic.clone(), QoS::AtLeastOnce, false, p)
-                .await
-                .unwrap();
-        }
-        client
-    });
-    let mut acked = 0;
-    while acked < total {
-        if let Event::Incoming(Packet::PubAck(_)) = ev.poll().await.unwrap() {
-            acked += 1;
-        }
-    }
-    let elapsed = start.elapsed();
-    let _ = sender.await.unwrap().disconnect().await;
-    elapsed
+/// rumqttc's 3.1.1 names, in one place for the macro.
+mod v4_tree {
+    pub(crate) use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 }
+
+/// rumqttc's MQTT 5 names, in one place for the macro.
+mod v5_tree {
+    pub(crate) use rumqttc::v5::mqttbytes::QoS;
+    pub(crate) use rumqttc::v5::mqttbytes::v5::Packet;
+    pub(crate) use rumqttc::v5::{AsyncClient, Event, MqttOptions};
+}
+
+bare!(
+    bare_v4,
+    v4_tree,
+    set_inflight,
+    |o: &mut rumqttc::MqttOptions| {
+        o.set_max_packet_size(1 << 20, 1 << 20);
+    }
+);
+bare!(
+    bare_v5,
+    v5_tree,
+    set_outgoing_inflight_upper_limit,
+    |o: &mut rumqttc::v5::MqttOptions| {
+        o.set_max_packet_size(Some(1 << 20));
+    }
+);
 
 fn bench(c: &mut Criterion) {
     let Some((host, port)) = mqtt_common::shared_mosquitto() else {

@@ -12,7 +12,7 @@ use iiot_protocols::mqtt::{
     ConfigError, ConnectionState, DisconnectReason, IdentityProblem, MqttConfig, MqttVersion,
     Session,
 };
-use mqtt_common::{Mosquitto, Pki, prefix, unique};
+use mqtt_common::{Pki, prefix, unique};
 use tokio_util::sync::CancellationToken;
 
 const T: Duration = Duration::from_secs(10);
@@ -66,14 +66,7 @@ async fn mutual_tls_with_mosquitto_mqtt311() {
 async fn mutual_tls_with_mosquitto(version: MqttVersion) {
     let dir = tempfile::tempdir().unwrap();
     let pki = Pki::new(dir.path(), "plant");
-    let (server_cert, server_key) = pki.server();
-    let extra = format!(
-        "allow_anonymous false\nrequire_certificate true\nuse_identity_as_username true\ncafile {}\ncertfile {}\nkeyfile {}\n",
-        pki.ca.display(),
-        server_cert.display(),
-        server_key.display()
-    );
-    let Some(broker) = Mosquitto::start(dir.path(), &extra) else {
+    let Some(broker) = pki.mtls_mosquitto(dir.path()) else {
         return;
     };
     let url = broker.url(true);

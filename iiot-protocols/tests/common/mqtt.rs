@@ -418,6 +418,19 @@ impl Pki {
         (cert_path, key_path)
     }
 
+    /// A Mosquitto in `dir` that requires a client certificate of this CA and
+    /// takes the certificate's CN as the username (`None` without mosquitto).
+    pub fn mtls_mosquitto(&self, dir: &Path) -> Option<Mosquitto> {
+        let (cert, key) = self.server();
+        let extra = format!(
+            "allow_anonymous false\nrequire_certificate true\nuse_identity_as_username true\ncafile {}\ncertfile {}\nkeyfile {}\n",
+            self.ca.display(),
+            cert.display(),
+            key.display()
+        );
+        Mosquitto::start(dir, &extra)
+    }
+
     /// Server certificate for 127.0.0.1 and localhost.
     pub fn server(&self) -> (PathBuf, PathBuf) {
         let mut params =

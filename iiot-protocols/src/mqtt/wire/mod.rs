@@ -297,6 +297,18 @@ impl Wire {
     }
 }
 
+/// The event of an outgoing request (one type for both protocol trees).
+pub(crate) fn outgoing(o: &rumqttc::Outgoing) -> Event {
+    match o {
+        rumqttc::Outgoing::Publish(pkid) => Event::OutPublish(*pkid),
+        rumqttc::Outgoing::AwaitAck(pkid) => Event::AwaitAck(*pkid),
+        rumqttc::Outgoing::Subscribe(pkid) => Event::OutSubscribe(*pkid),
+        rumqttc::Outgoing::Unsubscribe(_) => Event::OutOther,
+        rumqttc::Outgoing::Disconnect => Event::OutDisconnect,
+        _ => Event::Other,
+    }
+}
+
 /// Seconds for a wire field, at least 1.
 pub(crate) fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use iiot_core::publish::{OutboundMessage, QoS};
 use rumqttc::{
-    AsyncClient, ConnectionError, Event as REvent, EventLoop, LastWill, MqttOptions, Outgoing,
-    Packet, PubAck, PubRec, Publish, Request, StateError, SubscribeFilter, SubscribeReasonCode,
+    AsyncClient, ConnectionError, Event as REvent, EventLoop, LastWill, MqttOptions, Packet,
+    PubAck, PubRec, Publish, Request, StateError, SubscribeFilter, SubscribeReasonCode,
     TlsConfiguration, Transport,
 };
 
@@ -112,12 +112,8 @@ fn event(e: REvent) -> Event {
                 })
                 .collect(),
         },
-        REvent::Outgoing(Outgoing::Publish(pkid)) => Event::OutPublish(pkid),
-        REvent::Outgoing(Outgoing::AwaitAck(pkid)) => Event::AwaitAck(pkid),
-        REvent::Outgoing(Outgoing::Subscribe(pkid)) => Event::OutSubscribe(pkid),
-        REvent::Outgoing(Outgoing::Unsubscribe(_)) => Event::OutOther,
-        REvent::Outgoing(Outgoing::Disconnect) => Event::OutDisconnect,
-        REvent::Incoming(_) | REvent::Outgoing(_) => Event::Other,
+        REvent::Outgoing(o) => super::outgoing(&o),
+        REvent::Incoming(_) => Event::Other,
     }
 }
 

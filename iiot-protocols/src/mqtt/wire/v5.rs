@@ -17,7 +17,7 @@ use rumqttc::v5::{
     AsyncClient, ConnectionError, Event as REvent, EventLoop, Incoming, MqttOptions, Request,
     StateError,
 };
-use rumqttc::{Outgoing, TlsConfiguration, Transport};
+use rumqttc::{TlsConfiguration, Transport};
 
 use super::{Error, Event, Granted, InPublish, Options, QueueError, Taken, Will, is_tls, secs};
 
@@ -169,12 +169,8 @@ fn event(e: REvent) -> Event {
             pkid: s.pkid,
             granted: s.return_codes.into_iter().map(granted).collect(),
         },
-        REvent::Outgoing(Outgoing::Publish(pkid)) => Event::OutPublish(pkid),
-        REvent::Outgoing(Outgoing::AwaitAck(pkid)) => Event::AwaitAck(pkid),
-        REvent::Outgoing(Outgoing::Subscribe(pkid)) => Event::OutSubscribe(pkid),
-        REvent::Outgoing(Outgoing::Unsubscribe(_)) => Event::OutOther,
-        REvent::Outgoing(Outgoing::Disconnect) => Event::OutDisconnect,
-        REvent::Incoming(_) | REvent::Outgoing(_) => Event::Other,
+        REvent::Outgoing(o) => super::outgoing(&o),
+        REvent::Incoming(_) => Event::Other,
     }
 }
 
