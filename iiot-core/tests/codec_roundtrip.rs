@@ -153,3 +153,62 @@ fn json_rejections_name_the_field() {
         }
     }
 }
+
+/// The gateway heartbeat (issue 14): a status with the outbox backlog and each
+/// source's last good read survives both wire forms; birth-style statuses stay
+/// byte-for-byte as before (no new keys, no new fields).
+#[test]
+fn heartbeat_status_round_trips_in_both_forms() {
+    use iiot_core::types::{Backlog, DeviceId, SourceHealth, Status, Timestamp};
+    let mut s = Status::birth(DeviceId::new("plc-01").unwrap());
+    s.time = Timestamp::from_unix_nanos(1_767_225_600_123_456_789).unwrap();
+    s.backlog = Some(Backlog {
+        records: 12,
+        bytes: 3456,
+        oldest_age: Some(std::time::Duration::from_millis(4_200)),
+    });
+    s.sources = vec![
+        SourceHealth {
+            name: "modbus".into(),
+            last_good: Some(Timestamp::from_unix_nanos(1_767_225_599_000_000_000).unwrap()),
+        },
+        SourceHealth {
+            name: "opcua".into(),
+            last_good: None,
+        },
+    ];
+    let limits = Limits::default();
+    assert_eq!(
+        protobuf::decode_status(&protobuf::encode_status(&s), &limits).unwrap(),
+        s
+    );
+    let text = json::encode_status(&s);
+    let v: serde_json::Value = serde_json::from_slice(&text).unwrap();
+    assert_eq!(v["backlog"]["records"], 12);
+    assert_eq!(v["backlog"]["oldest_age_ms"], 4200);
+    assert_eq!(v["sources"][0]["name"], "modbus");
+    assert!(v["sources"][1].get("last_good").is_none());
+    // JSON carries RFC 3339 times (microseconds): compare at that resolution.
+    let back = json::decode_status(&text, &limits).unwrap();
+    assert_eq!(back.backlog, s.backlog);
+    assert_eq!(back.sources.len(), 2);
+    assert_eq!(back.sources[1], s.sources[1]);
+
+    let birth = Status::birth(DeviceId::new("plc-01").unwrap());
+    let text = String::from_utf8(json::encode_status(&birth)).unwrap();
+    assert!(
+        !text.contains("backlog") && !text.contains("sources"),
+        "{text}"
+    );
+
+    // Too many sources is a typed limit error, in both forms.
+    let mut many = s.clone();
+    many.sources = (0..=limits.max_map_entries)
+        .map(|i| SourceHealth {
+            name: format!("s{i}"),
+            last_good: None,
+        })
+        .collect();
+    assert!(protobuf::decode_status(&protobuf::encode_status(&many), &limits).is_err());
+    assert!(json::decode_status(&json::encode_status(&many), &limits).is_err());
+}

@@ -300,3 +300,77 @@ async fn control_lane_goes_ahead_of_a_telemetry_backlog() {
         "telemetry contiguous, no number taken by the control lane"
     );
 }
+
+/// Hands every publish to a channel the test reads.
+#[derive(Clone)]
+struct Tap(tokio::sync::mpsc::Sender<OutboundMessage>);
+
+impl ConfirmedPublish for Tap {
+    async fn publish_confirmed(&self, m: OutboundMessage) -> Result<(), PublishError> {
+        let _ = self.0.send(m).await;
+        Ok(())
+    }
+}
+
+/// The periodic heartbeat (issue 14): the retained status carries the outbox
+/// backlog and each source's last good read, in the JSON status form.
+#[tokio::test]
+async fn heartbeat_carries_backlog_and_last_good_read() {
+    use iiot_core::codec::json;
+    let dir = tempfile::tempdir().unwrap();
+    let outbox = Outbox::open(
+        dir.path().join("ob"),
+        DeviceId::new("dev-1").unwrap(),
+        OutboxConfig::default(),
+    )
+    .await
+    .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
+    let t = Timestamp::from_unix_nanos(1_767_225_600_000_000_000).unwrap();
+    let script = Script {
+        name: "plc",
+        policies: Vec::new(),
+        readings: vec![
+            Sample::good(TagPath::new("x").unwrap(), 1.0, t),
+            Sample::without_value(
+                TagPath::new("x").unwrap(),
+                Quality::BAD_TIMEOUT,
+                Timestamp::now(),
+            ),
+        ],
+    };
+    let cancel = CancellationToken::new();
+    let mut batch = BatchConfig::default();
+    batch.set_max_samples(NonZeroUsize::new(2).unwrap());
+    let gw = GatewayBuilder::new(path(), outbox, Tap(tx))
+        .batch(batch)
+        .heartbeat(Duration::from_millis(20))
+        .source(script)
+        .start(&cancel);
+    let status_topic = path().status().to_string();
+    let status = loop {
+        let m = tokio::time::timeout(Duration::from_secs(10), rx.recv())
+            .await
+            .expect("a heartbeat in time")
+            .unwrap();
+        if m.topic != status_topic {
+            continue;
+        }
+        assert!(m.retain);
+        let s = json::decode_status(&m.payload, &Limits::default()).unwrap();
+        // Wait for the one that saw the good read.
+        if s.sources.first().and_then(|h| h.last_good).is_some() {
+            break s;
+        }
+    };
+    assert!(status.online);
+    assert!(status.backlog.is_some());
+    assert_eq!(status.sources.len(), 1);
+    assert_eq!(status.sources[0].name, "plc");
+    assert_eq!(
+        status.sources[0].last_good,
+        Some(t),
+        "the Bad read does not count"
+    );
+    assert!(gw.shutdown(&cancel, Duration::from_secs(10)).await);
+}

@@ -40,8 +40,8 @@ use serde_json::value::RawValue;
 use super::{DecodeError, LimitError, Limits, SCHEMA_VERSION};
 use crate::quality::Quality;
 use crate::types::{
-    BatchMetadata, DeviceId, MessageId, Sample, Sequence, Status, TagPath, TelemetryBatch,
-    Timestamp, Value,
+    Backlog, BatchMetadata, DeviceId, MessageId, Sample, Sequence, SourceHealth, Status, TagPath,
+    TelemetryBatch, Timestamp, Value,
 };
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
@@ -492,6 +492,25 @@ struct StatusJson<'a> {
     start_time: Option<Cow<'a, str>>,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    backlog: Option<BacklogJson>,
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    sources: Vec<SourceHealthJson>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct BacklogJson {
+    records: u64,
+    bytes: u64,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    oldest_age_ms: Option<u64>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SourceHealthJson {
+    name: String,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    last_good: Option<String>,
 }
 
 /// Encodes a status in the JSON form, e.g.
@@ -506,6 +525,21 @@ pub fn encode_status(s: &Status) -> Vec<u8> {
         gateway_id: s.gateway_id.clone(),
         start_time: s.start_time.map(|t| Cow::Owned(t.to_rfc3339())),
         reason: s.reason.clone(),
+        backlog: s.backlog.as_ref().map(|b| BacklogJson {
+            records: b.records,
+            bytes: b.bytes,
+            oldest_age_ms: b
+                .oldest_age
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }),
+        sources: s
+            .sources
+            .iter()
+            .map(|h| SourceHealthJson {
+                name: h.name.clone(),
+                last_good: h.last_good.map(Timestamp::to_rfc3339),
+            })
+            .collect(),
     };
     serde_json::to_vec(&out).unwrap_or_default()
 }
@@ -532,6 +566,30 @@ pub fn decode_status(buf: &[u8], limits: &Limits) -> Result<Status, DecodeError>
             limits.check_text(field, v)?;
         }
     }
+    if m.sources.len() > limits.max_map_entries {
+        return Err(LimitError::TooManyEntries {
+            field: "sources",
+            count: m.sources.len(),
+            limit: limits.max_map_entries,
+        }
+        .into());
+    }
+    let mut sources = Vec::with_capacity(m.sources.len());
+    for h in m.sources {
+        limits.check_text("sources.name", &h.name)?;
+        let last_good = h
+            .last_good
+            .as_deref()
+            .map(|t| {
+                Timestamp::parse_rfc3339(t)
+                    .map_err(|e| DecodeError::invalid("sources.last_good", e))
+            })
+            .transpose()?;
+        sources.push(SourceHealth {
+            name: h.name,
+            last_good,
+        });
+    }
     Ok(Status {
         device_id: DeviceId::new(m.device_id.as_ref())
             .map_err(|e| DecodeError::invalid("device_id", e))?,
@@ -541,5 +599,11 @@ pub fn decode_status(buf: &[u8], limits: &Limits) -> Result<Status, DecodeError>
         firmware_version: m.firmware_version,
         gateway_id: m.gateway_id,
         reason: m.reason,
+        backlog: m.backlog.map(|b| Backlog {
+            records: b.records,
+            bytes: b.bytes,
+            oldest_age: b.oldest_age_ms.map(std::time::Duration::from_millis),
+        }),
+        sources,
     })
 }

@@ -22,7 +22,7 @@ pub use ids::{DeviceId, MessageId, SegmentProblem, Sequence, TagPath, check_segm
 pub use ota::{
     ManifestBody, ManifestSignature, OtaState, OtaStatus, SignatureAlgorithm, SignedManifest,
 };
-pub use status::Status;
+pub use status::{Backlog, SourceHealth, Status};
 pub use telemetry::{BatchMetadata, Sample, TelemetryBatch};
 pub use time::Timestamp;
 pub use value::Value;

@@ -1,6 +1,28 @@
-//! Device status (birth and last will).
+//! Device status (birth, last will, heartbeat).
+
+use std::time::Duration;
 
 use super::{DeviceId, Timestamp};
+
+/// What waits in a gateway's outbox for the broker (in the heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Backlog {
+    /// Records not yet confirmed.
+    pub records: u64,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Age of the oldest (millisecond resolution on the wire); `None` when empty.
+    pub oldest_age: Option<Duration>,
+}
+
+/// One source of readings of a gateway and its last good read (in the heartbeat).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceHealth {
+    /// The source's name, unique within the gateway.
+    pub name: String,
+    /// Source time of its newest Good reading; `None` before the first.
+    pub last_good: Option<Timestamp>,
+}
 
 /// The retained `status` of a device: `online = true` in the birth published after
 /// every connect, `online = false` in the last will and on clean shutdown.
@@ -20,6 +42,10 @@ pub struct Status {
     pub start_time: Option<Timestamp>,
     /// Why offline, when known.
     pub reason: Option<String>,
+    /// The outbox backlog, in a gateway's periodic heartbeat.
+    pub backlog: Option<Backlog>,
+    /// Each source's health, in the heartbeat.
+    pub sources: Vec<SourceHealth>,
 }
 
 impl Status {
@@ -33,6 +59,8 @@ impl Status {
             gateway_id: None,
             start_time: None,
             reason: None,
+            backlog: None,
+            sources: Vec::new(),
         }
     }
 
@@ -46,6 +74,8 @@ impl Status {
             gateway_id: None,
             start_time: None,
             reason,
+            backlog: None,
+            sources: Vec::new(),
         }
     }
 }

@@ -82,13 +82,16 @@ use std::future::Future;
 use std::num::NonZeroUsize;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use iiot_core::codec::protobuf;
+use iiot_core::codec::{json, protobuf};
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage};
 use iiot_core::source::{ReadingSink, ReportFilter, SinkClosed, Source, SourceInfo};
 use iiot_core::topic::UnsPath;
-use iiot_core::types::{BatchMetadata, DataLoss, Sample, TagPath};
+use iiot_core::types::{
+    Backlog, BatchMetadata, DataLoss, DeviceId, Sample, SourceHealth, Status, TagPath, Timestamp,
+};
 use iiot_core::version::data_loss_topic;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -105,6 +108,7 @@ type Task = Pin<Box<dyn Future<Output = ()> + Send>>;
 type SourceStart = Box<dyn FnOnce(RbeSink, CancellationToken) -> Task + Send>;
 type OwnedTask = Box<dyn FnOnce(CancellationToken) -> Task + Send>;
 type ControlStart = Box<dyn FnOnce(Outbox, CancellationToken) -> Task + Send>;
+type HeartbeatStart = Box<dyn FnOnce(Heartbeat, CancellationToken) -> Task + Send>;
 
 /// The [`ReadingSink`] the runtime gives a source: report by exception per tag,
 /// then the bounded queue to the batcher.
@@ -112,12 +116,15 @@ pub struct RbeSink {
     tx: mpsc::Sender<Sample>,
     filters: HashMap<TagPath, ReportFilter>,
     source: Arc<str>,
+    /// Source time of the newest Good reading, Unix ns (0: none yet).
+    last_good: Arc<AtomicI64>,
 }
 
 impl RbeSink {
-    fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo) -> Self {
+    fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo, last_good: Arc<AtomicI64>) -> Self {
         Self {
             tx,
+            last_good,
             filters: info
                 .tags
                 .iter()
@@ -139,8 +146,17 @@ impl std::fmt::Debug for RbeSink {
 
 impl ReadingSink for RbeSink {
     async fn send(&mut self, reading: Sample) -> Result<(), SinkClosed> {
-        metrics::counter!("iiot_gateway_readings_total", "source" => self.source.to_string())
-            .increment(1);
+        let source = self.source.to_string();
+        metrics::counter!("iiot_gateway_readings_total", "source" => source.clone()).increment(1);
+        if reading.quality().is_good() {
+            let t = reading.source_time().unix_nanos();
+            if t > self.last_good.fetch_max(t, Ordering::Relaxed) {
+                metrics::gauge!("iiot_gateway_source_last_good_timestamp_seconds", "source" => source)
+                    .set(t as f64 / 1e9);
+            }
+        } else {
+            metrics::counter!("iiot_gateway_bad_readings_total", "source" => source).increment(1);
+        }
         let now = tokio::time::Instant::now().into_std();
         let report = match self.filters.get_mut(reading.tag()) {
             Some(f) => f.admit(reading.value(), reading.quality(), now),
@@ -177,6 +193,7 @@ pub struct GatewayBuilder<P, O = ()> {
     sources: Vec<(SourceInfo, SourceStart)>,
     tasks: Vec<OwnedTask>,
     control: Option<(Outbox, ControlStart)>,
+    heartbeat: Option<HeartbeatStart>,
 }
 
 impl<P, O> std::fmt::Debug for GatewayBuilder<P, O> {
@@ -207,6 +224,7 @@ impl<P: ConfirmedPublish + 'static> GatewayBuilder<P, ()> {
             sources: Vec::new(),
             tasks: Vec::new(),
             control: None,
+            heartbeat: None,
         }
     }
 }
@@ -231,6 +249,88 @@ impl<P: ConfirmedPublish + Clone + 'static, O: BatchObserver> GatewayBuilder<P, 
         });
         self.control = Some((outbox, start));
         self
+    }
+
+    /// Publishes the device's retained `status` every `interval` while running:
+    /// online, the batches' firmware version and gateway id, the outbox backlog
+    /// (records, bytes, oldest age) and each source's last good read, in the
+    /// JSON form of core's `Status` (the form the MQTT session's birth uses by
+    /// default). A heartbeat the transport cannot confirm is skipped, not queued.
+    #[must_use]
+    pub fn heartbeat(mut self, interval: Duration) -> Self {
+        let publisher = self.publisher.clone();
+        let start: HeartbeatStart =
+            Box::new(move |hb: Heartbeat, cancel: CancellationToken| -> Task {
+                Box::pin(hb.run(publisher, interval, cancel))
+            });
+        self.heartbeat = Some(start);
+        self
+    }
+}
+
+/// What the heartbeat task reads.
+struct Heartbeat {
+    topic: String,
+    device: DeviceId,
+    metadata: BatchMetadata,
+    outbox: Outbox,
+    health: Vec<(String, Arc<AtomicI64>)>,
+    start_time: Timestamp,
+}
+
+impl Heartbeat {
+    fn status(&self) -> Status {
+        let s = self.outbox.stats();
+        let mut st = Status::birth(self.device.clone());
+        st.firmware_version
+            .clone_from(&self.metadata.firmware_version);
+        st.gateway_id.clone_from(&self.metadata.gateway_id);
+        st.start_time = Some(self.start_time);
+        st.backlog = Some(Backlog {
+            records: s.backlog_records,
+            bytes: s.backlog_bytes,
+            oldest_age: s.oldest_age,
+        });
+        st.sources = self
+            .health
+            .iter()
+            .map(|(name, t)| {
+                let ns = t.load(Ordering::Relaxed);
+                SourceHealth {
+                    name: name.clone(),
+                    last_good: (ns != 0)
+                        .then(|| Timestamp::from_unix_nanos(ns).ok())
+                        .flatten(),
+                }
+            })
+            .collect();
+        st
+    }
+
+    async fn run<P: ConfirmedPublish>(
+        self,
+        publisher: P,
+        interval: Duration,
+        cancel: CancellationToken,
+    ) {
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            let msg = OutboundMessage::new(self.topic.clone(), json::encode_status(&self.status()))
+                .with_retain(true);
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                r = publisher.publish_confirmed(msg) => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e.kind, "heartbeat not confirmed; skipped");
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -302,6 +402,7 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             sources: self.sources,
             tasks: self.tasks,
             control: self.control,
+            heartbeat: self.heartbeat,
         }
     }
 
@@ -333,23 +434,38 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             tasks.push(tokio::spawn(task(cancel.clone())));
         }
         let counters = Arc::new(RuntimeCounters::default());
+        let metadata = self.metadata;
         let (tx, rx) = mpsc::channel(self.queue.get());
         let target = BatchTarget {
             outbox: self.outbox.clone(),
             topic: self.path.telemetry().to_string(),
             device: self.path.device_id().clone(),
-            metadata: self.metadata,
+            metadata: metadata.clone(),
             counters: counters.clone(),
             observer: self.observer,
         };
         let batcher = tokio::spawn(batch_loop(rx, target, self.batch));
         let stop_sources = cancel.child_token();
         let mut sources = Vec::new();
+        let mut health = Vec::new();
         for (info, start) in self.sources {
-            let sink = RbeSink::new(tx.clone(), &info);
+            let last_good = Arc::new(AtomicI64::new(0));
+            health.push((info.name.clone(), last_good.clone()));
+            let sink = RbeSink::new(tx.clone(), &info, last_good);
             sources.push(tokio::spawn(start(sink, stop_sources.clone())));
         }
         drop(tx);
+        if let Some(start) = self.heartbeat {
+            let hb = Heartbeat {
+                topic: self.path.status().to_string(),
+                device: self.path.device_id().clone(),
+                metadata: metadata.clone(),
+                outbox: self.outbox.clone(),
+                health,
+                start_time: Timestamp::now(),
+            };
+            tasks.push(tokio::spawn(start(hb, cancel.clone())));
+        }
         Gateway {
             outbox: self.outbox,
             control,

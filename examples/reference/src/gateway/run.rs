@@ -177,6 +177,8 @@ pub async fn start(
             gateway_id: setup.mqtt.gateway_id.clone(),
         })
         .forwarder(setup.forwarder.clone())
+        // The retained status with the outbox backlog and the poller's last good read.
+        .heartbeat(Duration::from_secs(60))
         .task(move |c| session.run(c))
         .observer(Produced(produced_log))
         .start(cancel);

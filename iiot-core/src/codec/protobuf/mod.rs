@@ -11,8 +11,8 @@ use super::{DecodeError, LimitError, Limits, SCHEMA_VERSION};
 use crate::proto::v1 as pb;
 use crate::quality::Quality;
 use crate::types::{
-    BatchMetadata, DataLoss, DataLossReason, DeviceId, MessageId, Sample, Sequence, Status,
-    TagPath, TelemetryBatch, Timestamp, Value,
+    Backlog, BatchMetadata, DataLoss, DataLossReason, DeviceId, MessageId, Sample, Sequence,
+    SourceHealth, Status, TagPath, TelemetryBatch, Timestamp, Value,
 };
 
 /// Field number of `TelemetryBatch.samples`.
@@ -318,6 +318,21 @@ pub fn encode_status(s: &Status) -> Vec<u8> {
         gateway_id: s.gateway_id.clone(),
         start_time_unix_ns: s.start_time.map(Timestamp::unix_nanos),
         reason: s.reason.clone(),
+        backlog: s.backlog.as_ref().map(|b| pb::Backlog {
+            records: b.records,
+            bytes: b.bytes,
+            oldest_age_ms: b
+                .oldest_age
+                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        }),
+        sources: s
+            .sources
+            .iter()
+            .map(|h| pb::SourceHealth {
+                name: h.name.clone(),
+                last_good_unix_ns: h.last_good.map(Timestamp::unix_nanos),
+            })
+            .collect(),
     }
     .encode_to_vec()
 }
@@ -340,7 +355,40 @@ pub fn decode_status(buf: &[u8], limits: &Limits) -> Result<Status, DecodeError>
             .map(|ns| timestamp("start_time_unix_ns", ns))
             .transpose()?,
         reason: opt_text(limits, "reason", m.reason)?,
+        backlog: m.backlog.map(|b| Backlog {
+            records: b.records,
+            bytes: b.bytes,
+            oldest_age: b.oldest_age_ms.map(std::time::Duration::from_millis),
+        }),
+        sources: source_health(limits, m.sources)?,
     })
+}
+
+fn source_health(
+    limits: &Limits,
+    sources: Vec<pb::SourceHealth>,
+) -> Result<Vec<SourceHealth>, DecodeError> {
+    if sources.len() > limits.max_map_entries {
+        return Err(LimitError::TooManyEntries {
+            field: "sources",
+            count: sources.len(),
+            limit: limits.max_map_entries,
+        }
+        .into());
+    }
+    sources
+        .into_iter()
+        .map(|h| {
+            limits.check_text("sources.name", &h.name)?;
+            Ok(SourceHealth {
+                name: h.name,
+                last_good: h
+                    .last_good_unix_ns
+                    .map(|ns| timestamp("sources.last_good_unix_ns", ns))
+                    .transpose()?,
+            })
+        })
+        .collect()
 }
 
 // ---- data loss -----------------------------------------------------------
