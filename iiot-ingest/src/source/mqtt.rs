@@ -59,11 +59,11 @@ use super::{Delivery, Source, SourceError};
 /// | `client_id` | `iiot-ingest` (must be stable across restarts: it names the persistent session) |
 /// | `filters` | `$share/iiot-ingest/+/+/+/+/+/+/telemetry/#` and `$share/iiot-ingest/+/+/+/+/+/+/status` |
 /// | `keepalive_ms` | 30 000 |
-/// | `channel_capacity` | 1 000 deliveries waiting for the pipeline (also sizes the ack queue, at least 64) |
-/// | `reconnect_delay_ms` | 1 000 |
+/// | `channel_capacity` | 1 000 deliveries waiting for the pipeline (MQTT 5: also the Receive Maximum announced to the broker; sizes the ack queue, at least 64) |
+/// | `reconnect_delay_ms` | 1 000 (the first wait; doubles per failed attempt up to 30 s, jittered) |
 /// | `ca_path`, `client_cert_path`, `client_key_path` | none (PEM files for `mqtts://`) |
 /// | `username`, `password` | none |
-/// | `max_packet_bytes` | 2 MiB |
+/// | `max_packet_bytes` | 2 MiB (MQTT 5: announced as Maximum Packet Size; match the broker's `message_size_limit`) |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttSourceConfig {
