@@ -29,9 +29,11 @@
 
 use std::io::{Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 
-use iiot_core::types::{MessageId, Sample};
+use iiot_core::types::{MessageId, Sample, TelemetryBatch};
 use iiot_edge::outbox::OutboxStats;
+use iiot_edge::runtime::{BatchObserver, RuntimeCounters};
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt as _;
 
@@ -192,6 +194,47 @@ fn open_blocking(path: &Path) -> std::io::Result<std::fs::File> {
         }
     }
     Ok(file)
+}
+
+/// The produced log as the runtime's batch observer: one line per durable batch,
+/// then the reference metrics (a reader of both never sees a count the log has not).
+pub(crate) struct Produced(pub(crate) Option<ProducedLog>);
+
+impl BatchObserver for Produced {
+    async fn durable(&mut self, batch: &TelemetryBatch) {
+        if let Some(log) = &mut self.0 {
+            log.write(&ProducedEntry::Batch {
+                seq: batch.seq.0,
+                message_id: batch.message_id,
+                samples: batch.samples.iter().map(ProducedSample::from).collect(),
+            })
+            .await;
+        }
+        metrics::counter!("iiot_reference_gateway_samples_total")
+            .increment(batch.samples.len() as u64);
+        metrics::counter!("iiot_reference_gateway_batches_total").increment(1);
+    }
+
+    async fn append_failed(&mut self, _samples: usize, _error: &str) {
+        metrics::counter!("iiot_reference_gateway_append_errors_total").increment(1);
+    }
+
+    async fn stopped(&mut self, c: &RuntimeCounters, s: &OutboxStats) {
+        let Some(log) = &mut self.0 else {
+            return;
+        };
+        log.write(&ProducedEntry::Stopped {
+            batches: c.batches.load(Ordering::Relaxed),
+            samples: c.samples.load(Ordering::Relaxed),
+            append_errors: c.append_errors.load(Ordering::Relaxed),
+            next_seq: s.next_seq.0,
+            appended: s.appended,
+            dropped_records: s.dropped_records,
+            expired_records: s.expired_records,
+            unreadable_records: s.unreadable_records,
+        })
+        .await;
+    }
 }
 
 #[cfg(test)]

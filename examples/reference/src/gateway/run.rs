@@ -6,15 +6,15 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use iiot_core::topic::UnsPath;
-use iiot_core::types::{BatchMetadata, TelemetryBatch};
+use iiot_core::types::BatchMetadata;
 use iiot_edge::forwarder::ForwarderHandle;
-use iiot_edge::outbox::{Outbox, OutboxStats};
-use iiot_edge::runtime::{BatchConfig, BatchObserver, Gateway, GatewayBuilder, RuntimeCounters};
+use iiot_edge::outbox::Outbox;
+use iiot_edge::runtime::{BatchConfig, Gateway, GatewayBuilder, RuntimeCounters};
 use iiot_protocols::modbus::Poller;
 use iiot_protocols::mqtt::{MqttConfig, Session, SessionHandle, WhenDisconnected};
 use tokio_util::sync::CancellationToken;
 
-use super::produced::{ProducedEntry, ProducedLog, ProducedSample};
+use super::produced::{Produced, ProducedEntry, ProducedLog};
 use super::{GatewayMqtt, GatewaySetup};
 use crate::error::AppError;
 
@@ -59,47 +59,6 @@ impl RunningGateway {
     /// outbox.
     pub async fn join(self) {
         self.gateway.join().await;
-    }
-}
-
-/// The produced log as the runtime's batch observer: one line per durable batch,
-/// then the reference metrics (a reader of both never sees a count the log has not).
-struct Produced(Option<ProducedLog>);
-
-impl BatchObserver for Produced {
-    async fn durable(&mut self, batch: &TelemetryBatch) {
-        if let Some(log) = &mut self.0 {
-            log.write(&ProducedEntry::Batch {
-                seq: batch.seq.0,
-                message_id: batch.message_id,
-                samples: batch.samples.iter().map(ProducedSample::from).collect(),
-            })
-            .await;
-        }
-        metrics::counter!("iiot_reference_gateway_samples_total")
-            .increment(batch.samples.len() as u64);
-        metrics::counter!("iiot_reference_gateway_batches_total").increment(1);
-    }
-
-    async fn append_failed(&mut self, _samples: usize, _error: &str) {
-        metrics::counter!("iiot_reference_gateway_append_errors_total").increment(1);
-    }
-
-    async fn stopped(&mut self, c: &RuntimeCounters, s: &OutboxStats) {
-        let Some(log) = &mut self.0 else {
-            return;
-        };
-        log.write(&ProducedEntry::Stopped {
-            batches: c.batches.load(Ordering::Relaxed),
-            samples: c.samples.load(Ordering::Relaxed),
-            append_errors: c.append_errors.load(Ordering::Relaxed),
-            next_seq: s.next_seq.0,
-            appended: s.appended,
-            dropped_records: s.dropped_records,
-            expired_records: s.expired_records,
-            unreadable_records: s.unreadable_records,
-        })
-        .await;
     }
 }
 
