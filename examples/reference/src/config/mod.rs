@@ -166,6 +166,9 @@ pub fn load_register_map(
             iiot_protocols::modbus::MapError::GroupInterval { group } => {
                 format!("poll_groups.{group}.interval_ms")
             }
+            iiot_protocols::modbus::MapError::Overlap { tag, .. } => {
+                format!("tags[name = {tag:?}]")
+            }
             _ => "tags".to_owned(),
         };
         ConfigError::invalid(&map_file, key, e.to_string())

@@ -110,6 +110,19 @@ pub enum MapError {
         /// What is wrong.
         problem: TagProblem,
     },
+    /// Two tags read the same register (or coil) and neither says `overlap = true`.
+    #[error(
+        "tags {other:?} and {tag:?} both read register {register}; mark one `overlap = true` \
+         if that is intended"
+    )]
+    Overlap {
+        /// The later tag (in address order).
+        tag: String,
+        /// The tag it overlaps.
+        other: String,
+        /// The first register both read, in Modicon notation.
+        register: String,
+    },
     /// A poll group with a zero interval.
     #[error("poll group {group:?}: interval_ms must be > 0")]
     GroupInterval {

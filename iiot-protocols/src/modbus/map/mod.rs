@@ -228,6 +228,11 @@ pub struct TagConfig {
     /// Write function policy.
     #[serde(default)]
     pub write_function: WriteFunction,
+    /// This tag reads registers another tag reads too, on purpose (a register
+    /// decoded two ways, say). Without it such an overlap is refused at load;
+    /// `bit` tags on different bits of one register never count as overlapping.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub overlap: bool,
 }
 
 fn default_unit() -> u8 {
@@ -270,6 +275,7 @@ impl TagConfig {
             deadband: None,
             max_report_interval_ms: None,
             write_function: WriteFunction::Auto,
+            overlap: false,
         }
     }
 }
@@ -412,6 +418,7 @@ impl RegisterMap {
             }
             tags.push(tag);
         }
+        check_overlaps(&cfg.tags, &tags)?;
         Ok(Self { groups, tags })
     }
 
@@ -430,6 +437,57 @@ impl RegisterMap {
             .enumerate()
             .find(|(_, t)| t.name.as_str() == name)
     }
+}
+
+/// The Modicon notation of a 0-based address (`40013`, `312345`).
+pub fn notation(area: Area, address: u16) -> String {
+    let prefix = match area {
+        Area::Coil => '0',
+        Area::DiscreteInput => '1',
+        Area::InputRegister => '3',
+        Area::HoldingRegister => '4',
+    };
+    let one_based = u32::from(address) + 1;
+    if one_based <= 9999 {
+        format!("{prefix}{one_based:04}")
+    } else {
+        format!("{prefix}{one_based:05}")
+    }
+}
+
+/// Two tags that read the same register (or coil), unless one says `overlap =
+/// true` or both are `bit` tags of different bits. Sorted sweep: O(n log n).
+fn check_overlaps(configs: &[TagConfig], tags: &[Tag]) -> Result<(), MapError> {
+    let mut order: Vec<usize> = (0..tags.len()).collect();
+    order.sort_by_key(|&i| (tags[i].unit_id, tags[i].area as u8, tags[i].address));
+    // Tags whose range is still open at the current address (same unit and area).
+    let mut open: Vec<usize> = Vec::new();
+    for &i in &order {
+        let t = &tags[i];
+        open.retain(|&j| {
+            let o = &tags[j];
+            o.unit_id == t.unit_id
+                && o.area == t.area
+                && u32::from(o.address) + u32::from(o.width.max(1)) > u32::from(t.address)
+        });
+        for &j in &open {
+            let o = &tags[j];
+            let bits_apart = t.data_type == DataType::Bit
+                && o.data_type == DataType::Bit
+                && o.address == t.address
+                && o.bit != t.bit;
+            if bits_apart || configs[i].overlap || configs[j].overlap {
+                continue;
+            }
+            return Err(MapError::Overlap {
+                tag: configs[i].name.clone(),
+                other: configs[j].name.clone(),
+                register: notation(t.area, t.address.max(o.address)),
+            });
+        }
+        open.push(i);
+    }
+    Ok(())
 }
 
 /// Parses Modicon notation into area and 0-based address.

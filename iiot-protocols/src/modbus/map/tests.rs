@@ -181,3 +181,62 @@ fn toml_notation_and_unknown_fields() {
     assert_eq!(m.tags()[0].order, ByteOrder::Cdab);
     assert_eq!(m.tags()[0].deadband, Some(Deadband::Percent(2.5)));
 }
+
+fn map(tags: Vec<TagConfig>) -> Result<RegisterMap, MapError> {
+    RegisterMap::from_config(&MapConfig {
+        poll_groups: BTreeMap::new(),
+        tags,
+    })
+}
+
+/// Issue 14: two tags claiming the same register are refused at load, naming
+/// both and the register, unless one marks the overlap as intended; bits of
+/// one register, other units and other areas do not overlap.
+#[test]
+fn overlapping_tags_are_refused_unless_marked() {
+    let hr = Area::HoldingRegister;
+    let wide = TagConfig::new("flow", hr, 0, DataType::U32); // 40001-40002
+    let inside = TagConfig::new("flow/low", hr, 1, DataType::U16); // 40002
+    assert_eq!(
+        map(vec![wide.clone(), inside.clone()]).unwrap_err(),
+        MapError::Overlap {
+            tag: "flow/low".into(),
+            other: "flow".into(),
+            register: "40002".into(),
+        }
+    );
+    assert!(
+        map(vec![wide.clone(), inside.clone()])
+            .unwrap_err()
+            .to_string()
+            .contains("overlap = true")
+    );
+    let mut marked = inside.clone();
+    marked.overlap = true;
+    assert!(map(vec![wide.clone(), marked]).is_ok());
+    // Adjacent, not overlapping.
+    let next = TagConfig::new("next", hr, 2, DataType::U16);
+    assert!(map(vec![wide.clone(), next]).is_ok());
+    // Other unit, other area.
+    let mut other_unit = inside.clone();
+    other_unit.unit_id = 2;
+    assert!(map(vec![wide.clone(), other_unit]).is_ok());
+    let input = TagConfig::new("in", Area::InputRegister, 1, DataType::U16);
+    assert!(map(vec![wide, input]).is_ok());
+    // Bits of one register: different bits are fine, the same bit twice is not.
+    let bit = |name: &str, b: u8| {
+        let mut t = TagConfig::new(name, hr, 9, DataType::Bit);
+        t.bit = Some(b);
+        t
+    };
+    assert!(map(vec![bit("a", 0), bit("b", 1), bit("c", 15)]).is_ok());
+    assert!(matches!(
+        map(vec![bit("a", 3), bit("b", 3)]).unwrap_err(),
+        MapError::Overlap { .. }
+    ));
+    // A whole register and a bit of it overlap.
+    let word = TagConfig::new("word", hr, 9, DataType::U16);
+    assert!(map(vec![word, bit("a", 0)]).is_err());
+    assert_eq!(notation(Area::Coil, 0), "00001");
+    assert_eq!(notation(hr, 12_344), "412345");
+}
