@@ -555,7 +555,7 @@ pub fn dynsec_mosquitto(dir: &Path) -> Option<Mosquitto> {
     ]);
     if !init.is_ok_and(|s| s.success()) {
         return require_or_skip(
-            "mosquitto_ctrl dynsec init failed (is mosquitto-clients installed?)",
+            "mosquitto_ctrl dynsec init failed (it comes with the mosquitto package)",
         );
     }
     {
