@@ -10,10 +10,42 @@
 //! | `modbus-rtu` | yes | [`modbus`] over RTU: serial connector (`RtuConnector`), shared-bus scheduling |
 //! | `mqtt` | yes | [`mqtt`]: the MQTT core over rumqttc + rustls (MQTT 5 by default, 3.1.1 selectable): device session (identity check, LWT and birth), platform clients, confirmed publish with broker refusals as typed errors, manual or auto acks |
 //!
+//! A Modbus PLC (the crate's map-driven simulator, on a free port) read by the poller:
+//!
 //! ```
-//! // Drivers emit iiot-core samples.
-//! let quality = iiot_core::quality::Quality::GOOD;
-//! assert!(quality.is_good());
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use iiot_core::types::Value;
+//! use iiot_protocols::modbus::sim::Simulator;
+//! use iiot_protocols::modbus::{Poller, PollerConfig, RegisterMap, TcpConnector};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let toml = r#"
+//!     [[tags]]
+//!     name = "tank1/level"
+//!     address = "40001"        # holding register 0
+//!     type = "f32"
+//!     order = "CDAB"           # low word first, as many PLCs store it
+//! "#;
+//! let cancel = CancellationToken::new();
+//!
+//! // The PLC: a simulator serving the same map on 127.0.0.1, port 0.
+//! let plc = Simulator::new(RegisterMap::from_toml_str(toml)?);
+//! plc.set_value("tank1/level", &Value::Float(42.5))?;
+//! let server = plc.bind("127.0.0.1:0".parse()?).await?;
+//! let addr = server.local_addr()?;
+//! tokio::spawn(server.run(cancel.clone()));
+//!
+//! // The poller reads it.
+//! let map = RegisterMap::from_toml_str(toml)?;
+//! let (_writes, mut readings, poller) =
+//!     Poller::new(PollerConfig::default(), map, TcpConnector::new(addr));
+//! tokio::spawn(poller.run(cancel.clone()));
+//! let r = readings.recv().await.expect("a reading");
+//! assert_eq!(r.sample.value(), Some(&Value::Float(42.5)));
+//! assert!(r.failure.is_none());
+//! cancel.cancel();
+//! # Ok(()) }
 //! ```
 
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -7,29 +7,11 @@
 //! or any byte stream) with per-request timeout, retries and a per-unit circuit breaker,
 //! decodes the registers with the [`codec`] and emits [`Reading`]s carrying core
 //! [`Sample`](iiot_core::types::Sample)s — Good with a value, or Bad with a typed
-//! [`ReadFailure`] — filtered by each tag's deadband.
+//! [`ReadFailure`] — filtered by each tag's deadband. In a gateway, hand the poller to the
+//! runtime of `iiot-edge` instead ([`Poller::into_source`]): it then emits every reading
+//! and the runtime applies the same deadbands.
 //!
-//! ```no_run
-//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
-//! use iiot_protocols::modbus::{Poller, PollerConfig, RegisterMap, TcpConnector};
-//! use tokio_util::sync::CancellationToken;
-//!
-//! let map = RegisterMap::from_toml_str(r#"
-//!     [[tags]]
-//!     name = "tank1/level"
-//!     address = "40001"        # holding register 0
-//!     type = "f32"
-//!     order = "CDAB"
-//! "#)?;
-//! let connector = TcpConnector::new("127.0.0.1:502".parse()?);
-//! let (handle, mut readings, poller) = Poller::new(PollerConfig::default(), map, connector);
-//! let cancel = CancellationToken::new();
-//! tokio::spawn(poller.run(cancel.clone()));
-//! while let Some(r) = readings.recv().await {
-//!     println!("{:?} {:?}", r.sample, r.failure);
-//! }
-//! # drop(handle); Ok(()) }
-//! ```
+//! The crate docs run a complete example against the map-driven [`sim::Simulator`].
 
 pub mod codec;
 mod error;
