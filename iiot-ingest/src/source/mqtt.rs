@@ -205,6 +205,12 @@ impl MqttSource {
         if config.filters.is_empty() {
             return Err(MqttSourceError::NoFilters);
         }
+        if config.client_cert_path.is_some() != config.client_key_path.is_some() {
+            return Err(ConfigError::TlsFiles {
+                reason: "client_cert_path and client_key_path come together",
+            }
+            .into());
+        }
         let (handle, mut session, inbound) = Session::new(&config.session_config())?;
         session.subscribe_on_connect(&config.filters, QoS::AtLeastOnce)?;
         let cancel = CancellationToken::new();
@@ -296,6 +302,18 @@ impl Source for MqttSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn half_a_client_identity_is_refused_by_name() {
+        let c = MqttSourceConfig {
+            url: "mqtts://127.0.0.1:8883".into(),
+            ca_path: Some("ca.pem".into()),
+            client_cert_path: Some("cert.pem".into()),
+            ..MqttSourceConfig::default()
+        };
+        let e = MqttSource::start(&c).unwrap_err();
+        assert!(e.to_string().contains("client_key_path"), "{e}");
+    }
 
     #[test]
     fn config_rejects_unknown_keys() {
