@@ -65,6 +65,13 @@ fn good(tag: &str, v: f64) -> Sample {
     Sample::good(TagPath::new(tag).unwrap(), v, Timestamp::now())
 }
 
+/// The device's outbox in `dir/name`.
+async fn open(dir: &std::path::Path, name: &str, config: OutboxConfig) -> Outbox {
+    Outbox::open(dir.join(name), DeviceId::new("dev-1").unwrap(), config)
+        .await
+        .unwrap()
+}
+
 fn path() -> UnsPath {
     UnsPath::new(
         "acme",
@@ -79,13 +86,7 @@ fn path() -> UnsPath {
 
 async fn run(sources: Vec<Script>, max_samples: usize) -> (Vec<TelemetryBatch>, u64) {
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Outbox::open(
-        dir.path().join("ob"),
-        DeviceId::new("dev-1").unwrap(),
-        OutboxConfig::default(),
-    )
-    .await
-    .unwrap();
+    let outbox = open(dir.path(), "ob", OutboxConfig::default()).await;
     let recorder = Recorder::default();
     let mut batch = BatchConfig::default();
     batch
@@ -217,20 +218,11 @@ async fn control_lane_goes_ahead_of_a_telemetry_backlog() {
 
     const BATCHES: u64 = 10_000;
     let dir = tempfile::tempdir().unwrap();
-    let device = DeviceId::new("dev-1").unwrap();
     // EveryWrite: one appender, one fdatasync per batch.
-    let outbox = Outbox::open(
-        dir.path().join("telemetry"),
-        device.clone(),
-        OutboxConfig::default(),
-    )
-    .await
-    .unwrap();
+    let outbox = open(dir.path(), "telemetry", OutboxConfig::default()).await;
     let mut control_cfg = OutboxConfig::default();
     control_cfg.set_when_full(WhenFull::Block);
-    let control = Outbox::open(dir.path().join("control"), device, control_cfg)
-        .await
-        .unwrap();
+    let control = open(dir.path(), "control", control_cfg).await;
     let transport = Switch::default();
     transport.down.store(true, Ordering::SeqCst);
     let mut fc = ForwarderConfig::default();
@@ -318,13 +310,7 @@ impl ConfirmedPublish for Tap {
 async fn heartbeat_carries_backlog_and_last_good_read() {
     use iiot_core::codec::json;
     let dir = tempfile::tempdir().unwrap();
-    let outbox = Outbox::open(
-        dir.path().join("ob"),
-        DeviceId::new("dev-1").unwrap(),
-        OutboxConfig::default(),
-    )
-    .await
-    .unwrap();
+    let outbox = open(dir.path(), "ob", OutboxConfig::default()).await;
     let (tx, mut rx) = tokio::sync::mpsc::channel(1024);
     let t = Timestamp::from_unix_nanos(1_767_225_600_000_000_000).unwrap();
     let script = Script {

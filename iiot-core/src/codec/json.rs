@@ -528,9 +528,7 @@ pub fn encode_status(s: &Status) -> Vec<u8> {
         backlog: s.backlog.as_ref().map(|b| BacklogJson {
             records: b.records,
             bytes: b.bytes,
-            oldest_age_ms: b
-                .oldest_age
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            oldest_age_ms: b.oldest_age_ms(),
         }),
         sources: s
             .sources
@@ -566,14 +564,7 @@ pub fn decode_status(buf: &[u8], limits: &Limits) -> Result<Status, DecodeError>
             limits.check_text(field, v)?;
         }
     }
-    if m.sources.len() > limits.max_map_entries {
-        return Err(LimitError::TooManyEntries {
-            field: "sources",
-            count: m.sources.len(),
-            limit: limits.max_map_entries,
-        }
-        .into());
-    }
+    limits.check_entries("sources", m.sources.len())?;
     let mut sources = Vec::with_capacity(m.sources.len());
     for h in m.sources {
         limits.check_text("sources.name", &h.name)?;

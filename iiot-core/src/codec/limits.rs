@@ -176,7 +176,23 @@ impl Limits {
         }
     }
 
-    /// Checks a short text field.
+    /// Checks the entry count of a map or list (settings, a heartbeat's sources)
+    /// against `max_map_entries`.
+    ///
+    /// # Errors
+    /// [`LimitError::TooManyEntries`] naming `field`.
+    pub fn check_entries(&self, field: &'static str, count: usize) -> Result<(), LimitError> {
+        if count > self.max_map_entries {
+            return Err(LimitError::TooManyEntries {
+                field,
+                count,
+                limit: self.max_map_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks a short text field against `max_text_len`.
     ///
     /// # Errors
     /// [`LimitError::TextTooLong`].

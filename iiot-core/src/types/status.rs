@@ -15,6 +15,14 @@ pub struct Backlog {
     pub oldest_age: Option<Duration>,
 }
 
+impl Backlog {
+    /// The oldest record's age in whole milliseconds, as both wire forms carry it.
+    pub fn oldest_age_ms(&self) -> Option<u64> {
+        self.oldest_age
+            .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
 /// One source of readings of a gateway and its last good read (in the heartbeat).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceHealth {

@@ -118,10 +118,15 @@ pub struct RbeSink {
     source: Arc<str>,
     /// Source time of the newest Good reading, Unix ns (0: none yet).
     last_good: Arc<AtomicI64>,
+    // Metric handles, registered once (not a label string per reading).
+    readings: metrics::Counter,
+    bad: metrics::Counter,
+    freshness: metrics::Gauge,
 }
 
 impl RbeSink {
     fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo, last_good: Arc<AtomicI64>) -> Self {
+        let name = info.name.clone();
         Self {
             tx,
             last_good,
@@ -131,6 +136,11 @@ impl RbeSink {
                 .map(|(t, p)| (t.clone(), ReportFilter::new(*p)))
                 .collect(),
             source: info.name.as_str().into(),
+            readings: metrics::counter!("iiot_gateway_readings_total", "source" => name.clone()),
+            bad: metrics::counter!("iiot_gateway_bad_readings_total", "source" => name.clone()),
+            freshness: metrics::gauge!(
+                "iiot_gateway_source_last_good_timestamp_seconds", "source" => name
+            ),
         }
     }
 }
@@ -146,16 +156,14 @@ impl std::fmt::Debug for RbeSink {
 
 impl ReadingSink for RbeSink {
     async fn send(&mut self, reading: Sample) -> Result<(), SinkClosed> {
-        let source = self.source.to_string();
-        metrics::counter!("iiot_gateway_readings_total", "source" => source.clone()).increment(1);
+        self.readings.increment(1);
         if reading.quality().is_good() {
             let t = reading.source_time().unix_nanos();
             if t > self.last_good.fetch_max(t, Ordering::Relaxed) {
-                metrics::gauge!("iiot_gateway_source_last_good_timestamp_seconds", "source" => source)
-                    .set(t as f64 / 1e9);
+                self.freshness.set(t as f64 / 1e9);
             }
         } else {
-            metrics::counter!("iiot_gateway_bad_readings_total", "source" => source).increment(1);
+            self.bad.increment(1);
         }
         let now = tokio::time::Instant::now().into_std();
         let report = match self.filters.get_mut(reading.tag()) {

@@ -184,7 +184,8 @@ pub enum DisconnectReason {
     },
     /// The connect, a flush or a ping timed out.
     Timeout,
-    /// A protocol error (unexpected packet, keepalive missed, oversized packet).
+    /// A protocol error (unexpected packet, keepalive missed, a publish larger than the
+    /// broker's announced limit).
     Protocol,
     /// The broker sent a packet larger than `max_packet_size` (the client cannot
     /// skip it; under MQTT 3.1.1 the broker sends it again after every

@@ -461,21 +461,27 @@ impl Pki {
     }
 }
 
+/// `mosquitto_pub -h 127.0.0.1 -p PORT -q 1 -t TOPIC`, to add its payload option to.
+fn mosquitto_pub(port: u16, topic: &str) -> Command {
+    let mut c = Command::new("mosquitto_pub");
+    c.args([
+        "-h",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-q",
+        "1",
+        "-t",
+        topic,
+    ]);
+    c
+}
+
 /// Writes `lines` to `mosquitto_pub -q 1 -l` and returns how long it took.
 pub fn mosquitto_pub_lines(port: u16, topic: &str, lines: &[String]) -> Duration {
     let start = Instant::now();
-    let mut child = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-l",
-            "-t",
-            topic,
-        ])
+    let mut child = mosquitto_pub(port, topic)
+        .arg("-l")
         .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -610,18 +616,8 @@ pub fn dynsec_mosquitto(dir: &Path) -> Option<Mosquitto> {
 pub fn mosquitto_pub_file(port: u16, topic: &str, payload: &[u8], dir: &Path) {
     let file = dir.join("payload.bin");
     std::fs::write(&file, payload).unwrap();
-    let status = Command::new("mosquitto_pub")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &port.to_string(),
-            "-q",
-            "1",
-            "-t",
-            topic,
-            "-f",
-        ])
+    let status = mosquitto_pub(port, topic)
+        .arg("-f")
         .arg(&file)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -217,18 +217,6 @@ fn settings_to_wire(s: &BTreeMap<String, Value>) -> BTreeMap<String, pb::Value> 
 /// Field number of the settings map in both config messages.
 const SETTINGS_FIELD: u32 = 4;
 
-fn check_entries(count: usize, limits: &Limits) -> Result<(), DecodeError> {
-    if count > limits.max_map_entries {
-        return Err(LimitError::TooManyEntries {
-            field: "settings",
-            count,
-            limit: limits.max_map_entries,
-        }
-        .into());
-    }
-    Ok(())
-}
-
 /// Encodes a v1 `ConfigDesired`.
 pub fn encode_config_desired(c: &ConfigDesired) -> Vec<u8> {
     pb::ConfigDesired {
@@ -246,9 +234,9 @@ pub fn encode_config_desired(c: &ConfigDesired) -> Vec<u8> {
 /// # Errors
 /// [`DecodeError`].
 pub fn decode_config_desired(buf: &[u8], limits: &Limits) -> Result<ConfigDesired, DecodeError> {
-    check_entries(
+    limits.check_entries(
+        "settings",
         precheck(buf, limits, SETTINGS_FIELD, limits.max_map_entries)?,
-        limits,
     )?;
     let m = pb::ConfigDesired::decode(buf).map_err(|e| prost_error(&e))?;
     Ok(ConfigDesired {
@@ -277,12 +265,12 @@ pub fn encode_config_reported(c: &ConfigReported) -> Vec<u8> {
 /// # Errors
 /// [`DecodeError`].
 pub fn decode_config_reported(buf: &[u8], limits: &Limits) -> Result<ConfigReported, DecodeError> {
-    check_entries(
+    limits.check_entries(
+        "settings",
         precheck(buf, limits, SETTINGS_FIELD, limits.max_map_entries)?,
-        limits,
     )?;
     let m = pb::ConfigReported::decode(buf).map_err(|e| prost_error(&e))?;
-    check_entries(m.errors.len(), limits)?;
+    limits.check_entries("settings", m.errors.len())?;
     for (k, v) in &m.errors {
         limits.check_text("errors key", k)?;
         limits.check_text("errors value", v)?;

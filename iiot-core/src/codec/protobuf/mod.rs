@@ -321,9 +321,7 @@ pub fn encode_status(s: &Status) -> Vec<u8> {
         backlog: s.backlog.as_ref().map(|b| pb::Backlog {
             records: b.records,
             bytes: b.bytes,
-            oldest_age_ms: b
-                .oldest_age
-                .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            oldest_age_ms: b.oldest_age_ms(),
         }),
         sources: s
             .sources
@@ -368,14 +366,7 @@ fn source_health(
     limits: &Limits,
     sources: Vec<pb::SourceHealth>,
 ) -> Result<Vec<SourceHealth>, DecodeError> {
-    if sources.len() > limits.max_map_entries {
-        return Err(LimitError::TooManyEntries {
-            field: "sources",
-            count: sources.len(),
-            limit: limits.max_map_entries,
-        }
-        .into());
-    }
+    limits.check_entries("sources", sources.len())?;
     sources
         .into_iter()
         .map(|h| {
