@@ -49,12 +49,22 @@
 //! | [`version`] | schema-version router: decode or reject with the original bytes |
 //! | [`publish`] | the confirmed-publish trait between outbox and transport |
 //! | [`source`] | the source-of-readings traits between drivers and the gateway runtime, report by exception |
+//! | [`backoff`] | the exponential backoff rule (doubling, cap, jitter) every retry loop uses |
+//! | [`Error`] | the crate's one error: every operation error above converts into it with `?` |
+//!
+//! ## Features
+//!
+//! | feature | default | what it enables |
+//! |---|---|---|
+//! | *(none)* | | iiot-core has no cargo features: everything above is always built |
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod backoff;
 pub mod codec;
+pub mod duration;
 pub mod proto;
 pub mod publish;
 pub mod quality;
@@ -62,3 +72,6 @@ pub mod source;
 pub mod topic;
 pub mod types;
 pub mod version;
+
+mod error;
+pub use error::Error;

@@ -171,10 +171,12 @@ fn heartbeat_status_round_trips_in_both_forms() {
         SourceHealth {
             name: "modbus".into(),
             last_good: Some(Timestamp::from_unix_nanos(1_767_225_599_000_000_000).unwrap()),
+            connected: Some(false),
         },
         SourceHealth {
             name: "opcua".into(),
             last_good: None,
+            connected: None,
         },
     ];
     let limits = Limits::default();
@@ -188,6 +190,8 @@ fn heartbeat_status_round_trips_in_both_forms() {
     assert_eq!(v["backlog"]["oldest_age_ms"], 4200);
     assert_eq!(v["sources"][0]["name"], "modbus");
     assert!(v["sources"][1].get("last_good").is_none());
+    assert_eq!(v["sources"][0]["connected"], false);
+    assert!(v["sources"][1].get("connected").is_none());
     // JSON carries RFC 3339 times (microseconds): compare at that resolution.
     let back = json::decode_status(&text, &limits).unwrap();
     assert_eq!(back.backlog, s.backlog);
@@ -207,6 +211,7 @@ fn heartbeat_status_round_trips_in_both_forms() {
         .map(|i| SourceHealth {
             name: format!("s{i}"),
             last_good: None,
+            connected: None,
         })
         .collect();
     assert!(protobuf::decode_status(&protobuf::encode_status(&many), &limits).is_err());

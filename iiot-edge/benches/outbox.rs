@@ -7,7 +7,7 @@
 //! cargo bench -p iiot-edge --bench outbox -- all --rounds 3 --secs 4  # medians of 3
 //! cargo bench -p iiot-edge --bench outbox -- ew1 --secs 10
 //! cargo bench -p iiot-edge --bench outbox -- rss --gib 1 --cache-mib 64
-//! cargo bench -p iiot-edge --bench outbox -- all --engine sled        # the sled engine
+//! cargo bench -p iiot-edge --features sled --bench outbox -- all --engine sled  # the sled engine
 //! ```
 //!
 //! Scenarios: `ew1` `raw1` `sqlite1` (one fsync per record), `ew8` (8 concurrent
@@ -23,7 +23,7 @@ use iiot_core::publish::OutboundMessage;
 use iiot_core::types::{DeviceId, Sequence};
 use iiot_edge::outbox::{Durability, Engine, Outbox, OutboxConfig, WhenFull};
 
-/// The engine under test (`--engine log|sled`, default log).
+/// The engine under test (`--engine log|sled`, default log; sled needs `--features sled`).
 static ENGINE: std::sync::OnceLock<Engine> = std::sync::OnceLock::new();
 
 const RECORD: usize = 200;
@@ -359,7 +359,16 @@ fn main() {
         .position(|a| a == "--engine")
         .and_then(|i| args.get(i + 1))
     {
-        Some(e) if e == "sled" => Engine::Sled,
+        Some(e) if e == "sled" => {
+            if !cfg!(feature = "sled") {
+                eprintln!(
+                    "--engine sled needs the sled engine built in: \
+                     cargo bench -p iiot-edge --features sled --bench outbox -- ..."
+                );
+                std::process::exit(2);
+            }
+            Engine::Sled
+        }
         _ => Engine::Log,
     };
     let _ = ENGINE.set(engine);

@@ -7,6 +7,50 @@
 //! [`iiot_core::publish::ConfirmedPublish`] transport); knows no concrete driver or
 //! transport. The command ledger and the OTA agent are not built yet.
 //!
+//! A complete gateway: a PLC (the Modbus simulator of `iiot-protocols`, on a free
+//! port), the poller as the runtime's source, an outbox, and the MQTT session to a
+//! broker (the embedded one here; Mosquitto or any MQTT 5 / 3.1.1 broker in the
+//! field). Every reading goes to the outbox first and leaves on the broker's PUBACK:
+//!
+//! ```
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use iiot_core::topic::UnsPath;
+//! use iiot_core::types::DeviceId;
+//! use iiot_edge::outbox::{Outbox, OutboxConfig};
+//! use iiot_edge::runtime::GatewayBuilder;
+//! use iiot_protocols::modbus::{Poller, PollerConfig, RegisterMap, TcpConnector, sim::Simulator};
+//! use iiot_protocols::mqtt::{MqttConfig, Session, embedded::EmbeddedBroker};
+//! use tokio_util::sync::CancellationToken;
+//!
+//! let map = r#"[[tags]]
+//!     name = "tank1/level"
+//!     address = "40001"
+//!     type = "f32""#;
+//! let cancel = CancellationToken::new();
+//! let plc = Simulator::new(RegisterMap::from_toml_str(map)?).bind("127.0.0.1:0".parse()?).await?;
+//! let plc_addr = plc.local_addr()?;
+//! tokio::spawn(plc.run(cancel.clone()));
+//! let broker = EmbeddedBroker::start(1 << 20)?;
+//!
+//! let device = DeviceId::new("plc-01")?;
+//! let path = UnsPath::new("acme", "plant1", "packaging", "line3", "plc", device.clone())?;
+//! let (session, driver, _inbound) = Session::new(&MqttConfig::new(broker.url(), "plc-01", path.to_string()))?;
+//! let (_writes, poller, readings) =
+//!     Poller::new(PollerConfig::default(), RegisterMap::from_toml_str(map)?, TcpConnector::new(plc_addr));
+//! let dir = tempfile::tempdir()?;
+//! let outbox = Outbox::open(dir.path().join("outbox"), device, OutboxConfig::default()).await?;
+//!
+//! let mut gateway = GatewayBuilder::new(path, outbox, session)
+//!     .source(poller.into_source(readings, "modbus"))
+//!     .task(move |c| driver.run(c))
+//!     .start(&cancel);
+//! let mut forwarder = gateway.forwarder().clone();
+//! forwarder.wait_for(|s| s.acked.is_some()).await; // a batch reached the broker
+//! assert!(gateway.shutdown(&cancel, std::time::Duration::from_secs(5)).await);
+//! # Ok(()) }
+//! ```
+//!
 //! The [`outbox::Outbox`] is the source of truth, not the connection: every reading is
 //! appended there first (durably, under a stated [`outbox::Durability`] policy) and leaves
 //! only when the transport confirmed it. The [`forwarder::Forwarder`] drains it through any
@@ -52,7 +96,7 @@
 //!     let text = format!("lost {}..={}", l.first_seq().0, l.last_seq().0);
 //!     OutboundMessage::new("acme/plant1/area1/line1/plc/plc-01/status", text)
 //! };
-//! let (forwarder, mut handle) =
+//! let (mut handle, forwarder) =
 //!     Forwarder::new(outbox.clone(), Confirming, encode_loss, ForwarderConfig::default());
 //! let cancel = CancellationToken::new();
 //! let task = tokio::spawn(forwarder.run(cancel.clone()));
@@ -67,14 +111,23 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`outbox`] | durable, ordered, bounded store-and-forward queue (own log engine, or sled) |
+//! | [`outbox`] | durable, ordered, bounded store-and-forward queue (own log engine, or sled with the `sled` feature) |
 //! | [`forwarder`] | drains an outbox through a confirmed-publish transport |
 //! | [`runtime`] | the gateway as a library: sources, report by exception, batches, outbox, forwarder, shutdown |
+//! | [`Error`] | the crate's one error: every operation error converts into it with `?` |
 //!
 //! ## Features
 //!
-//! None yet. The outbox's storage engine is a run-time setting
-//! ([`outbox::Engine`]): the default log engine, or sled 0.34 for stores created with it.
+//! | feature | default | what it enables |
+//! |---|---|---|
+//! | `sled` | no | the sled 0.34 storage engine for the outbox ([`outbox::Engine::Sled`]), kept for stores created with it |
+//!
+//! The outbox's storage engine is a run-time setting ([`outbox::Engine`], `engine = "log"`
+//! or `"sled"` in [`outbox::OutboxConfig`]) that applies to new stores; an existing store
+//! always opens with the engine that wrote it. The default log engine is always built.
+//! Without the `sled` feature, opening a store that sled wrote, or configuring
+//! `engine = "sled"` for a new one, fails with [`outbox::OpenError::EngineNotEnabled`]
+//! naming the feature; the store on disk is left untouched.
 //!
 //! ## FAQ
 //!
@@ -104,3 +157,6 @@
 pub mod forwarder;
 pub mod outbox;
 pub mod runtime;
+
+mod error;
+pub use error::Error;

@@ -9,6 +9,7 @@ use common::*;
 use iiot_core::types::{DataLossReason, Sequence};
 use iiot_edge::outbox::{Engine, OpenError, Outbox, OutboxConfig};
 
+/// A configuration asking for the sled engine (without the `sled` feature: refused).
 fn sled() -> OutboxConfig {
     let mut c = every_write();
     c.set_engine(Engine::Sled);
@@ -85,6 +86,7 @@ async fn log_engine_a_missing_log_file_reads_as_damage_not_as_an_empty_store() {
 
 /// A store is opened with the engine that wrote it, whatever the configuration says: a
 /// gateway whose configuration or default changed keeps its backlog.
+#[cfg(feature = "sled")]
 #[tokio::test]
 async fn a_store_is_opened_with_the_engine_that_wrote_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -101,8 +103,16 @@ async fn a_store_is_opened_with_the_engine_that_wrote_it() {
         assert_eq!(got, vec!["rec-00000001", "rec-00000002"]);
         ob.close().await;
     }
-    // Files of both engines: refused and left alone, not guessed between.
+}
+
+/// Files of both engines: refused and left alone, not guessed between.
+#[tokio::test]
+async fn files_of_both_engines_are_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
     let both = dir.path().join("Log");
+    let ob = open(&both, every_write()).await;
+    let _ = ob.append(msg(1)).await.unwrap();
+    ob.close().await;
     std::fs::write(both.join("conf"), b"sled").unwrap();
     let err = Outbox::open(&both, device(), every_write())
         .await
@@ -115,6 +125,92 @@ async fn a_store_is_opened_with_the_engine_that_wrote_it() {
     assert!(both.join("conf").exists() && both.join("00000001.log").exists());
 }
 
+/// Without the `sled` feature (issue 14), a store sled wrote is refused with a typed error
+/// naming the feature, and left as it is: never read, moved aside or replaced by a new
+/// store. The same for a configuration that asks for sled for a new store.
+#[cfg(not(feature = "sled"))]
+#[tokio::test]
+async fn without_the_sled_feature_a_sled_store_is_refused_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    // What sled 0.34 leaves in its directory: `conf`, `db` (its log) and `snap.*` files.
+    let path = dir.path().join("ob");
+    std::fs::create_dir(&path).unwrap();
+    std::fs::write(path.join("conf"), b"segment_size: 524288").unwrap();
+    std::fs::write(path.join("db"), [0x5a; 64]).unwrap();
+    let before = listing(&path);
+    for cfg in [every_write(), sled()] {
+        let err = Outbox::open(&path, device(), cfg).await.err().unwrap();
+        assert!(
+            matches!(
+                &err,
+                OpenError::EngineNotEnabled { path: p, engine: Engine::Sled, feature: "sled" }
+                    if p == &path
+            ),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("feature `sled`") && text.contains("ob"),
+            "{text}"
+        );
+        assert_eq!(listing(&path), before);
+        assert_eq!(std::fs::read(path.join("db")).unwrap(), [0x5a; 64]);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+    // A new store configured for sled: refused, nothing created.
+    let fresh = dir.path().join("fresh");
+    let err = Outbox::open(&fresh, device(), sled()).await.err().unwrap();
+    assert!(
+        matches!(
+            &err,
+            OpenError::EngineNotEnabled {
+                feature: "sled",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert!(!fresh.exists() || listing(&fresh).is_empty());
+}
+
+/// Without the `sled` feature, a corrupt log store whose replacement the configuration
+/// wants on sled is refused before it is moved aside (issue 14): no data is moved for a
+/// store that could not be created.
+#[cfg(not(feature = "sled"))]
+#[tokio::test]
+async fn without_the_sled_feature_a_corrupt_store_is_not_moved_for_a_sled_replacement() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ob");
+    let ob = open(&path, every_write()).await;
+    let _ = ob.append(msg(1)).await.unwrap();
+    ob.close().await;
+    scribble(&path.join("00000001.log"), 0, 4096);
+    let err = Outbox::open(&path, device(), sled()).await.err().unwrap();
+    assert!(
+        matches!(
+            &err,
+            OpenError::EngineNotEnabled {
+                feature: "sled",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    assert!(path.join("00000001.log").exists());
+}
+
+#[cfg(not(feature = "sled"))]
+fn listing(dir: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(feature = "sled")]
 #[tokio::test]
 async fn sled_engine_garbage_in_the_log_moves_the_store_aside() {
     corrupt_then_open(sled(), |p| {
@@ -128,6 +224,7 @@ async fn sled_engine_garbage_in_the_log_moves_the_store_aside() {
     .await;
 }
 
+#[cfg(feature = "sled")]
 #[tokio::test]
 async fn sled_engine_garbage_config_file_moves_the_store_aside() {
     corrupt_then_open(sled(), |p| {

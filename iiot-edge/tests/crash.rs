@@ -253,18 +253,20 @@ async fn group_commit_durable_records_survive_sigkill() {
     run_trials(true, Engine::Log, trials(100)).await;
 }
 
+#[cfg(feature = "sled")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_every_write_acknowledged_records_survive_sigkill() {
     run_trials(false, Engine::Sled, trials(100)).await;
 }
 
+#[cfg(feature = "sled")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sled_group_commit_durable_records_survive_sigkill() {
     run_trials(true, Engine::Sled, trials(100)).await;
 }
 
 /// The long run recorded in docs/BENCHMARKS.md (the default engine; `IIOT_CRASH_ENGINE_LONG=sled`
-/// for sled).
+/// and `--features sled` for sled).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "long: 2 x 1000 crash trials"]
 async fn crash_1000_trials() {

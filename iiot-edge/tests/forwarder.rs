@@ -52,7 +52,7 @@ async fn drain_with_chaos(window: usize, order: ReplayOrder) {
     }
     let publisher = Flaky::new(chaos);
     let log = publisher.log.clone();
-    let (fwd, mut handle) =
+    let (mut handle, fwd) =
         Forwarder::new(ob.clone(), publisher, encode_loss, fconfig(window, order));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(fwd.run(cancel.clone()));
@@ -136,7 +136,7 @@ async fn live_first_sends_new_records_ahead_of_a_paced_backlog() {
     let log = publisher.log.clone();
     let mut cfg = fconfig(4, ReplayOrder::LiveFirst);
     cfg.set_replay_rate(NonZeroU32::new(50)); // the backlog takes about 2 s
-    let (fwd, mut handle) = Forwarder::new(ob.clone(), publisher, encode_loss, cfg);
+    let (mut handle, fwd) = Forwarder::new(ob.clone(), publisher, encode_loss, cfg);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(fwd.run(cancel.clone()));
     handle.wait_for(|s| s.confirmed >= 10).await;
@@ -194,7 +194,7 @@ async fn data_loss_events_are_published_first_and_acknowledged() {
         }
     });
     let log = publisher.log.clone();
-    let (fwd, mut handle) = Forwarder::new(
+    let (mut handle, fwd) = Forwarder::new(
         ob.clone(),
         publisher,
         encode_loss,
@@ -230,7 +230,7 @@ async fn a_restarted_forwarder_resends_only_what_was_not_acknowledged() {
         }
     });
     let log1 = p1.log.clone();
-    let (fwd, mut h) = Forwarder::new(
+    let (mut h, fwd) = Forwarder::new(
         ob.clone(),
         p1,
         encode_loss,
@@ -245,7 +245,7 @@ async fn a_restarted_forwarder_resends_only_what_was_not_acknowledged() {
     // Second run over the same outbox: starts exactly after the acknowledged prefix.
     let p2 = Flaky::new(|_, _, _| Act::Confirm);
     let log2 = p2.log.clone();
-    let (fwd, mut h) = Forwarder::new(
+    let (mut h, fwd) = Forwarder::new(
         ob.clone(),
         p2,
         encode_loss,

@@ -157,6 +157,7 @@ async fn a_second_open_of_the_same_store_is_refused_not_moved_aside() {
 
 /// sled 0.34 never syncs blob files (nodes over ~128 KiB): the segment layout must keep
 /// ordinary records out of them, or `flush` would not be a durability point.
+#[cfg(feature = "sled")]
 #[tokio::test]
 async fn group_commit_of_many_records_writes_no_sled_blobs() {
     let dir = tempfile::tempdir().unwrap();

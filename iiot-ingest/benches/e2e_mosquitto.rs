@@ -168,7 +168,7 @@ async fn e2e_round(
         format!("{ent}/+/+/+/+/+/status"),
     ];
     let source = MqttSource::start(&source_cfg).unwrap();
-    let (pipeline, mut handle) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
+    let (mut handle, pipeline) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     let mut publisher =
@@ -225,7 +225,7 @@ async fn direct_round(
         feed.try_send(topic.clone(), payload.clone()).unwrap();
     }
     drop(feed);
-    let (pipeline, _handle) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
+    let (_handle, pipeline) = Pipeline::new(source, sink_for(url, schema).await, cfg.clone());
     let t = Instant::now();
     let stats = pipeline.run(CancellationToken::new()).await.unwrap();
     (t.elapsed(), stats)

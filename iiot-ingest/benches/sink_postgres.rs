@@ -155,7 +155,7 @@ async fn main() {
             max_in_flight: std::num::NonZeroUsize::new(payloads.len()).unwrap(),
             ..PipelineConfig::default()
         };
-        let (pipeline, _handle) = Pipeline::new(source, sink_for(&url, s_sink).await, cfg);
+        let (_handle, pipeline) = Pipeline::new(source, sink_for(&url, s_sink).await, cfg);
         let t = Instant::now();
         let run = pipeline.run(CancellationToken::new()).await.unwrap();
         pipeline_times.push(t.elapsed());

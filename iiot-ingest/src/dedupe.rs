@@ -4,19 +4,18 @@
 //! recent. The sink's idempotency is the guarantee (it also covers a restart,
 //! which empties this window).
 
-use std::collections::{HashSet, VecDeque};
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use iiot_core::types::{DeviceId, MessageId, Timestamp};
 
-/// Remembers recently seen message keys, bounded by age and by count.
+use crate::recent::RecentSet;
+
+/// Remembers recently seen message keys, bounded by age and by count: a
+/// [`RecentSet`] of `(device_id, message_id)`.
 #[derive(Debug)]
 pub struct DedupeWindow {
-    window: Duration,
-    capacity: NonZeroUsize,
-    seen: HashSet<(DeviceId, MessageId)>,
-    order: VecDeque<(Timestamp, DeviceId, MessageId)>,
+    seen: RecentSet<(DeviceId, MessageId)>,
 }
 
 impl DedupeWindow {
@@ -24,51 +23,24 @@ impl DedupeWindow {
     /// (the oldest are forgotten first).
     pub fn new(window: Duration, capacity: NonZeroUsize) -> Self {
         Self {
-            window,
-            capacity,
-            seen: HashSet::new(),
-            order: VecDeque::new(),
+            seen: RecentSet::new(capacity, Some(window)),
         }
     }
 
     /// Records the key seen at `now`. Returns `true` when it is new, `false` for a
-    /// duplicate within the window.
+    /// duplicate within the window (which does not extend its stay).
     pub fn insert(&mut self, device: &DeviceId, id: MessageId, now: Timestamp) -> bool {
-        self.evict(now);
-        let key = (device.clone(), id);
-        if self.seen.contains(&key) {
-            return false;
-        }
-        if self.order.len() >= self.capacity.get()
-            && let Some((_, d, m)) = self.order.pop_front()
-        {
-            self.seen.remove(&(d, m));
-        }
-        self.order.push_back((now, key.0.clone(), id));
-        self.seen.insert(key);
-        true
+        self.seen.insert((device.clone(), id), now)
     }
 
     /// Keys currently remembered.
     pub fn len(&self) -> usize {
-        self.order.len()
+        self.seen.len()
     }
 
     /// Whether nothing is remembered.
     pub fn is_empty(&self) -> bool {
-        self.order.is_empty()
-    }
-
-    fn evict(&mut self, now: Timestamp) {
-        let cutoff = now.saturating_sub(self.window);
-        while let Some((t, _, _)) = self.order.front() {
-            if *t >= cutoff {
-                break;
-            }
-            if let Some((_, d, m)) = self.order.pop_front() {
-                self.seen.remove(&(d, m));
-            }
-        }
+        self.seen.is_empty()
     }
 }
 

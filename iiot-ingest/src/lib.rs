@@ -22,7 +22,7 @@
 //! # async fn main() {
 //! let (source, feed) = MemorySource::new(16);
 //! let sink = MemorySink::new();
-//! let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), PipelineConfig::default());
+//! let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), PipelineConfig::default());
 //! let cancel = CancellationToken::new();
 //! let task = tokio::spawn(pipeline.run(cancel.clone()));
 //!
@@ -45,11 +45,12 @@
 //!
 //! ## Features
 //!
-//! | feature | default | what |
+//! | feature | default | what it enables |
 //! |---|---|---|
 //! | `sqlite` | yes | [`sink::sqlite`]: embedded SQLite sink (rusqlite, bundled), the zero-setup default |
 //! | `postgres` | yes | [`sink::postgres`]: PostgreSQL / TimescaleDB sink with binary COPY |
 //! | `mqtt` | yes | [`source::mqtt`]: MQTT source, persistent session, manual acks, shared subscriptions |
+//! | `kafka` | yes | [`sink::kafka`]: Kafka sink (rskafka): telemetry keyed by device id, dead letters, events |
 //!
 //! ## Modules
 //!
@@ -60,17 +61,53 @@
 //! | [`sink`] | the `Sink` trait (atomic, idempotent commit), PostgreSQL, SQLite and in-memory sinks |
 //! | [`record`] | what a commit holds: accepted batches, data loss, gap changes, dead letters |
 //! | [`dedupe`] | the in-memory dedupe window |
+//! | [`recent`] | the bounded set of recent keys behind the dedupe window and the Kafka sink |
 //! | [`gaps`] | per-device sequence gap tracking |
+//!
+//! ## Errors
+//!
+//! Each operation has its own error: [`sink::SinkError`] (typed: which of the
+//! three reactions, the backend's code such as a SQLSTATE, the driver's error as
+//! its source), [`source::SourceError`], [`PipelineError`], and the MQTT source's
+//! and sink configs' errors. [`Error`] converts from each of them, so `?` gathers
+//! them into one type where only reporting matters.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod dedupe;
+mod error;
 pub mod gaps;
 pub mod pipeline;
+pub mod recent;
 pub mod record;
 pub mod sink;
 pub mod source;
 
+pub use error::Error;
 pub use pipeline::{Pipeline, PipelineConfig, PipelineError, PipelineHandle, PipelineStats};
+
+/// The old numeric and renamed keys of ingest config files, for
+/// [`iiot_core::duration::legacy::upgrade_toml`]: durations were milliseconds, under
+/// `*_ms` keys for the sinks and the MQTT source.
+pub const LEGACY_KEYS: &[iiot_core::duration::legacy::LegacyKey] = {
+    use iiot_core::duration::legacy::{LegacyKey, LegacyUnit};
+    &[
+        LegacyKey::duration("batch_max_delay", "batch_max_delay", LegacyUnit::Millis),
+        LegacyKey::duration("idle_flush", "idle_flush", LegacyUnit::Millis),
+        LegacyKey::duration("dedupe_window", "dedupe_window", LegacyUnit::Millis),
+        LegacyKey::duration("retry_initial", "retry_initial", LegacyUnit::Millis),
+        LegacyKey::duration("retry_max", "retry_max", LegacyUnit::Millis),
+        LegacyKey::duration("connect_timeout_ms", "connect_timeout", LegacyUnit::Millis),
+        LegacyKey::duration(
+            "statement_timeout_ms",
+            "statement_timeout",
+            LegacyUnit::Millis,
+        ),
+        LegacyKey::duration("busy_timeout_ms", "busy_timeout", LegacyUnit::Millis),
+        LegacyKey::duration("request_timeout_ms", "request_timeout", LegacyUnit::Millis),
+        LegacyKey::duration("keepalive_ms", "keepalive", LegacyUnit::Millis),
+        LegacyKey::duration("reconnect_delay_ms", "reconnect_min", LegacyUnit::Millis),
+    ]
+};

@@ -2,6 +2,7 @@
 //! sequence gaps and dead letters, committed together.
 
 use bytes::Bytes;
+use iiot_core::codec::DecodeError;
 use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence, TelemetryBatch, Timestamp};
 
 /// A telemetry batch that passed decoding and validation, with where it came from.
@@ -23,11 +24,12 @@ impl AcceptedBatch {
 }
 
 /// Why a payload went to the dead-letter destination.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeadLetterReason {
-    /// The router rejected it; the label is [`iiot_core::codec::DecodeError::label`].
-    Decode(&'static str),
+    /// The router rejected it: core's typed reason (the version it did not
+    /// know, the limit exceeded, the field that broke a rule).
+    Decode(DecodeError),
     /// The topic is not a UNS topic.
     BadTopic,
     /// The device id in the payload differs from the topic's.
@@ -39,10 +41,16 @@ pub enum DeadLetterReason {
 }
 
 impl DeadLetterReason {
-    /// A stable label for metrics and the `reason` column, e.g. `decode:unsupported_version`.
+    /// A stable label for metrics and the `reason` column, e.g.
+    /// `decode:unsupported_version` (`decode:` and
+    /// [`DecodeError::label`]), `bad_topic`, `device_mismatch`, `poison`,
+    /// `unexpected_kind`.
+    ///
+    /// **Stability:** stored in the sinks' `reason` column and header and used
+    /// as a metric label; never change an existing label.
     pub fn label(&self) -> String {
         match self {
-            Self::Decode(l) => format!("decode:{l}"),
+            Self::Decode(e) => format!("decode:{}", e.label()),
             Self::BadTopic => "bad_topic".into(),
             Self::DeviceMismatch => "device_mismatch".into(),
             Self::Poison => "poison".into(),
@@ -168,4 +176,47 @@ pub struct DeviceSequenceState {
     pub highest_seq: Sequence,
     /// Gaps still open.
     pub open_gaps: Vec<Gap>,
+}
+
+#[cfg(test)]
+mod tests {
+    use iiot_core::codec::LimitError;
+
+    use super::*;
+
+    /// The labels are a stored format: these are the ones sinks have written.
+    #[test]
+    fn labels_are_stable() {
+        let cases = [
+            (DeadLetterReason::Decode(DecodeError::Empty), "decode:empty"),
+            (
+                DeadLetterReason::Decode(DecodeError::UnsupportedVersion { version: 9 }),
+                "decode:unsupported_version",
+            ),
+            (
+                DeadLetterReason::Decode(DecodeError::MissingVersion),
+                "decode:missing_version",
+            ),
+            (
+                DeadLetterReason::Decode(DecodeError::Protobuf {
+                    reason: "truncated varint".into(),
+                }),
+                "decode:malformed_protobuf",
+            ),
+            (
+                DeadLetterReason::Decode(DecodeError::Limit(LimitError::PayloadTooLarge {
+                    len: 2,
+                    limit: 1,
+                })),
+                "decode:limit",
+            ),
+            (DeadLetterReason::BadTopic, "bad_topic"),
+            (DeadLetterReason::DeviceMismatch, "device_mismatch"),
+            (DeadLetterReason::Poison, "poison"),
+            (DeadLetterReason::UnexpectedKind, "unexpected_kind"),
+        ];
+        for (reason, label) in cases {
+            assert_eq!(reason.label(), label, "{reason:?}");
+        }
+    }
 }

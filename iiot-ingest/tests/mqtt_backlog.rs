@@ -88,7 +88,7 @@ fn source_config(
         protocol,
         client_id: client_id.to_owned(),
         channel_capacity: NonZeroUsize::new(8).unwrap(),
-        reconnect_delay_ms: 100,
+        reconnect_min: Duration::from_millis(100),
         ..MqttSourceConfig::default()
     };
     c.filters = vec![filter.to_owned(), "backlog/+/+/+/+/+/status".to_owned()];
@@ -196,7 +196,7 @@ async fn drains_backlog(broker: &Mosquitto, filter: &str, client_id: &str, proto
         retry_initial: Duration::from_millis(20),
         ..PipelineConfig::default()
     };
-    let (pipeline, mut handle) = Pipeline::new(MqttSource::start(&cfg).unwrap(), sink, pcfg);
+    let (mut handle, pipeline) = Pipeline::new(MqttSource::start(&cfg).unwrap(), sink, pcfg);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     wait_all(&mut handle, &committed).await;

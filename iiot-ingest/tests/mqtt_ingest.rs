@@ -201,7 +201,7 @@ async fn mosquitto_to_postgres_exact_rows_dead_letters_and_gaps() {
     let ent = unique("ent");
     let client_id = unique("ingest");
     let sink = env.sink().await;
-    let (pipeline, mut handle) = Pipeline::new(source(&ent, &client_id), sink, config());
+    let (mut handle, pipeline) = Pipeline::new(source(&ent, &client_id), sink, config());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     until_subscribed(&mut publisher, &mut handle, &ent).await;
@@ -332,7 +332,7 @@ async fn crash_between_commit_and_ack_writes_no_duplicate_rows() {
         idle_flush: Duration::from_millis(300),
         ..config()
     };
-    let (pipeline, mut handle) = Pipeline::new(source(&ent, &client_id), sink, cfg);
+    let (mut handle, pipeline) = Pipeline::new(source(&ent, &client_id), sink, cfg);
     let task = tokio::spawn(pipeline.run(CancellationToken::new()));
     until_subscribed(&mut publisher, &mut handle, &ent).await;
 
@@ -354,7 +354,7 @@ async fn crash_between_commit_and_ack_writes_no_duplicate_rows() {
     let _ = task.await;
     // The broker saw no PUBACK for anything of the dead worker's last commit.
 
-    let (pipeline, mut handle) =
+    let (mut handle, pipeline) =
         Pipeline::new(source(&ent, &client_id), env.sink().await, config());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));

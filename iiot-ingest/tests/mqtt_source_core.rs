@@ -43,7 +43,7 @@ fn source_config(url: String, client_id: &str, protocol: MqttVersion) -> MqttSou
         protocol,
         client_id: client_id.to_owned(),
         filters: vec!["core/+/+/+/+/+/telemetry/#".to_owned()],
-        reconnect_delay_ms: 100,
+        reconnect_min: Duration::from_millis(100),
         ..MqttSourceConfig::default()
     }
 }
@@ -108,7 +108,7 @@ async fn oversized_publish_never_reaches_an_mqtt5_source() {
     publish_batches(&publisher, 100).await;
 
     let sink = MemorySink::new();
-    let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), PipelineConfig::default());
+    let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), PipelineConfig::default());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     let dev0 = || {

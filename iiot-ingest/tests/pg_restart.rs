@@ -196,7 +196,7 @@ async fn database_killed_and_restarted_mid_stream_loses_and_duplicates_nothing()
         retry_max: Duration::from_millis(200),
         ..PipelineConfig::default()
     };
-    let (pipeline, handle) = Pipeline::new(source, sink, pcfg);
+    let (handle, pipeline) = Pipeline::new(source, sink, pcfg);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     let topic = UnsPath::new(

@@ -4,7 +4,7 @@
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use iiot_core::codec::{json, protobuf};
+use iiot_core::codec::{DecodeError, json, protobuf};
 use iiot_core::quality::Quality;
 use iiot_core::topic::UnsPath;
 use iiot_core::types::{
@@ -85,7 +85,7 @@ async fn mixed_input_gives_exact_rows_dead_letters_and_gaps() {
     let (source, feed) = MemorySource::new(64);
     let acked = source.acked();
     let sink = MemorySink::new();
-    let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), config());
+    let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), config());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
 
@@ -173,8 +173,14 @@ async fn mixed_input_gives_exact_rows_dead_letters_and_gaps() {
         let garbage = store
             .dead_letters
             .iter()
-            .find(|d| d.reason == DeadLetterReason::Decode("malformed_protobuf"))
+            .find(|d| {
+                matches!(
+                    d.reason,
+                    DeadLetterReason::Decode(DecodeError::Protobuf { .. })
+                )
+            })
             .unwrap();
+        assert_eq!(garbage.reason.label(), "decode:malformed_protobuf");
         assert_eq!(
             &garbage.payload[..],
             &[0xff, 0x00, 0x13],
@@ -213,9 +219,7 @@ impl Sink for GatedSink {
             .gate
             .acquire()
             .await
-            .map_err(|_| SinkError::Unavailable {
-                detail: "closed".into(),
-            })?;
+            .map_err(|e| SinkError::unavailable("gate closed").with_source(e))?;
         permit.forget();
         self.inner.commit(b).await
     }
@@ -241,7 +245,7 @@ async fn acks_only_after_commit_and_stops_pulling_at_max_in_flight() {
         idle_flush: Duration::from_secs(10),
         ..config()
     };
-    let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), cfg);
+    let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), cfg);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
 
@@ -292,7 +296,7 @@ async fn transient_failures_retry_the_same_batch_without_loss() {
     let (source, feed) = MemorySource::new(64);
     let sink = MemorySink::new();
     sink.faults().unavailable = 5;
-    let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), config());
+    let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), config());
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     for seq in 1..=20 {
@@ -316,7 +320,7 @@ async fn a_poison_batch_is_isolated_and_dead_lettered() {
         idle_flush: Duration::from_secs(5),
         ..config()
     };
-    let (pipeline, mut handle) = Pipeline::new(source, sink.clone(), cfg);
+    let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), cfg);
     let cancel = CancellationToken::new();
     let task = tokio::spawn(pipeline.run(cancel.clone()));
     let mut poison = batch("plc-01", 4, 2);
@@ -362,7 +366,7 @@ async fn restart_redelivery_writes_no_duplicates_and_gap_tracking_resumes() {
     let sink = MemorySink::new();
     let run = |sink: MemorySink, batches: Vec<TelemetryBatch>| async move {
         let (source, feed) = MemorySource::new(64);
-        let (pipeline, mut handle) = Pipeline::new(source, sink, config());
+        let (mut handle, pipeline) = Pipeline::new(source, sink, config());
         let cancel = CancellationToken::new();
         let task = tokio::spawn(pipeline.run(cancel.clone()));
         let n = batches.len() as u64;

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::kafka::{Fetched, KafkaEnv, Tansu, broker, fetch_all, free_port, own_broker, topics};
 use common::sink::{T0, accepted, all_types, dev, doubles, ts};
-use iiot_core::codec::Limits;
 use iiot_core::codec::protobuf::{decode_data_loss, decode_telemetry, encode_telemetry};
+use iiot_core::codec::{DecodeError, Limits};
 use iiot_core::types::{DataLoss, DataLossReason, Sequence};
 use iiot_ingest::record::{
     AcceptedBatch, CommitBatch, CommitReport, DeadLetter, DeadLetterReason, Gap, GapChange,
@@ -135,7 +135,9 @@ async fn commits_come_back_keyed_ordered_and_exact() {
     first.dead_letters.push(dead_letter(
         "acme/s1/a1/l1/plc/dev-x/telemetry",
         garbage,
-        DeadLetterReason::Decode("malformed"),
+        DeadLetterReason::Decode(DecodeError::Protobuf {
+            reason: "invalid wire type".into(),
+        }),
     ));
     second.dead_letters.push(dead_letter(
         "not a uns topic",
@@ -215,7 +217,7 @@ async fn commits_come_back_keyed_ordered_and_exact() {
         dl.iter().map(|f| (f.header(HEADER_TOPIC), f)).collect();
     let g = by_topic["acme/s1/a1/l1/plc/dev-x/telemetry"];
     assert_eq!(g.record.value.as_deref(), Some(garbage));
-    assert_eq!(g.header(HEADER_REASON), "decode:malformed");
+    assert_eq!(g.header(HEADER_REASON), "decode:malformed_protobuf");
     assert_eq!(
         g.header(HEADER_DETAIL),
         "detail of acme/s1/a1/l1/plc/dev-x/telemetry"
@@ -383,6 +385,7 @@ async fn oversized_records_are_rejected_and_setup_errors_are_typed() {
     let err = sink.commit(&big).await.unwrap_err();
     assert!(matches!(err, SinkError::Rejected { .. }), "{err}");
     assert!(!err.is_transient());
+    assert_eq!(err.code(), None, "refused by the sink, not the broker");
     assert!(fetch_all(&env.addr, &t_tel).await.is_empty());
     let small = CommitBatch {
         telemetry: vec![batch("dev-z", 1, 10)],

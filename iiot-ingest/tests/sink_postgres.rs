@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::pg::PgEnv;
 use common::sink::{T0, accepted, all_types, dev, doubles, expected_rows, ts};
+use iiot_core::codec::DecodeError;
 use iiot_core::types::{DataLoss, DataLossReason, Sample, Sequence, Value};
 use iiot_ingest::record::{
     CommitBatch, CommitReport, DeadLetter, DeadLetterReason, DeviceSequenceState, Gap, GapChange,
 };
 use iiot_ingest::sink::postgres::{PostgresConfig, PostgresSink, SCHEMA_VERSION, TimescaleMode};
-use iiot_ingest::sink::{Sink, SinkError};
+use iiot_ingest::sink::{ErrorCode, Sink, SinkError, SinkErrorKind, SqlState};
 
 /// PostgreSQL keeps microseconds.
 const US: i64 = 1_000;
@@ -217,7 +218,9 @@ async fn dead_letters_and_data_loss_are_stored_exactly() {
     let dead = DeadLetter {
         topic: "acme/s1/a1/l1/plc/dev-a/telemetry".into(),
         payload: Bytes::from(payload.clone()),
-        reason: DeadLetterReason::Decode("malformed"),
+        reason: DeadLetterReason::Decode(DecodeError::Protobuf {
+            reason: "truncated varint".into(),
+        }),
         detail: "truncated varint".into(),
         received_at: ts(T0),
     };
@@ -263,7 +266,7 @@ async fn dead_letters_and_data_loss_are_stored_exactly() {
         .await
         .unwrap();
     assert_eq!(r.get::<_, &str>(0), dead.topic);
-    assert_eq!(r.get::<_, &str>(1), "decode:malformed");
+    assert_eq!(r.get::<_, &str>(1), "decode:malformed_protobuf");
     assert_eq!(r.get::<_, &str>(2), dead.detail);
     assert_eq!(r.get::<_, &[u8]>(3), &payload[..]);
     assert_eq!(r.get::<_, i64>(4), T0 / US);
@@ -419,7 +422,7 @@ async fn poison_value_is_rejected_and_nothing_is_committed() {
     };
     let err = sink.commit(&batch).await.unwrap_err();
     assert!(matches!(err, SinkError::Rejected { .. }), "{err}");
-    assert!(err.to_string().contains("22021"), "{err}");
+    assert_eq!(err.sqlstate(), SqlState::new("22021"), "{err}");
     for table in ["messages", "samples", "gaps"] {
         assert_eq!(env.count(table).await, 0, "{table}");
     }
@@ -448,6 +451,59 @@ async fn missing_table_is_setup_error() {
     };
     let err = sink.commit(&batch).await.unwrap_err();
     assert!(matches!(err, SinkError::Setup { .. }), "{err}");
+    // undefined_table
+    assert_eq!(err.sqlstate(), SqlState::new("42P01"), "{err}");
+    env.cleanup().await;
+}
+
+/// A unique violation (SQLSTATE 23505, here from a UNIQUE index an operator
+/// added on `(device_id, tag, time)`) is `Rejected`, typed: the SQLSTATE is the
+/// error's code and the tokio-postgres error its source, with the server's
+/// constraint name. Nothing of the batch is committed; the sink keeps working.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unique_violation_is_rejected_with_sqlstate_23505() {
+    let env = env_or_skip!("unique");
+    let mut sink = env.sink().await;
+    env.client
+        .batch_execute(&format!(
+            "CREATE UNIQUE INDEX one_per_time ON {} (device_id, tag, time)",
+            env.table("samples")
+        ))
+        .await
+        .unwrap();
+    let first = CommitBatch {
+        telemetry: vec![accepted("dev-a", 1, 1, doubles(3, T0))],
+        ..CommitBatch::default()
+    };
+    sink.commit(&first).await.unwrap();
+    let good = accepted("dev-a", 2, 2, doubles(1, T0 + 10_000_000));
+    let again = CommitBatch {
+        telemetry: vec![good.clone(), accepted("dev-a", 3, 3, doubles(3, T0))],
+        ..CommitBatch::default()
+    };
+    let err = sink.commit(&again).await.unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Rejected, "{err}");
+    assert!(!err.is_transient());
+    let code = err.sqlstate().expect("the server's SQLSTATE");
+    assert_eq!((code.as_str(), code.class()), ("23505", "23"));
+    assert_eq!(err.code(), Some(ErrorCode::SqlState(code)));
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<tokio_postgres::Error>())
+        .expect("the tokio-postgres error is the source");
+    assert_eq!(
+        source.code(),
+        Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+    );
+    let db = source.as_db_error().unwrap();
+    assert_eq!(db.constraint(), Some("one_per_time"));
+    assert_eq!(env.count("messages").await, 1);
+    assert_eq!(env.count("samples").await, 3);
+    let rest = CommitBatch {
+        telemetry: vec![good],
+        ..CommitBatch::default()
+    };
+    assert_eq!(sink.commit(&rest).await.unwrap().rows_written, 1);
+    assert_eq!(env.count("samples").await, 4);
     env.cleanup().await;
 }
 
@@ -540,7 +596,7 @@ async fn statement_timeout_is_unavailable_and_retry_succeeds() {
     let locker = lock_samples(&env).await;
     let err = sink.commit(&batch).await.unwrap_err();
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
-    assert!(err.to_string().contains("57014"), "{err}");
+    assert_eq!(err.sqlstate(), SqlState::new("57014"), "{err}");
     drop(locker);
     assert_eq!(sink.commit(&batch).await.unwrap().rows_written, 10);
     assert_eq!(env.count("samples").await, 10);

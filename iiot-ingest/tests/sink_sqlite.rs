@@ -11,14 +11,15 @@ use bytes::Bytes;
 use common::sink::{
     T0, accepted, all_types, dev, doubles, expected_rows, sqlite_count, sqlite_samples, ts,
 };
+use iiot_core::codec::DecodeError;
 use iiot_core::quality::Quality;
 use iiot_core::types::{DataLoss, DataLossReason, Sample, Sequence, Value};
 use iiot_ingest::record::{
     AcceptedBatch, CommitBatch, CommitReport, DeadLetter, DeadLetterReason, DeviceSequenceState,
     Gap, GapChange,
 };
-use iiot_ingest::sink::Sink;
 use iiot_ingest::sink::sqlite::{SqliteConfig, SqliteSink};
+use iiot_ingest::sink::{ErrorCode, Sink, SinkError, SinkErrorKind};
 use proptest::prelude::*;
 use tempfile::TempDir;
 
@@ -227,7 +228,7 @@ async fn dead_letters_and_data_loss_are_stored_exactly() {
     let dead = DeadLetter {
         topic: "acme/s1/a1/l1/plc/dev-a/telemetry".into(),
         payload: Bytes::from(payload.clone()),
-        reason: DeadLetterReason::Decode("unsupported_version"),
+        reason: DeadLetterReason::Decode(DecodeError::UnsupportedVersion { version: 9 }),
         detail: "version 9 is not supported".into(),
         received_at: ts(T0),
     };
@@ -316,11 +317,60 @@ async fn invalid_prefix_is_setup_error() {
     let mut c = SqliteConfig::new(dir.path().join("x.sqlite3"));
     c.set_table_prefix("Bad-Prefix");
     let err = SqliteSink::open(c).await.unwrap_err();
-    assert!(
-        matches!(err, iiot_ingest::sink::SinkError::Setup { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, SinkError::Setup { .. }), "{err}");
     assert!(!dir.path().join("x.sqlite3").exists());
+}
+
+/// A constraint SQLite enforces (here a UNIQUE index an operator added on
+/// `(device_id, tag, time)`) makes the commit `Rejected`, typed: SQLite's
+/// extended code 2067 (`SQLITE_CONSTRAINT_UNIQUE`, primary 19) and the rusqlite
+/// error as its source. Nothing of the batch is committed and the sink keeps
+/// working.
+#[tokio::test]
+async fn constraint_violation_is_rejected_with_the_sqlite_code() {
+    let dir = TempDir::new().unwrap();
+    let mut sink = open(&dir).await;
+    inspect(&dir)
+        .execute_batch("CREATE UNIQUE INDEX one_per_time ON iiot_samples (device_id, tag, time)")
+        .unwrap();
+    let first = CommitBatch {
+        telemetry: vec![accepted("dev-a", 1, 1, doubles(3, T0))],
+        ..CommitBatch::default()
+    };
+    sink.commit(&first).await.unwrap();
+    // Another message with the same samples: a unique violation.
+    let again = CommitBatch {
+        telemetry: vec![
+            accepted("dev-a", 2, 2, doubles(1, T0 + 10_000_000)),
+            accepted("dev-a", 3, 3, doubles(3, T0)),
+        ],
+        ..CommitBatch::default()
+    };
+    let err = sink.commit(&again).await.unwrap_err();
+    assert_eq!(err.kind(), SinkErrorKind::Rejected, "{err}");
+    assert!(matches!(err, SinkError::Rejected { .. }));
+    assert!(!err.is_transient());
+    assert_eq!(err.code(), Some(ErrorCode::Sqlite(2067)), "{err}");
+    assert_eq!(err.code().and_then(|c| c.sqlite_primary()), Some(19));
+    assert_eq!(err.sqlstate(), None);
+    let source = std::error::Error::source(&err)
+        .and_then(|s| s.downcast_ref::<rusqlite::Error>())
+        .expect("the rusqlite error is the source");
+    assert_eq!(
+        source.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::ConstraintViolation)
+    );
+    let db = inspect(&dir);
+    assert_eq!(sqlite_count(&db, "iiot_", "messages"), 1);
+    assert_eq!(sqlite_count(&db, "iiot_", "samples"), 3);
+    // The refused content is the batch's, not the connection's: the good half
+    // commits on the same sink.
+    let rest = CommitBatch {
+        telemetry: vec![again.telemetry[0].clone()],
+        ..CommitBatch::default()
+    };
+    assert_eq!(sink.commit(&rest).await.unwrap().rows_written, 1);
+    assert_eq!(sqlite_count(&db, "iiot_", "samples"), 4);
 }
 
 /// Another process holds the write lock past the busy timeout: the commit is

@@ -73,7 +73,7 @@ fn poller(s: &Setup, map: &RegisterMap, plan: PlanConfig) -> Poller<TcpConnector
     let mut cfg = PollerConfig::default();
     cfg.set_plan(plan);
     let _guard = s.rt.enter();
-    let (_h, mut rx, p) = Poller::new(cfg, map.clone(), TcpConnector::new(s.addr));
+    let (_h, p, mut rx) = Poller::new(cfg, map.clone(), TcpConnector::new(s.addr));
     s.rt.spawn(async move { while rx.recv().await.is_some() {} });
     p
 }

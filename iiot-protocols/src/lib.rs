@@ -4,15 +4,24 @@
 //! each behind a cargo feature. The drivers produce and consume `iiot-core`
 //! types. They land with their issues.
 //!
-//! | feature | default | what it brings |
+//! ## Features
+//!
+//! | feature | default | what it enables |
 //! |---|---|---|
-//! | `modbus-tcp` | yes | [`modbus`]: register maps, codec, planner, poller over Modbus TCP, the map-driven TCP simulator |
-//! | `modbus-rtu` | yes | [`modbus`] over RTU: serial connector (`RtuConnector`), shared-bus scheduling |
+//! | `modbus-tcp` | yes | [`modbus`]: register maps, codec, planner, poller and writes over Modbus TCP (`TcpConnector`) or any byte stream (`FnConnector`) |
+//! | `modbus-rtu` | yes | [`modbus`] (all of the above) plus RTU: the serial connector (`RtuConnector`, tokio-serial) and shared-bus scheduling |
+//! | `modbus-sim` | no | `modbus::sim`: the map-driven Modbus TCP simulator (tokio-modbus server, value generators, fault injection) for tests and demos; implies `modbus-tcp` |
 //! | `mqtt` | yes | [`mqtt`]: the MQTT core over rumqttc + rustls (MQTT 5 by default, 3.1.1 selectable): device session (identity check, LWT and birth), platform clients, confirmed publish with broker refusals as typed errors, manual or auto acks |
+//! | `embedded-broker` | no | `mqtt::embedded`: an MQTT 5 broker inside the process (rumqttd) on a free loopback port, for demos, examples and tests; implies `mqtt` |
 //!
-//! A Modbus PLC (the crate's map-driven simulator, on a free port) read by the poller:
+//! With `default-features = false` and no feature the crate holds only [`Error`]. Every
+//! operation error of the enabled drivers (and of iiot-core) converts into [`Error`] with `?`.
 //!
-//! ```
+//! A Modbus PLC (the crate's map-driven simulator, on a free port; features `modbus-sim` and
+//! `modbus-tcp`) read by the poller:
+//!
+#![cfg_attr(feature = "modbus-sim", doc = "```")]
+#![cfg_attr(not(feature = "modbus-sim"), doc = "```ignore")]
 //! # #[tokio::main(flavor = "current_thread")]
 //! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! use iiot_core::types::Value;
@@ -38,7 +47,7 @@
 //!
 //! // The poller reads it.
 //! let map = RegisterMap::from_toml_str(toml)?;
-//! let (_writes, mut readings, poller) =
+//! let (_writes, poller, mut readings) =
 //!     Poller::new(PollerConfig::default(), map, TcpConnector::new(addr));
 //! tokio::spawn(poller.run(cancel.clone()));
 //! let r = readings.recv().await.expect("a reading");
@@ -59,3 +68,6 @@ pub mod modbus;
 #[cfg(feature = "mqtt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
 pub mod mqtt;
+
+mod error;
+pub use error::Error;

@@ -57,7 +57,7 @@ fn free_port() -> u16 {
 fn peer_map() -> RegisterMap {
     let orders32 = ["ABCD", "CDAB", "BADC", "DCBA"];
     let orders64 = ["ABCDEFGH", "GHEFCDAB", "BADCFEHG", "HGFEDCBA"];
-    let mut toml = String::from("[poll_groups.default]\ninterval_ms = 100\n");
+    let mut toml = String::from("[poll_groups.default]\ninterval = \"100ms\"\n");
     let mut tag = |name: String, addr: u16, ty: &str, order: &str, extra: &str| {
         write!(
             toml,
@@ -148,7 +148,7 @@ async fn reads_every_order_from_a_pymodbus_server() {
     cfg.set_timeout(Duration::from_millis(500)).set_retries(1);
     let addr = format!("127.0.0.1:{port}").parse().unwrap();
     // The poller reconnects until the peer listens: no sleep needed.
-    let (_h, mut rx, poller) = Poller::new(cfg, map, TcpConnector::new(addr));
+    let (_h, poller, mut rx) = Poller::new(cfg, map, TcpConnector::new(addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 const BUS_MAP: &str = r#"
 [poll_groups.default]
-interval_ms = 100
+interval = "100ms"
 [[tags]]
 name = "s1/temp"
 unit_id = 1
@@ -59,7 +59,7 @@ fn setup() -> (Simulator, RtuBus) {
 #[tokio::test(start_paused = true)]
 async fn reads_both_slaves_with_exact_frames() {
     let (_sim, bus) = setup();
-    let (h, mut rx, poller) = Poller::new(cfg(), map(BUS_MAP), bus.connector(INTER_FRAME));
+    let (h, poller, mut rx) = Poller::new(cfg(), map(BUS_MAP), bus.connector(INTER_FRAME));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -98,7 +98,7 @@ async fn reads_both_slaves_with_exact_frames() {
 async fn crc_errors_are_bad_quality_and_clear() {
     let (_sim, bus) = setup();
     bus.faults.lock().unwrap().bad_crc.insert(2);
-    let (_h, mut rx, poller) = Poller::new(cfg(), map(BUS_MAP), bus.connector(INTER_FRAME));
+    let (_h, poller, mut rx) = Poller::new(cfg(), map(BUS_MAP), bus.connector(INTER_FRAME));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -130,7 +130,7 @@ async fn crc_errors_are_bad_quality_and_clear() {
 async fn a_dead_slave_does_not_stall_its_neighbour() {
     let (_sim, bus) = setup();
     bus.faults.lock().unwrap().dead.insert(2);
-    let (_h, mut rx, poller) = Poller::new(cfg(), map(BUS_MAP), bus.connector(INTER_FRAME));
+    let (_h, poller, mut rx) = Poller::new(cfg(), map(BUS_MAP), bus.connector(INTER_FRAME));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -171,7 +171,7 @@ async fn a_dead_slave_does_not_stall_its_neighbour() {
 #[tokio::test]
 async fn a_missing_serial_port_is_bad_communication_not_a_panic() {
     use iiot_protocols::modbus::{RtuConfig, RtuConnector};
-    let (_h, mut rx, poller) = Poller::new(
+    let (_h, poller, mut rx) = Poller::new(
         cfg(),
         map(BUS_MAP),
         RtuConnector::new(RtuConfig::new("/nonexistent/ttyIIOT0", 9600)),
@@ -214,7 +214,7 @@ async fn rtu_over_a_pseudo_terminal_pair() {
     );
     let mut c = cfg();
     c.set_timeout(Duration::from_millis(500));
-    let (_h, mut rx, poller) = Poller::new(c, map(BUS_MAP), connector);
+    let (_h, poller, mut rx) = Poller::new(c, map(BUS_MAP), connector);
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));

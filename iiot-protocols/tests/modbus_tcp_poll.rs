@@ -12,6 +12,7 @@ use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
 use common::modbus::{map, start_sim, wait_for};
+use iiot_core::source::Link;
 use iiot_core::types::Value;
 use iiot_protocols::modbus::sim::Fault;
 use iiot_protocols::modbus::{
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 const TYPES_MAP: &str = r#"
 [poll_groups.default]
-interval_ms = 50
+interval = "50ms"
 
 [[tags]]
 name = "f32/abcd"
@@ -117,7 +118,7 @@ async fn reads_every_order_and_type_from_the_simulator() {
     s.sim.set_value("level", &Value::Double(-12.5)).unwrap();
     s.sim.set_value("alarm", &Value::Bool(true)).unwrap();
 
-    let (_h, mut rx, poller) = Poller::new(fast(), m.clone(), TcpConnector::new(s.addr));
+    let (_h, poller, mut rx) = Poller::new(fast(), m.clone(), TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -145,7 +146,7 @@ async fn reads_every_order_and_type_from_the_simulator() {
 async fn coalesced_plan_sends_one_request_per_unit_and_area() {
     let m = map(TYPES_MAP);
     let s = start_sim(m.clone()).await;
-    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     let planned = poller.plan().requests().len();
     // 40001..40048 in one (gaps ≤ 8), 30001 one, coils 1 and 10 one.
     assert_eq!(planned, 3, "{:?}", poller.plan().requests());
@@ -165,7 +166,7 @@ async fn coalesced_plan_sends_one_request_per_unit_and_area() {
 async fn exception_gives_bad_with_the_code_and_clears_on_recovery() {
     let m = map(TYPES_MAP);
     let s = start_sim(m.clone()).await;
-    let (_h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (_h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -199,7 +200,7 @@ async fn silent_device_is_bad_timeout_within_the_retry_budget() {
     let cfg = fast();
     // 4 attempts × 150 ms + 3 × 50 ms backoff, plus one poll interval and slack.
     let budget = cfg.timeout * 4 + cfg.retry_backoff * 3 + Duration::from_millis(50);
-    let (_h, mut rx, poller) = Poller::new(cfg, m, TcpConnector::new(s.addr));
+    let (_h, poller, mut rx) = Poller::new(cfg, m, TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -231,7 +232,8 @@ async fn dropped_connection_is_bad_then_reconnects() {
     let s = start_sim(m.clone()).await;
     let mut cfg = fast();
     cfg.set_retries(0);
-    let (_h, mut rx, poller) = Poller::new(cfg, m, TcpConnector::new(s.addr));
+    let (_h, poller, mut rx) = Poller::new(cfg, m, TcpConnector::new(s.addr));
+    let mut link = poller.link();
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -239,6 +241,7 @@ async fn dropped_connection_is_bad_then_reconnects() {
         r.sample.quality().is_good()
     })
     .await;
+    assert_eq!(*link.borrow_and_update(), Some(Link::Up));
     s.sim.set_fault_all(Some(Fault::DropConnection));
     let bad = wait_for(&mut rx, Duration::from_secs(5), "bad", |r| {
         !r.sample.quality().is_good()
@@ -249,18 +252,29 @@ async fn dropped_connection_is_bad_then_reconnects() {
         "{bad:?}"
     );
     assert_eq!(bad.sample.quality().status_code(), 0x8005_0000);
+    // The connectivity signal: down with the transport's cause, then up again.
+    let down = tokio::time::timeout(
+        Duration::from_secs(5),
+        link.wait_for(|l| matches!(l, Some(Link::Down { .. }))),
+    )
+    .await
+    .expect("link down")
+    .unwrap()
+    .clone();
+    assert!(matches!(down, Some(Link::Down { cause }) if !cause.is_empty()));
     s.sim.set_fault_all(None);
     wait_for(&mut rx, Duration::from_secs(5), "reconnected", |r| {
         r.sample.quality().is_good()
     })
     .await;
+    assert_eq!(*link.borrow(), Some(Link::Up));
 }
 
 #[tokio::test]
 async fn a_dead_unit_does_not_stop_the_others() {
     let m = map(r#"
         [poll_groups.default]
-        interval_ms = 50
+        interval = "50ms"
         [[tags]]
         name = "u1"
         address = "40001"
@@ -276,7 +290,7 @@ async fn a_dead_unit_does_not_stop_the_others() {
     let mut cfg = fast();
     cfg.set_timeout(Duration::from_millis(60)).set_retries(1);
     let tcp = TcpConnector::new(s.addr);
-    let (_h, mut rx, poller) = Poller::new(cfg, m, tcp);
+    let (_h, poller, mut rx) = Poller::new(cfg, m, tcp);
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -294,7 +308,7 @@ async fn a_dead_unit_does_not_stop_the_others() {
 
 #[tokio::test]
 async fn refused_coalesced_read_is_split_and_remembered() {
-    let mut toml = String::from("[poll_groups.default]\ninterval_ms = 50\n");
+    let mut toml = String::from("[poll_groups.default]\ninterval = \"50ms\"\n");
     for i in 0..8 {
         writeln!(
             toml,
@@ -311,7 +325,7 @@ async fn refused_coalesced_read_is_split_and_remembered() {
             .set_value(&format!("t{i}"), &Value::UInt(i * 1000))
             .unwrap();
     }
-    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     assert_eq!(poller.plan().requests().len(), 1);
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
@@ -343,7 +357,7 @@ async fn refused_coalesced_read_is_split_and_remembered() {
 async fn writes_go_through_the_map_with_fc5_fc6_fc15_fc16() {
     let m = map(TYPES_MAP);
     let s = start_sim(m.clone()).await;
-    let (h, _rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (h, poller, _rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -431,7 +445,7 @@ async fn a_slow_answer_within_the_timeout_stays_good() {
     let s = start_sim(m.clone()).await;
     s.sim
         .set_fault_all(Some(Fault::Delay(Duration::from_millis(20))));
-    let (_h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (_h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -456,17 +470,17 @@ async fn a_slow_answer_within_the_timeout_stays_good() {
 async fn deadband_holds_back_unchanged_values_until_the_max_interval() {
     let m = map(r#"
         [poll_groups.default]
-        interval_ms = 20
+        interval = "20ms"
         [[tags]]
         name = "level"
         address = "40001"
         type = "f32"
         deadband = { absolute = 1.0 }
-        max_report_interval_ms = 300
+        max_report_interval = "300ms"
         "#);
     let s = start_sim(m.clone()).await;
     s.sim.set_value("level", &Value::Float(10.0)).unwrap();
-    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
@@ -500,7 +514,7 @@ async fn generators_drive_the_simulated_values() {
     use iiot_protocols::modbus::sim::Generator;
     let m = map(r#"
         [poll_groups.default]
-        interval_ms = 20
+        interval = "20ms"
         [[tags]]
         name = "ramp"
         address = "40001"
@@ -523,7 +537,7 @@ async fn generators_drive_the_simulated_values() {
         },
     )
     .unwrap();
-    let (_h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(addr));
+    let (_h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(addr));
     tokio::spawn(poller.run(cancel));
     let first = wait_for(&mut rx, Duration::from_secs(5), "first", |_| true).await;
     let v0 = first.sample.value().and_then(Value::as_f64).unwrap();
@@ -539,7 +553,7 @@ async fn holes_a_sparse_device_refuses_are_learned_not_bridged() {
     // gap rule (8) would bridge.
     let m = map(r#"
         [poll_groups.default]
-        interval_ms = 30
+        interval = "30ms"
         [[tags]]
         name = "a0"
         address = "40001"
@@ -560,7 +574,7 @@ async fn holes_a_sparse_device_refuses_are_learned_not_bridged() {
     let s = start_sim(m.clone()).await;
     s.sim.set_strict(true);
     s.sim.set_value("b1", &Value::Float(2.5)).unwrap();
-    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     assert_eq!(poller.plan().requests().len(), 1);
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
@@ -587,11 +601,19 @@ async fn nobody_listening_is_bad_communication() {
         .unwrap()
         .local_addr()
         .unwrap();
-    let (_h, mut rx, poller) = Poller::new(fast(), map(TYPES_MAP), TcpConnector::new(port));
+    let (_h, poller, mut rx) = Poller::new(fast(), map(TYPES_MAP), TcpConnector::new(port));
+    let link = poller.link();
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));
     let r = wait_for(&mut rx, Duration::from_secs(5), "bad", |_| true).await;
+    // Never connected: down, with the OS's words for it.
+    match &*link.borrow() {
+        Some(Link::Down { cause }) => {
+            assert!(cause.to_lowercase().contains("refused"), "{cause}");
+        }
+        other => panic!("link {other:?}"),
+    }
     assert_eq!(
         r.failure,
         Some(ReadFailure::Connection {
@@ -608,7 +630,7 @@ async fn write_many_merges_adjacent_tags_into_fc15_and_fc16() {
     // request the simulator serves is a write.
     let m = map(r#"
         [poll_groups.default]
-        interval_ms = 3600000
+        interval = "1h"
         [[tags]]
         name = "a"
         address = "40001"
@@ -628,7 +650,7 @@ async fn write_many_merges_adjacent_tags_into_fc15_and_fc16() {
         type = "bool"
         "#);
     let s = start_sim(m.clone()).await;
-    let (h, mut rx, poller) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let (h, poller, mut rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
     let cancel = CancellationToken::new();
     let _stop = cancel.clone().drop_guard();
     tokio::spawn(poller.run(cancel));

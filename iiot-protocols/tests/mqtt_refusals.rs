@@ -138,7 +138,7 @@ async fn acl_denied_record_stays_in_the_outbox_under_mqtt5() {
     fc.set_max_in_flight(NonZeroUsize::MIN)
         .set_backoff(Duration::from_millis(200), Duration::from_secs(5))
         .set_replay_rate(NonZeroU32::new(1000));
-    let (fwd, mut status) = Forwarder::new(
+    let (mut status, fwd) = Forwarder::new(
         ob.clone(),
         s.handle.clone(),
         |_l: &iiot_core::types::DataLoss| OutboundMessage::new("unused", Vec::<u8>::new()),

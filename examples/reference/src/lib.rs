@@ -12,6 +12,14 @@
 //! | [`gateway`] | `iiot gateway`: Modbus to MQTT through the outbox |
 //! | [`config`] | TOML loading with errors naming file and key |
 //! | [`observe`] | tracing and the Prometheus endpoint |
+//!
+//! ## Features
+//!
+//! | feature | default | what it enables |
+//! |---|---|---|
+//! | `sled` | no | the outbox's sled engine (`iiot-edge/sled`), for a gateway whose outbox store sled created; without it such a store is refused with an error naming the feature |
+//!
+//! The simulated PLC needs iiot-protocols' `modbus-sim`, which this crate always enables.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 

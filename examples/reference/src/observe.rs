@@ -13,9 +13,13 @@ pub fn init_tracing() {
     let filter = EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
     // A second initialisation (tests calling in-process) is harmless; ignore it.
+    // Colour only on a terminal (and never with NO_COLOR): a log file gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(ansi)
         .try_init();
 }
 
@@ -26,8 +30,8 @@ pub fn init_tracing() {
 ///
 /// | signal | per device | overall |
 /// |---|---|---|
-/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected{client}` |
-/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | |
+/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected{client}`, `iiot_gateway_source_connected{source}` |
+/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | `iiot_gateway_source_last_good_timestamp_seconds{source}` |
 /// | throughput | `iiot_reference_device_samples_committed_total{device}` | `iiot_ingest_rows_written_total`, `iiot_mqtt_publishes_total` |
 /// | errors | `iiot_reference_device_dead_letters_total{device,reason}`, `iiot_reference_device_gaps_opened_total{device}`, `iiot_reference_device_data_loss_records_total{device}` | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total` |
 ///

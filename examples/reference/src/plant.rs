@@ -28,8 +28,9 @@ pub const TAGS: [&str; 5] = [TAG_LEVEL, TAG_TEMPERATURE, TAG_PUMP, TAG_FLOW, TAG
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PlantConfig {
-    /// Model step and register update interval, ms (> 0).
-    pub tick_ms: u64,
+    /// Model step and register update interval (`tick = "100ms"`, more than 0s).
+    #[serde(with = "iiot_core::duration::human")]
+    pub tick: Duration,
     /// Noise seed.
     pub seed: u64,
     /// Tank cross-section, m² (> 0).
@@ -57,7 +58,7 @@ pub struct PlantConfig {
 impl Default for PlantConfig {
     fn default() -> Self {
         Self {
-            tick_ms: 100,
+            tick: Duration::from_millis(100),
             seed: 7,
             tank_area_m2: 2.0,
             tank_height_m: 5.0,
@@ -80,7 +81,7 @@ impl PlantConfig {
     /// The first broken rule as `(key, problem)`, keys relative to `[plant]`.
     pub fn check(&self) -> Result<(), (&'static str, String)> {
         let positive = [
-            ("tick_ms", self.tick_ms as f64),
+            ("tick", self.tick.as_secs_f64()),
             ("tank_area_m2", self.tank_area_m2),
             ("tank_height_m", self.tank_height_m),
             ("temperature_period_s", self.temperature_period_s),
@@ -119,9 +120,9 @@ impl PlantConfig {
         Ok(())
     }
 
-    /// The model step.
+    /// The model step (at least 1 ms).
     pub fn tick(&self) -> Duration {
-        Duration::from_millis(self.tick_ms.max(1))
+        self.tick.max(Duration::from_millis(1))
     }
 }
 

@@ -21,6 +21,66 @@ fn sample_configs_load() {
 }
 
 /// The commented `produced_log` key of the sample, switched on, is read as written.
+/// A file in the old forms (numbers whose unit was in the key name or only in a
+/// comment, `broker_url`) loads to the same settings as the sample, and each old
+/// key is named with its file, line and replacement in a warning.
+#[test]
+fn old_numeric_forms_load_with_a_deprecation_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = std::fs::read_to_string(sample_config("plant-map.toml")).unwrap();
+    let old_map = map
+        .replace("interval = \"250ms\"", "interval_ms = 250")
+        .replace(
+            "max_report_interval = \"5s\"",
+            "max_report_interval_ms = 5000",
+        );
+    assert_ne!(old_map, map);
+    write(dir.path(), "plant-map.toml", &old_map);
+    let text = std::fs::read_to_string(sample_config("gateway.toml")).unwrap();
+    let old = text
+        .replace("url = \"mqtt://", "broker_url = \"mqtt://")
+        .replace("keepalive = \"30s\"", "keepalive_s = 30")
+        .replace("reconnect_max = \"5s\"", "reconnect_max_ms = 5000")
+        .replace("timeout = \"1s\"", "timeout = 1000")
+        .replace("max_delay = \"1s\"", "max_delay_ms = 1000")
+        .replace("max_age = \"7days\"", "max_age = 604800000")
+        .replace("backoff_initial = \"500ms\"", "backoff_initial = 500");
+    let file = write(dir.path(), "gateway.toml", &old);
+    let new = GatewaySetup::load(&sample_config("gateway.toml")).unwrap();
+    let got = GatewaySetup::load(&file).unwrap();
+    assert_eq!(format!("{:?}", got.mqtt), format!("{:?}", new.mqtt));
+    assert_eq!(got.batch.max_delay, new.batch.max_delay);
+    assert_eq!(got.modbus.poller, new.modbus.poller);
+    assert_eq!(got.outbox, new.outbox);
+    assert_eq!(got.forwarder, new.forwarder);
+    assert_eq!(format!("{:?}", got.map), format!("{:?}", new.map));
+
+    // The warnings, as a user sees them: `iiot sim` on an old plc.toml.
+    let plc = std::fs::read_to_string(sample_config("plc.toml"))
+        .unwrap()
+        .replace("tick = \"100ms\"", "tick_ms = 100")
+        .replace("listen = \"127.0.0.1:5020\"", "listen = \"127.0.0.1:0\"")
+        .replace(
+            "plant-map.toml",
+            &sample_config("plant-map.toml").display().to_string(),
+        );
+    let plc_file = write(dir.path(), "plc.toml", &plc);
+    let line = plc
+        .lines()
+        .position(|l| l.starts_with("tick_ms"))
+        .expect("tick_ms line")
+        + 1;
+    let mut child =
+        common::ChildGuard::spawn_with_stderr(&["sim", "--config", plc_file.to_str().unwrap()]);
+    assert!(child.read_line().starts_with("listening on "));
+    let stderr = child.kill_and_stderr();
+    let expected = format!(
+        "{}: key \"plant.tick_ms\" (line {line}): `tick_ms = 100` is deprecated, write `tick = \"100ms\"`",
+        plc_file.display()
+    );
+    assert!(stderr.contains(&expected), "{expected}\nnot in:\n{stderr}");
+}
+
 #[test]
 fn produced_log_key_loads() {
     let dir = tempfile::tempdir().unwrap();
@@ -87,9 +147,16 @@ fn bad_values_are_named() {
     });
     assert_names(&e, &f, "plant.pump_stop_level_m");
     let (e, f) = fails_with("ingest", "ingest.toml", |t| {
-        t.replace("keepalive_ms = 30000", "keepalive_ms = \"soon\"")
+        t.replace("keepalive = \"30s\"", "keepalive = \"soon\"")
     });
-    assert_names(&e, &f, "mqtt.keepalive_ms");
+    assert_names(&e, &f, "mqtt.keepalive");
+    assert!(e.contains("not a duration"), "{e}");
+    let (e, f) = fails_with("gateway", "gateway.toml", |t| {
+        t.replace("max_delay = \"1s\"", "max_delay = 1000")
+    });
+    // A bare number under a key that never took one is not guessed.
+    assert_names(&e, &f, "batch.max_delay");
+    assert!(e.contains("needs a unit"), "{e}");
     let (e, f) = fails_with("ingest", "ingest.toml", |t| {
         t.replace("\"$share/iiot-ingest/+/+/+/+/+/+/status\"", "\"a/#/b\"")
     });

@@ -96,7 +96,7 @@ async fn scenario(dir: &std::path::Path, store: &Store) {
         &format!(
             "[mqtt]\nurl = {url:?}\nclient_id = {cid:?}\n\
              filters = [\"{enterprise}/+/+/+/+/+/telemetry/#\", \"{enterprise}/+/+/+/+/+/status\"]\n\
-             [pipeline]\nbatch_max_delay = 20\n{sink}",
+             [pipeline]\nbatch_max_delay = \"20ms\"\n{sink}",
             url = mqtt_url(),
             cid = unique("ingest"),
             sink = store.toml(),

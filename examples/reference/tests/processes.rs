@@ -607,7 +607,7 @@ async fn scenario(dir: &std::path::Path, store: &Store) {
         &format!(
             "[mqtt]\nurl = {url:?}\nclient_id = {cid:?}\n\
              filters = [\"{enterprise}/+/+/+/+/+/telemetry/#\", \"{enterprise}/+/+/+/+/+/status\"]\n\
-             [pipeline]\nbatch_max_delay = 50\n{sink}",
+             [pipeline]\nbatch_max_delay = \"50ms\"\n{sink}",
             url = mqtt_url(),
             cid = unique("ingest"),
             sink = store.toml(),
@@ -669,10 +669,10 @@ async fn scenario(dir: &std::path::Path, store: &Store) {
         )
         .replace("port = 5020", &format!("port = {}", plc_addr.port()))
         .replace(
-            "broker_url = \"mqtt://127.0.0.1:1883\"",
-            &format!("broker_url = {:?}", mqtt_url()),
+            "url = \"mqtt://127.0.0.1:1883\"",
+            &format!("url = {:?}", mqtt_url()),
         )
-        .replace("max_delay_ms = 1000", "max_delay_ms = 100");
+        .replace("max_delay = \"1s\"", "max_delay = \"100ms\"");
     let produced_log = dir.join("produced.jsonl");
     let text = format!(
         "produced_log = {:?}\n{text}",
@@ -701,8 +701,27 @@ async fn scenario(dir: &std::path::Path, store: &Store) {
     assert!(ingest.read_line().starts_with("ingest started"));
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // The metric counts a batch only after its log line: it never runs ahead.
-    let metric = counter(&scrape(gw_port), "iiot_reference_gateway_samples_total")
+    let gw_metrics = scrape(gw_port);
+    let metric = counter(&gw_metrics, "iiot_reference_gateway_samples_total")
         .expect("the gateway serves iiot_reference_gateway_samples_total");
+    // The runtime's signals per source: connected to the PLC, reading.
+    assert_eq!(
+        counter(
+            &gw_metrics,
+            "iiot_gateway_source_connected{source=\"modbus\"}"
+        ),
+        Some(1),
+        "{gw_metrics}"
+    );
+    assert!(
+        counter(
+            &gw_metrics,
+            "iiot_gateway_readings_total{source=\"modbus\"}"
+        )
+        .unwrap_or(0)
+            > 0,
+        "{gw_metrics}"
+    );
     // A clean stop (SIGTERM): stop polling, drain the outbox, exit.
     let status = std::process::Command::new("kill")
         .arg(gw.id().to_string())

@@ -18,7 +18,7 @@ fn fast_plant_config(dir: &std::path::Path) -> std::path::PathBuf {
         dir,
         "plc.toml",
         &format!(
-            "listen = \"127.0.0.1:0\"\nregister_map = {map:?}\n[plant]\ntick_ms = 20\n\
+            "listen = \"127.0.0.1:0\"\nregister_map = {map:?}\n[plant]\ntick = \"20ms\"\n\
              inflow_m3h = 40000.0\npump_capacity_m3h = 80000.0\nnoise_percent = 1.0\n",
             map = map.display().to_string()
         ),
@@ -85,7 +85,7 @@ async fn the_sdk_poller_reads_every_tag_good() {
         &std::fs::read_to_string(sample_config("plant-map.toml")).unwrap(),
     )
     .unwrap();
-    let (_handle, mut readings, poller) =
+    let (_handle, poller, mut readings) =
         Poller::new(PollerConfig::default(), map, TcpConnector::new(addr));
     let cancel = CancellationToken::new();
     let task = tokio::spawn(poller.run(cancel.clone()));

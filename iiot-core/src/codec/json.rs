@@ -511,6 +511,8 @@ struct SourceHealthJson {
     name: String,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     last_good: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    connected: Option<bool>,
 }
 
 /// Encodes a status in the JSON form, e.g.
@@ -536,6 +538,7 @@ pub fn encode_status(s: &Status) -> Vec<u8> {
             .map(|h| SourceHealthJson {
                 name: h.name.clone(),
                 last_good: h.last_good.map(Timestamp::to_rfc3339),
+                connected: h.connected,
             })
             .collect(),
     };
@@ -579,6 +582,7 @@ pub fn decode_status(buf: &[u8], limits: &Limits) -> Result<Status, DecodeError>
         sources.push(SourceHealth {
             name: h.name,
             last_good,
+            connected: h.connected,
         });
     }
     Ok(Status {

@@ -110,6 +110,27 @@ impl SourceInfo {
 #[error("the reading sink is closed")]
 pub struct SinkClosed;
 
+/// Whether a source can reach what it reads (the PLC's TCP connection, the serial
+/// line, the OPC-UA session): the connectivity signal of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Link {
+    /// Connected; readings come from the device.
+    Up,
+    /// Not connected; readings, if any, are Bad.
+    Down {
+        /// Why, as the transport said it (e.g. `Connection refused (os error 111)`).
+        cause: String,
+    },
+}
+
+impl Link {
+    /// Whether this is [`Link::Up`].
+    pub fn is_up(&self) -> bool {
+        matches!(self, Self::Up)
+    }
+}
+
 /// Where a source puts its readings; given to [`Source::run`] by the runtime.
 pub trait ReadingSink: Send {
     /// Hands one reading to the runtime, waiting while its bounded queue is full
@@ -121,6 +142,13 @@ pub trait ReadingSink: Send {
     /// # Cancel safety
     /// Dropping the future before it resolves drops the reading.
     fn send(&mut self, reading: Sample) -> impl Future<Output = Result<(), SinkClosed>> + Send;
+
+    /// Tells the runtime that the source's connection changed (it keeps the latest
+    /// state per source for its metrics). A source calls it on every change; the
+    /// default ignores it.
+    fn link(&mut self, link: Link) {
+        let _ = link;
+    }
 }
 
 /// A driver that produces readings.

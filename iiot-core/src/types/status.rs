@@ -30,6 +30,9 @@ pub struct SourceHealth {
     pub name: String,
     /// Source time of its newest Good reading; `None` before the first.
     pub last_good: Option<Timestamp>,
+    /// Whether it reaches its device; `None` when the source does not say (or has
+    /// not tried yet).
+    pub connected: Option<bool>,
 }
 
 /// The retained `status` of a device: `online = true` in the birth published after

@@ -44,10 +44,10 @@ pub struct ForwarderConfig {
     /// Bytes per outbox read (at least one record is always read).
     pub read_max_bytes: NonZeroUsize,
     /// First retry delay after a failed publish; doubles per consecutive failure.
-    #[serde(with = "ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub backoff_initial: Duration,
     /// Cap on the retry delay. Each delay is jittered to between half and all of it.
-    #[serde(with = "ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub backoff_max: Duration,
     /// Records per second for the backlog present at a (re)connect.
     pub replay_rate: Option<NonZeroU32>,
@@ -97,28 +97,23 @@ impl ForwarderConfig {
         self
     }
 
-    /// The delay before retry number `attempt` (0-based), before jitter.
-    pub(crate) fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 1u32.checked_shl(attempt.min(31)).unwrap_or(u32::MAX);
-        self.backoff_initial
-            .checked_mul(factor)
-            .unwrap_or(self.backoff_max)
-            .min(self.backoff_max)
+    /// The retry backoff: core's [`Backoff`](iiot_core::backoff::Backoff) from
+    /// `backoff_initial` to `backoff_max`, retries counted from 0 (the field guide's
+    /// `min(30 s × 2ⁿ, 3600 s)`, then jittered to between half and all of it).
+    pub(crate) fn backoff(&self) -> iiot_core::backoff::Backoff {
+        iiot_core::backoff::Backoff::new(self.backoff_initial, self.backoff_max)
     }
 }
 
-mod ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
+/// The old numeric keys of [`ForwarderConfig`] files (milliseconds), for
+/// [`iiot_core::duration::legacy::upgrade_toml`].
+pub const LEGACY_KEYS: &[iiot_core::duration::legacy::LegacyKey] = {
+    use iiot_core::duration::legacy::{LegacyKey, LegacyUnit};
+    &[
+        LegacyKey::duration("backoff_initial", "backoff_initial", LegacyUnit::Millis),
+        LegacyKey::duration("backoff_max", "backoff_max", LegacyUnit::Millis),
+    ]
+};
 
 #[cfg(test)]
 mod tests {
@@ -127,9 +122,12 @@ mod tests {
     #[test]
     fn backoff_follows_the_field_guide() {
         let c = ForwarderConfig::default();
-        let secs: Vec<u64> = (0..9).map(|n| c.backoff(n).as_secs()).collect();
+        let secs: Vec<u64> = (0..9).map(|n| c.backoff().ceiling(n).as_secs()).collect();
         assert_eq!(secs, vec![30, 60, 120, 240, 480, 960, 1920, 3600, 3600]);
-        assert_eq!(c.backoff(u32::MAX).as_secs(), 3600);
+        assert_eq!(c.backoff().ceiling(u32::MAX).as_secs(), 3600);
+        // Jittered to between half and all of the ceiling.
+        assert_eq!(c.backoff().delay(1, 0.0).as_secs(), 30);
+        assert_eq!(c.backoff().delay(1, 1.0).as_secs(), 60);
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub enum Durability {
     /// the gateway their sequence numbers are reused after restart, so upstream sees no gap.
     GroupCommit {
         /// How long to collect appends before one flush. Default 10 ms.
-        #[serde(with = "duration_ms")]
+        #[serde(with = "iiot_core::duration::human")]
         window: Duration,
     },
 }
@@ -96,7 +96,7 @@ pub struct OutboxConfig {
     pub max_bytes: NonZeroUsize,
     /// Records older than this are expired (and announced as data loss); `None` keeps them
     /// until the byte bound applies.
-    #[serde(with = "opt_duration_ms")]
+    #[serde(with = "iiot_core::duration::human::option")]
     pub max_age: Option<Duration>,
     /// Largest accepted record (payload + topic + framing).
     pub max_record_bytes: NonZeroUsize,
@@ -181,37 +181,15 @@ impl OutboxConfig {
     }
 }
 
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
-mod opt_duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[allow(clippy::ref_option)]
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_millis() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
-}
+/// The old numeric keys of [`OutboxConfig`] files (milliseconds), for
+/// [`iiot_core::duration::legacy::upgrade_toml`].
+pub const LEGACY_KEYS: &[iiot_core::duration::legacy::LegacyKey] = {
+    use iiot_core::duration::legacy::{LegacyKey, LegacyUnit};
+    &[
+        LegacyKey::duration("window", "window", LegacyUnit::Millis),
+        LegacyKey::duration("max_age", "max_age", LegacyUnit::Millis),
+    ]
+};
 
 #[cfg(test)]
 mod tests {
@@ -225,7 +203,7 @@ mod tests {
         });
         let j = serde_json::to_string(&c).unwrap();
         assert!(
-            j.contains(r#""durability":{"group_commit":{"window":10}}"#),
+            j.contains(r#""durability":{"group_commit":{"window":"10ms"}}"#),
             "{j}"
         );
         assert_eq!(serde_json::from_str::<OutboxConfig>(&j).unwrap(), c);

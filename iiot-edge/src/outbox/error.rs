@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use iiot_core::publish::OutboundMessage;
 use iiot_core::types::Sequence;
 
+use super::config::Engine;
+
 /// Why [`Outbox::open`](super::Outbox::open) failed. A corrupt store is not an error: it is
 /// moved aside and reported as data loss.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +56,23 @@ pub enum OpenError {
         path: PathBuf,
         /// What the engine said.
         reason: String,
+    },
+    /// The store needs a storage engine this build of iiot-edge leaves out: the store on
+    /// disk was written by it, or the configuration asks for it for a new (or replacement)
+    /// store. Nothing on disk was read, moved or created; rebuild with the cargo feature
+    /// named here (`iiot-edge = { features = ["sled"] }`), or drain the store with a build
+    /// that has it and remove it.
+    #[error(
+        "outbox store {path} needs the {engine:?} storage engine, which this build of \
+         iiot-edge leaves out: enable iiot-edge's cargo feature `{feature}`"
+    )]
+    EngineNotEnabled {
+        /// The store's path.
+        path: PathBuf,
+        /// The engine it needs.
+        engine: Engine,
+        /// The cargo feature of iiot-edge that brings the engine.
+        feature: &'static str,
     },
     /// The blocking task running the open was cancelled (runtime shutting down).
     #[error("outbox open was cancelled")]

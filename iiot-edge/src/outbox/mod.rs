@@ -9,12 +9,12 @@
 //! ## Layout
 //! The outbox keeps an ordered byte map behind a small internal storage trait, on one of
 //! two [`Engine`]s: the default log engine (an append-only log of checksummed frames with
-//! an in-memory index; one `write` and one `fdatasync` per commit) or sled 0.34. Each
-//! commit group is stored as one or more segments (entries of at most 64 KiB on the log
-//! engine, 6 KiB on sled, or one larger record) keyed by the first sequence number they
-//! hold, plus one meta entry (cursors and counters) rewritten in the same atomic batch,
-//! plus one entry per data-loss event. A commit group is one atomic batch and one
-//! durability point, however many records it holds.
+//! an in-memory index; one `write` and one `fdatasync` per commit) or sled 0.34 (cargo
+//! feature `sled`). Each commit group is stored as one or more segments (entries of at
+//! most 64 KiB on the log engine, 6 KiB on sled, or one larger record) keyed by the first
+//! sequence number they hold, plus one meta entry (cursors and counters) rewritten in the
+//! same atomic batch, plus one entry per data-loss event. A commit group is one atomic
+//! batch and one durability point, however many records it holds.
 //!
 //! **Stability warning:** the disk format is versioned (see `codec.rs`); stores written by a
 //! newer format are refused, never modified.
@@ -38,7 +38,7 @@ use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence};
 use tokio::sync::{Notify, oneshot, watch};
 
 pub use codec::Record;
-pub use config::{Durability, Engine, OutboxConfig, WhenFull};
+pub use config::{Durability, Engine, LEGACY_KEYS, OutboxConfig, WhenFull};
 pub use error::{AppendError, DurableError, OpenError, OutboxError};
 
 use codec::{LOSS_PREFIX, decode_loss};

@@ -13,6 +13,7 @@ use super::codec::{
 use super::config::{Engine, OutboxConfig};
 use super::error::OpenError;
 use super::storage::log::{LogStorage, holds_log_files};
+#[cfg(feature = "sled")]
 use super::storage::sled::SledStorage;
 use super::storage::{EngineOpenError, Op, Storage};
 
@@ -47,7 +48,22 @@ impl From<DecodeError> for LoadError {
     }
 }
 
-/// Opens `engine`'s store at `path`.
+/// Refuses an engine this build leaves out, naming the cargo feature that brings it.
+/// Called before anything on disk is touched.
+fn require_built(path: &Path, engine: Engine) -> Result<(), OpenError> {
+    let feature = match engine {
+        Engine::Log => return Ok(()),
+        Engine::Sled if cfg!(feature = "sled") => return Ok(()),
+        Engine::Sled => "sled",
+    };
+    Err(OpenError::EngineNotEnabled {
+        path: path.to_owned(),
+        engine,
+        feature,
+    })
+}
+
+/// Opens `engine`'s store at `path`. The engine must be built ([`require_built`]).
 fn open_engine(
     path: &Path,
     engine: Engine,
@@ -55,17 +71,28 @@ fn open_engine(
 ) -> Result<Arc<dyn Storage>, EngineOpenError> {
     match engine {
         Engine::Log => Ok(Arc::new(LogStorage::open(path, SEG_PREFIX)?)),
+        #[cfg(feature = "sled")]
         Engine::Sled => Ok(Arc::new(SledStorage::open(
             path,
             config.cache_bytes.get() as u64,
         )?)),
+        // Refused by `require_built` first; not corruption, so nothing is moved.
+        #[cfg(not(feature = "sled"))]
+        Engine::Sled => {
+            let _ = config; // only the sled engine reads it
+            Err(EngineOpenError::Other(
+                "the sled engine is not built (cargo feature `sled`)".to_owned(),
+            ))
+        }
     }
 }
 
 /// The engine to open `path` with: the one that wrote the store there, whatever the
 /// configuration says (so that a gateway whose configuration or default changed still
 /// opens its backlog instead of stranding it beside an empty store); the configured one
-/// for a new store. Files of both engines are refused rather than guessed between.
+/// for a new store. Files of both engines are refused rather than guessed between, and an
+/// engine this build leaves out (a sled store without the `sled` feature) is refused with
+/// [`OpenError::EngineNotEnabled`] before anything is opened, never replaced by a new store.
 fn engine_of(path: &Path, config: &OutboxConfig) -> Result<Engine, OpenError> {
     let sled_files = path.join("conf").exists() || path.join("db").exists();
     let found = match (sled_files, holds_log_files(path)) {
@@ -77,8 +104,12 @@ fn engine_of(path: &Path, config: &OutboxConfig) -> Result<Engine, OpenError> {
         }
         (true, false) => Engine::Sled,
         (false, true) => Engine::Log,
-        (false, false) => return Ok(config.engine),
+        (false, false) => {
+            require_built(path, config.engine)?;
+            return Ok(config.engine);
+        }
     };
+    require_built(path, found)?;
     if found != config.engine {
         tracing::warn!(path = %path.display(), configured = ?config.engine, found = ?found,
             "outbox store was written by another engine than configured; opening it with \
@@ -131,6 +162,9 @@ pub(crate) fn open_store(
         }
     };
     // The engine handle is dropped here (end of the match arm), releasing the files.
+    // The fresh store is on the configured engine: refuse before moving anything aside if
+    // this build leaves it out.
+    require_built(path, config.engine)?;
     let aside = aside_path(path);
     tracing::error!(
         path = %path.display(), aside = %aside.display(), %reason,

@@ -78,7 +78,7 @@ pub(crate) async fn run_forwarder<P: ConfirmedPublish + 'static>(
         metrics::counter!("iiot_gateway_control_loss_total").increment(l.count());
         OutboundMessage::new(topic.clone(), protobuf::encode_data_loss(l))
     };
-    let (forwarder, _status) = Forwarder::new(outbox, publisher, encode, config);
+    let (_status, forwarder) = Forwarder::new(outbox, publisher, encode, config);
     let exit = forwarder.run(cancel).await;
     tracing::info!(?exit, "control forwarder stopped");
 }

@@ -87,7 +87,7 @@ use std::time::Duration;
 
 use iiot_core::codec::{json, protobuf};
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage};
-use iiot_core::source::{ReadingSink, ReportFilter, SinkClosed, Source, SourceInfo};
+use iiot_core::source::{Link, ReadingSink, ReportFilter, SinkClosed, Source, SourceInfo};
 use iiot_core::topic::UnsPath;
 use iiot_core::types::{
     Backlog, BatchMetadata, DataLoss, DeviceId, Sample, SourceHealth, Status, TagPath, Timestamp,
@@ -98,7 +98,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use batcher::{BatchConfig, BatchObserver, RuntimeCounters};
-pub use control::ControlLane;
+pub use control::{ControlError, ControlLane};
 
 use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderHandle};
 use crate::outbox::Outbox;
@@ -110,26 +110,52 @@ type OwnedTask = Box<dyn FnOnce(CancellationToken) -> Task + Send>;
 type ControlStart = Box<dyn FnOnce(Outbox, CancellationToken) -> Task + Send>;
 type HeartbeatStart = Box<dyn FnOnce(Heartbeat, CancellationToken) -> Task + Send>;
 
+/// What the runtime knows of one source, shared by its sink and the heartbeat.
+#[derive(Debug, Default)]
+struct SourceState {
+    /// Source time of the newest Good reading, Unix ns (0: none yet).
+    last_good: AtomicI64,
+    /// 0: not said, 1: up, 2: down.
+    link: std::sync::atomic::AtomicU8,
+}
+
+impl SourceState {
+    fn health(&self, name: &str) -> SourceHealth {
+        let ns = self.last_good.load(Ordering::Relaxed);
+        SourceHealth {
+            name: name.to_owned(),
+            last_good: (ns != 0)
+                .then(|| Timestamp::from_unix_nanos(ns).ok())
+                .flatten(),
+            connected: match self.link.load(Ordering::Relaxed) {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
+        }
+    }
+}
+
 /// The [`ReadingSink`] the runtime gives a source: report by exception per tag,
 /// then the bounded queue to the batcher.
 pub struct RbeSink {
     tx: mpsc::Sender<Sample>,
     filters: HashMap<TagPath, ReportFilter>,
     source: Arc<str>,
-    /// Source time of the newest Good reading, Unix ns (0: none yet).
-    last_good: Arc<AtomicI64>,
+    state: Arc<SourceState>,
     // Metric handles, registered once (not a label string per reading).
     readings: metrics::Counter,
     bad: metrics::Counter,
     freshness: metrics::Gauge,
+    connected: metrics::Gauge,
 }
 
 impl RbeSink {
-    fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo, last_good: Arc<AtomicI64>) -> Self {
+    fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo, state: Arc<SourceState>) -> Self {
         let name = info.name.clone();
         Self {
             tx,
-            last_good,
+            state,
             filters: info
                 .tags
                 .iter()
@@ -139,8 +165,9 @@ impl RbeSink {
             readings: metrics::counter!("iiot_gateway_readings_total", "source" => name.clone()),
             bad: metrics::counter!("iiot_gateway_bad_readings_total", "source" => name.clone()),
             freshness: metrics::gauge!(
-                "iiot_gateway_source_last_good_timestamp_seconds", "source" => name
+                "iiot_gateway_source_last_good_timestamp_seconds", "source" => name.clone()
             ),
+            connected: metrics::gauge!("iiot_gateway_source_connected", "source" => name),
         }
     }
 }
@@ -159,7 +186,7 @@ impl ReadingSink for RbeSink {
         self.readings.increment(1);
         if reading.quality().is_good() {
             let t = reading.source_time().unix_nanos();
-            if t > self.last_good.fetch_max(t, Ordering::Relaxed) {
+            if t > self.state.last_good.fetch_max(t, Ordering::Relaxed) {
                 self.freshness.set(t as f64 / 1e9);
             }
         } else {
@@ -175,6 +202,14 @@ impl ReadingSink for RbeSink {
             return Ok(());
         }
         self.tx.send(reading).await.map_err(|_| SinkClosed)
+    }
+
+    fn link(&mut self, link: Link) {
+        let up = link.is_up();
+        self.state
+            .link
+            .store(if up { 1 } else { 2 }, Ordering::Relaxed);
+        self.connected.set(if up { 1.0 } else { 0.0 });
     }
 }
 
@@ -282,7 +317,7 @@ struct Heartbeat {
     device: DeviceId,
     metadata: BatchMetadata,
     outbox: Outbox,
-    health: Vec<(String, Arc<AtomicI64>)>,
+    health: Vec<(String, Arc<SourceState>)>,
     start_time: Timestamp,
 }
 
@@ -302,15 +337,7 @@ impl Heartbeat {
         st.sources = self
             .health
             .iter()
-            .map(|(name, t)| {
-                let ns = t.load(Ordering::Relaxed);
-                SourceHealth {
-                    name: name.clone(),
-                    last_good: (ns != 0)
-                        .then(|| Timestamp::from_unix_nanos(ns).ok())
-                        .flatten(),
-                }
-            })
+            .map(|(name, state)| state.health(name))
             .collect();
         st
     }
@@ -422,7 +449,7 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
         let encode_loss = move |l: &DataLoss| {
             OutboundMessage::new(loss_topic.clone(), protobuf::encode_data_loss(l))
         };
-        let (forwarder, status) = Forwarder::new(
+        let (status, forwarder) = Forwarder::new(
             self.outbox.clone(),
             self.publisher,
             encode_loss,
@@ -457,9 +484,9 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
         let mut sources = Vec::new();
         let mut health = Vec::new();
         for (info, start) in self.sources {
-            let last_good = Arc::new(AtomicI64::new(0));
-            health.push((info.name.clone(), last_good.clone()));
-            let sink = RbeSink::new(tx.clone(), &info, last_good);
+            let state = Arc::new(SourceState::default());
+            health.push((info.name.clone(), state.clone()));
+            let sink = RbeSink::new(tx.clone(), &info, state);
             sources.push(tokio::spawn(start(sink, stop_sources.clone())));
         }
         drop(tx);

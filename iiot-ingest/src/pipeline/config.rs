@@ -28,25 +28,25 @@ pub struct PipelineConfig {
     /// Commit once the batch holds this many samples.
     pub batch_max_rows: NonZeroUsize,
     /// Commit at the latest this long after the batch's first message.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub batch_max_delay: Duration,
     /// Commit early when the source has been idle this long.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub idle_flush: Duration,
     /// Deliveries held un-acknowledged at most.
     pub max_in_flight: NonZeroUsize,
     /// How long a message key is remembered for in-memory dedupe.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub dedupe_window: Duration,
     /// Most keys remembered for in-memory dedupe.
     pub dedupe_capacity: NonZeroUsize,
     /// Open gaps tracked in memory per device.
     pub max_open_gaps_per_device: NonZeroUsize,
     /// First back-off after a transient sink error.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub retry_initial: Duration,
     /// Back-off cap.
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub retry_max: Duration,
     /// Limits for untrusted payloads.
     pub limits: Limits,
@@ -73,20 +73,5 @@ impl Default for PipelineConfig {
             retry_max: Duration::from_secs(10),
             limits: Limits::default(),
         }
-    }
-}
-
-/// Durations as integer milliseconds in config files (`batch_max_delay = 200`).
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
     }
 }

@@ -105,8 +105,9 @@ enum Outcome {
 }
 
 impl<S: Source, K: Sink> Pipeline<S, K> {
-    /// A pipeline reading `source` into `sink`.
-    pub fn new(source: S, sink: K, config: PipelineConfig) -> (Self, PipelineHandle) {
+    /// A pipeline reading `source` into `sink`: its handle and the pipeline to
+    /// [`run`](Pipeline::run) (handle first, like every driver of iiot-rs).
+    pub fn new(source: S, sink: K, config: PipelineConfig) -> (PipelineHandle, Self) {
         let (stats_tx, stats) = watch::channel(PipelineStats::default());
         let p = Self {
             source,
@@ -126,7 +127,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
             stats: PipelineStats::default(),
             stats_tx,
         };
-        (p, PipelineHandle { stats })
+        (PipelineHandle { stats }, p)
     }
 
     /// Runs until `cancel` fires or the source ends, committing what it holds
@@ -188,7 +189,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
 
     /// Reads back sequence state; `false` when cancelled first.
     async fn restore_state(&mut self, cancel: &CancellationToken) -> Result<bool, PipelineError> {
-        let mut delay = self.config.retry_initial;
+        let mut attempt = 0;
         loop {
             match self.sink.load_sequence_state().await {
                 Ok(states) => {
@@ -197,7 +198,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
                 }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "sink unavailable while restoring state; retrying");
-                    if !self.backoff(&mut delay, cancel).await {
+                    if !self.backoff(&mut attempt, cancel).await {
                         return Ok(false);
                     }
                 }
@@ -254,12 +255,12 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
         let decoded = match self.router.decode(kind, payload.clone()) {
             Ok(d) => d,
             Err(rejected) => {
-                let reason = DeadLetterReason::Decode(rejected.reason.label());
+                let detail = rejected.reason.to_string();
                 self.dead_letter(
                     topic,
                     payload,
-                    reason,
-                    rejected.reason.to_string(),
+                    DeadLetterReason::Decode(rejected.reason),
+                    detail,
                     received_at,
                 );
                 return;
@@ -380,7 +381,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
     ) -> Result<Outcome, PipelineError> {
         let mut stack = vec![work];
         while let Some(mut w) = stack.pop() {
-            let mut delay = self.config.retry_initial;
+            let mut attempt = 0;
             loop {
                 let started = Instant::now();
                 match self.sink.commit(&w.batch).await {
@@ -393,24 +394,25 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
                     Err(e) if e.is_transient() => {
                         self.stats.commit_retries += 1;
                         metrics::counter!("iiot_ingest_commit_retries_total").increment(1);
-                        tracing::warn!(error = %e, retry_in = ?delay, "sink unavailable; retrying the same batch");
-                        if !self.backoff(&mut delay, cancel).await {
+                        tracing::warn!(error = %e, retry_in = ?self.retry_delay(attempt), "sink unavailable; retrying the same batch");
+                        if !self.backoff(&mut attempt, cancel).await {
                             return Ok(Outcome::Cancelled);
                         }
                     }
-                    Err(SinkError::Rejected { detail }) if w.batch.telemetry.len() > 1 => {
-                        tracing::warn!(%detail, batches = w.batch.telemetry.len(), "sink refused the batch; splitting");
+                    Err(e @ SinkError::Rejected { .. }) if w.batch.telemetry.len() > 1 => {
+                        tracing::warn!(error = %e, code = ?e.code(), batches = w.batch.telemetry.len(), "sink refused the batch; splitting");
                         let (a, b) = split(w);
                         stack.push(b);
                         stack.push(a);
                         break;
                     }
-                    Err(SinkError::Rejected { detail }) if w.batch.telemetry.len() == 1 => {
+                    Err(e @ SinkError::Rejected { .. }) if w.batch.telemetry.len() == 1 => {
                         let Some(poison) = w.batch.telemetry.pop() else {
                             break;
                         };
                         let payload = w.payloads.pop().unwrap_or_default();
-                        tracing::error!(%detail, device = %poison.batch.device_id, "poison telemetry batch dead-lettered");
+                        tracing::error!(error = %e, code = ?e.code(), device = %poison.batch.device_id, "poison telemetry batch dead-lettered");
+                        let detail = e.detail().to_owned();
                         self.stats.poison_batches += 1;
                         w.batch.dead_letters.push(DeadLetter {
                             topic: poison.topic,
@@ -450,10 +452,18 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
         }
     }
 
-    /// Sleeps for `delay` (doubling it up to `retry_max`); `false` when cancelled.
-    async fn backoff(&self, delay: &mut Duration, cancel: &CancellationToken) -> bool {
-        let d = *delay;
-        *delay = (*delay * 2).min(self.config.retry_max);
+    /// The delay before retry `attempt` (counted from 0): `retry_initial`, doubling per
+    /// retry up to `retry_max`, without jitter (core's [`Backoff`](iiot_core::backoff::Backoff)
+    /// with a jitter unit of 1).
+    fn retry_delay(&self, attempt: u32) -> Duration {
+        iiot_core::backoff::Backoff::new(self.config.retry_initial, self.config.retry_max)
+            .delay(attempt, 1.0)
+    }
+
+    /// Sleeps for retry `attempt`'s delay and counts the retry; `false` when cancelled.
+    async fn backoff(&self, attempt: &mut u32, cancel: &CancellationToken) -> bool {
+        let d = self.retry_delay(*attempt);
+        *attempt = attempt.saturating_add(1);
         tokio::select! {
             () = cancel.cancelled() => false,
             () = tokio::time::sleep(d) => true,

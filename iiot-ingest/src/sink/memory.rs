@@ -89,9 +89,7 @@ impl Sink for MemorySink {
             let mut f = lock(&self.faults);
             if f.unavailable > 0 {
                 f.unavailable -= 1;
-                return Err(SinkError::Unavailable {
-                    detail: "injected".into(),
-                });
+                return Err(SinkError::unavailable("injected"));
             }
             if let Some(tag) = &f.reject_tag
                 && batch
@@ -99,9 +97,7 @@ impl Sink for MemorySink {
                     .iter()
                     .any(|b| b.batch.samples.iter().any(|s| s.tag().as_str() == tag))
             {
-                return Err(SinkError::Rejected {
-                    detail: format!("injected: tag {tag}"),
-                });
+                return Err(SinkError::rejected(format!("injected: tag {tag}")));
             }
         }
         let mut s = lock(&self.store);

@@ -58,9 +58,9 @@ use super::{Delivery, Source, SourceError};
 /// | `protocol` | `"5"` (MQTT 5; `"3.1.1"` for brokers without it) |
 /// | `client_id` | `iiot-ingest` (must be stable across restarts: it names the persistent session) |
 /// | `filters` | `$share/iiot-ingest/+/+/+/+/+/+/telemetry/#` and `$share/iiot-ingest/+/+/+/+/+/+/status` |
-/// | `keepalive_ms` | 30 000 |
+/// | `keepalive` | `"30s"` (at least 1 s) |
 /// | `channel_capacity` | 1 000 deliveries waiting for the pipeline (MQTT 5: also the Receive Maximum announced to the broker; sizes the ack queue, at least 64) |
-/// | `reconnect_delay_ms` | 1 000 (the first wait; doubles per failed attempt up to 30 s, jittered) |
+/// | `reconnect_min` / `reconnect_max` | `"1s"` / `"30s"` (the first wait doubles per failed attempt up to the cap, jittered) |
 /// | `ca_path`, `client_cert_path`, `client_key_path` | none (PEM files for `mqtts://`) |
 /// | `username`, `password` | none |
 /// | `max_packet_bytes` | 2 MiB (MQTT 5: announced as Maximum Packet Size; match the broker's `message_size_limit`) |
@@ -75,13 +75,18 @@ pub struct MqttSourceConfig {
     pub client_id: String,
     /// Subscription filters (QoS 1).
     pub filters: Vec<String>,
-    /// Keep-alive interval in ms.
-    pub keepalive_ms: u64,
+    /// Keep-alive interval.
+    #[serde(with = "iiot_core::duration::human")]
+    pub keepalive: Duration,
     /// Deliveries waiting for the pipeline at most; past that the source stops
     /// reading from the broker.
     pub channel_capacity: NonZeroUsize,
-    /// Wait between reconnect attempts in ms.
-    pub reconnect_delay_ms: u64,
+    /// First wait before a reconnect attempt; doubles per failed attempt.
+    #[serde(with = "iiot_core::duration::human")]
+    pub reconnect_min: Duration,
+    /// Longest wait between reconnect attempts.
+    #[serde(with = "iiot_core::duration::human")]
+    pub reconnect_max: Duration,
     /// CA certificate (PEM) for `mqtts://`.
     pub ca_path: Option<PathBuf>,
     /// Client certificate (PEM) for mutual TLS.
@@ -106,9 +111,10 @@ impl Default for MqttSourceConfig {
                 "$share/iiot-ingest/+/+/+/+/+/+/telemetry/#".into(),
                 "$share/iiot-ingest/+/+/+/+/+/+/status".into(),
             ],
-            keepalive_ms: 30_000,
+            keepalive: Duration::from_secs(30),
             channel_capacity: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
-            reconnect_delay_ms: 1000,
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
             ca_path: None,
             client_cert_path: None,
             client_key_path: None,
@@ -164,12 +170,13 @@ impl MqttSourceConfig {
     pub fn session_config(&self) -> MqttConfig {
         let mut c = MqttConfig::platform(self.url.clone(), self.client_id.clone());
         c.set_protocol(self.protocol)
-            .set_keepalive(Duration::from_millis(self.keepalive_ms.max(1000)))
+            .set_keepalive(self.keepalive.max(Duration::from_secs(1)))
             .set_inbound_acks(InboundAcks::Manual)
             .set_inbound_queue(self.channel_capacity)
             .set_reconnect_backoff(
-                Duration::from_millis(self.reconnect_delay_ms.max(1)),
-                Duration::from_millis(self.reconnect_delay_ms.max(1)).max(Duration::from_secs(30)),
+                self.reconnect_min.max(Duration::from_millis(1)),
+                self.reconnect_max
+                    .max(self.reconnect_min.max(Duration::from_millis(1))),
             )
             .set_max_packet_size(
                 NonZeroUsize::new(self.max_packet_bytes).unwrap_or(NonZeroUsize::MIN),

@@ -11,13 +11,16 @@
 //! runtime of `iiot-edge` instead ([`Poller::into_source`]): it then emits every reading
 //! and the runtime applies the same deadbands.
 //!
-//! The crate docs run a complete example against the map-driven [`sim::Simulator`].
+//! The crate docs run a complete example against the map-driven simulator (`sim::Simulator`,
+//! feature `modbus-sim`).
 
 pub mod codec;
 mod error;
 pub mod map;
 pub mod plan;
 mod poll;
+#[cfg(feature = "modbus-sim")]
+#[cfg_attr(docsrs, doc(cfg(feature = "modbus-sim")))]
 pub mod sim;
 mod transport;
 
@@ -32,7 +35,27 @@ pub use poll::{
 };
 pub use transport::{BoxedConnect, Connector, FnConnector, TcpConnector, TransportConfig};
 #[cfg(feature = "modbus-rtu")]
-pub use transport::{Parity, RtuConfig, RtuConnector, StopBits};
+pub use transport::{DataBits, Parity, RtuConfig, RtuConnector, StopBits};
+
+/// The old numeric keys of Modbus config and map files, for
+/// [`iiot_core::duration::legacy::upgrade_toml`]: durations were milliseconds, except
+/// the RTU `inter_frame_delay` (microseconds).
+pub const LEGACY_KEYS: &[iiot_core::duration::legacy::LegacyKey] = {
+    use iiot_core::duration::legacy::{LegacyKey, LegacyUnit};
+    &[
+        LegacyKey::duration("timeout", "timeout", LegacyUnit::Millis),
+        LegacyKey::duration("retry_backoff", "retry_backoff", LegacyUnit::Millis),
+        LegacyKey::duration("open_for", "open_for", LegacyUnit::Millis),
+        LegacyKey::duration("max_open_for", "max_open_for", LegacyUnit::Millis),
+        LegacyKey::duration("interval_ms", "interval", LegacyUnit::Millis),
+        LegacyKey::duration(
+            "max_report_interval_ms",
+            "max_report_interval",
+            LegacyUnit::Millis,
+        ),
+        LegacyKey::duration("inter_frame_delay", "inter_frame_delay", LegacyUnit::Micros),
+    ]
+};
 
 /// OPC-UA status codes used for Bad samples, in one place so they can be swapped for
 /// core's named constants.

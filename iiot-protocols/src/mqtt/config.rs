@@ -4,6 +4,7 @@ use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use iiot_core::duration::legacy::{LegacyKey, LegacyUnit};
 use iiot_core::publish::BrokerUrl;
 use serde::{Deserialize, Serialize};
 
@@ -46,19 +47,19 @@ pub enum WhenDisconnected {
 }
 
 /// Configuration of an MQTT session. Deserializes with `deny_unknown_fields`;
-/// every field but `client_id` and `topic_prefix` has a default. Times are
-/// milliseconds in config files (`keepalive = 30000`); the `{ secs, nanos }` form
-/// that `std::time::Duration` uses in serde is accepted too.
+/// every field but `client_id` and `topic_prefix` has a default. Durations are
+/// human strings in config files (`keepalive = "30s"`, see [`iiot_core::duration`]);
+/// files with the old numeric forms load through [`LEGACY_KEYS`].
 ///
 /// ## Defaults
 ///
 /// | field | default |
 /// |---|---|
-/// | `broker_url` | `mqtt://127.0.0.1:1883` |
+/// | `url` | `mqtt://127.0.0.1:1883` |
 /// | `protocol` | `"5"` (MQTT 5; `"3.1.1"` for brokers without it) |
 /// | `keepalive` | 30 s |
 /// | `clean_session` | `false` (persistent session; MQTT 5: clean start off) |
-/// | `session_expiry` | never (MQTT 5 session expiry interval 0xFFFFFFFF; ms in files) |
+/// | `session_expiry` | never (MQTT 5 session expiry interval 0xFFFFFFFF) |
 /// | `username`, `password` | none |
 /// | `inbound_acks` | [`InboundAcks::Auto`] |
 /// | `ca_path`, `client_cert_path`, `client_key_path` | none |
@@ -75,14 +76,15 @@ pub enum WhenDisconnected {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct MqttConfig {
+    #[serde(rename = "url")]
     pub(crate) broker_url: String,
     pub(crate) client_id: String,
     pub(crate) topic_prefix: String,
     pub(crate) protocol: MqttVersion,
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub(crate) keepalive: Duration,
     pub(crate) clean_session: bool,
-    #[serde(with = "opt_duration_ms")]
+    #[serde(with = "iiot_core::duration::human::option")]
     pub(crate) session_expiry: Option<Duration>,
     pub(crate) username: Option<String>,
     pub(crate) password: Option<String>,
@@ -94,66 +96,34 @@ pub struct MqttConfig {
     pub(crate) request_queue: NonZeroUsize,
     pub(crate) inbound_queue: NonZeroUsize,
     pub(crate) max_packet_size: NonZeroUsize,
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub(crate) reconnect_min: Duration,
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub(crate) reconnect_max: Duration,
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub(crate) connect_timeout: Duration,
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub(crate) ack_timeout: Duration,
-    #[serde(with = "duration_ms")]
+    #[serde(with = "iiot_core::duration::human")]
     pub(crate) shutdown_timeout: Duration,
     pub(crate) when_disconnected: WhenDisconnected,
     pub(crate) firmware_version: Option<String>,
     pub(crate) gateway_id: Option<String>,
 }
 
-/// Durations in config files: milliseconds, or serde's `{ secs, nanos }`.
-mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Repr {
-        Millis(u64),
-        Std(Duration),
-    }
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(match Repr::deserialize(d)? {
-            Repr::Millis(ms) => Duration::from_millis(ms),
-            Repr::Std(d) => d,
-        })
-    }
-}
-
-/// An optional duration in milliseconds (absent = `None`).
-mod opt_duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[allow(clippy::ref_option)] // serde's `with` passes `&Option<T>`
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => super::duration_ms::serialize(d, s),
-            None => s.serialize_none(),
-        }
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_millis))
-    }
-}
+/// The old numeric and renamed keys of [`MqttConfig`] files, for
+/// [`iiot_core::duration::legacy::upgrade_toml`]: durations were milliseconds and
+/// the broker was `broker_url`.
+pub const LEGACY_KEYS: &[LegacyKey] = &[
+    LegacyKey::renamed("broker_url", "url"),
+    LegacyKey::duration("keepalive", "keepalive", LegacyUnit::Millis),
+    LegacyKey::duration("session_expiry", "session_expiry", LegacyUnit::Millis),
+    LegacyKey::duration("reconnect_min", "reconnect_min", LegacyUnit::Millis),
+    LegacyKey::duration("reconnect_max", "reconnect_max", LegacyUnit::Millis),
+    LegacyKey::duration("connect_timeout", "connect_timeout", LegacyUnit::Millis),
+    LegacyKey::duration("ack_timeout", "ack_timeout", LegacyUnit::Millis),
+    LegacyKey::duration("shutdown_timeout", "shutdown_timeout", LegacyUnit::Millis),
+];
 
 const fn nz(n: usize) -> NonZeroUsize {
     match NonZeroUsize::new(n) {
@@ -440,17 +410,19 @@ mod tests {
     }
 
     #[test]
-    fn durations_are_milliseconds_in_config_files() {
-        let json = r#"{"client_id":"d1","topic_prefix":"e/s/a/l/t/d1","keepalive":15000,
-            "reconnect_max":{"secs":2,"nanos":500000000}}"#;
+    fn durations_are_human_strings_in_config_files() {
+        let json = r#"{"client_id":"d1","topic_prefix":"e/s/a/l/t/d1","keepalive":"15s",
+            "reconnect_max":"2s 500ms","url":"mqtt://b:1884"}"#;
         let c: MqttConfig = serde_json::from_str(json).unwrap();
         assert_eq!(c.keepalive, Duration::from_secs(15));
         assert_eq!(c.reconnect_max, Duration::from_millis(2500));
+        assert_eq!(c.broker_url(), "mqtt://b:1884");
         let text = serde_json::to_string(&c).unwrap();
-        assert!(text.contains(r#""keepalive":15000"#), "{text}");
-        assert!(text.contains(r#""reconnect_max":2500"#), "{text}");
+        assert!(text.contains(r#""keepalive":"15s""#), "{text}");
+        assert!(text.contains(r#""reconnect_max":"2s 500ms""#), "{text}");
         assert_eq!(serde_json::from_str::<MqttConfig>(&text).unwrap(), c);
-        assert!(serde_json::from_str::<MqttConfig>(r#"{"keepalive":"30s"}"#).is_err());
+        let e = serde_json::from_str::<MqttConfig>(r#"{"keepalive":30000}"#).unwrap_err();
+        assert!(e.to_string().contains("needs a unit"), "{e}");
     }
 
     #[test]

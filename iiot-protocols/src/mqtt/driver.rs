@@ -67,7 +67,13 @@ impl Session {
         self.order.connected(self.generation);
         let limit = broker_max.map_or(self.our_max_packet, |b| b.min(self.our_max_packet));
         self.shared.max_packet_size.store(limit, Ordering::Relaxed);
-        tracing::info!(client_id = %self.client(), session_present, "connected");
+        match self.outage.take() {
+            Some(since) => tracing::warn!(
+                client_id = %self.client(), session_present, broker = %self.broker,
+                "connected to {} again after {:.1?}", self.broker, since.elapsed()
+            ),
+            None => tracing::info!(client_id = %self.client(), session_present, "connected"),
+        }
         let birth = self.device.as_ref().map(|d| d.status(true, None));
         let shared = self.shared.clone();
         let mut tracker = shared.lock();
@@ -227,9 +233,21 @@ impl Session {
                 );
             }
         }
-        if was_connected && self.too_large < POISON_AFTER {
-            tracing::warn!(client_id = %self.client(), %error, "connection lost");
-        } else if self.too_large < POISON_AFTER {
+        // One warning per outage, with the cause; the retries after it at debug.
+        if self.too_large >= POISON_AFTER {
+        } else if was_connected {
+            self.outage = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                client_id = %self.client(), %error,
+                "lost the connection to {}: {error}; reconnecting with backoff", self.broker
+            );
+        } else if self.outage.is_none() {
+            self.outage = Some(tokio::time::Instant::now());
+            tracing::warn!(
+                client_id = %self.client(), %error,
+                "cannot connect to {}: {error}; retrying with backoff", self.broker
+            );
+        } else {
             tracing::debug!(client_id = %self.client(), %error, attempt, "connect failed");
         }
         self.state_tx.send_replace(ConnectionState::Disconnected {

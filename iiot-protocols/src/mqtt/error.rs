@@ -139,9 +139,15 @@ pub struct SubscribeError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SubscribeErrorKind {
-    /// The filter is not a valid MQTT topic filter.
-    #[error("invalid topic filter")]
-    InvalidFilter,
+    /// The filter is not a valid MQTT topic filter (checked by
+    /// [`TopicFilter::parse`](iiot_core::topic::TopicFilter::parse) before anything is
+    /// sent); `reason` says which rule it breaks.
+    #[error("{reason}")]
+    InvalidFilter {
+        /// What iiot-core's filter parser reported (an
+        /// [`InvalidFilter`](iiot_core::topic::TopicError::InvalidFilter) with its problem).
+        reason: iiot_core::topic::TopicError,
+    },
     /// The broker answered SUBACK with a failure: 0x80 under MQTT 3.1.1, the
     /// MQTT 5 reason code otherwise (0x87 not authorized, 0x8F filter invalid,
     /// 0x97 quota exceeded, 0x9E shared subscriptions not supported, ...).

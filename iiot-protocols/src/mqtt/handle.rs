@@ -304,8 +304,8 @@ impl SessionHandle {
     ) -> Result<(), SubscribeError> {
         let filter = filter.into();
         let err = |filter, kind| Err(SubscribeError { filter, kind });
-        if iiot_core::topic::TopicFilter::parse(&filter).is_err() {
-            return err(filter, SubscribeErrorKind::InvalidFilter);
+        if let Err(reason) = iiot_core::topic::TopicFilter::parse(&filter) {
+            return err(filter, SubscribeErrorKind::InvalidFilter { reason });
         }
         let (tx, rx) = oneshot::channel();
         {

@@ -93,6 +93,9 @@
 mod acks;
 mod config;
 mod driver;
+#[cfg(feature = "embedded-broker")]
+#[cfg_attr(docsrs, doc(cfg(feature = "embedded-broker")))]
+pub mod embedded;
 mod error;
 mod handle;
 mod identity;
@@ -102,7 +105,7 @@ mod tracker;
 mod wire;
 
 pub use acks::AckToken;
-pub use config::{InboundAcks, MqttConfig, WhenDisconnected};
+pub use config::{InboundAcks, LEGACY_KEYS, MqttConfig, WhenDisconnected};
 pub use error::{
     AckError, ConfigError, DisconnectReason, IdentityError, IdentityProblem, SubscribeError,
     SubscribeErrorKind,

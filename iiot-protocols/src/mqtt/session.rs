@@ -80,6 +80,11 @@ pub struct Session {
     pub(crate) generation: u64,
     /// Oversized-packet failures since the last delivery (a poison packet when > 1).
     pub(crate) too_large: u32,
+    /// Since when the broker is unreachable, once that was logged at warn level
+    /// (`None`: connected, or not tried yet).
+    pub(crate) outage: Option<tokio::time::Instant>,
+    /// The broker's URL, for logs.
+    pub(crate) broker: String,
     pub(crate) our_max_packet: usize,
     pub(crate) reconnect: (Duration, Duration),
     pub(crate) shutdown_timeout: Duration,
@@ -254,6 +259,8 @@ impl Session {
             hold_limit,
             generation: 0,
             too_large: 0,
+            outage: None,
+            broker: config.broker_url.clone(),
             our_max_packet: config.max_packet_size.get(),
             reconnect: (config.reconnect_min, config.reconnect_max),
             shutdown_timeout: config.shutdown_timeout,
@@ -282,18 +289,18 @@ impl Session {
     /// [`SessionHandle::refused`] and in `iiot_mqtt_subscribe_refused_total`.
     ///
     /// # Errors
-    /// [`super::SubscribeError`] with `InvalidFilter` for a filter that is not a
-    /// valid MQTT filter.
+    /// [`super::SubscribeError`] with `InvalidFilter` (and the rule it breaks) for a
+    /// filter that is not a valid MQTT filter.
     pub fn subscribe_on_connect(
         &mut self,
         filters: &[String],
         qos: iiot_core::publish::QoS,
     ) -> Result<&mut Self, super::SubscribeError> {
         for f in filters {
-            if iiot_core::topic::TopicFilter::parse(f).is_err() {
+            if let Err(reason) = iiot_core::topic::TopicFilter::parse(f) {
                 return Err(super::SubscribeError {
                     filter: f.clone(),
-                    kind: super::SubscribeErrorKind::InvalidFilter,
+                    kind: super::SubscribeErrorKind::InvalidFilter { reason },
                 });
             }
         }
@@ -307,13 +314,12 @@ impl Session {
     }
 }
 
-/// Exponential backoff with jitter: `min · 2^(attempt-1)` capped at `max`, then a
-/// uniform draw (`unit` in 0..1) between half of that and all of it.
+/// The reconnect delay after failed attempt number `attempt` (counted from 1): core's
+/// [`Backoff`](iiot_core::backoff::Backoff) from `min` to `max`, whose retry 0 is attempt 1
+/// here. So `min · 2^(attempt-1)` capped at `max`, then a draw (`unit` in 0..1) between half
+/// of that and all of it.
 pub(crate) fn backoff_delay(min: Duration, max: Duration, attempt: u32, unit: f64) -> Duration {
-    let factor = 1u32 << attempt.saturating_sub(1).min(16);
-    let full = min.saturating_mul(factor).min(max);
-    let half = full / 2;
-    half + full.saturating_sub(half).mul_f64(unit.clamp(0.0, 1.0))
+    iiot_core::backoff::Backoff::new(min, max).delay(attempt.saturating_sub(1), unit)
 }
 
 #[cfg(test)]
@@ -328,5 +334,25 @@ mod tests {
         assert_eq!(backoff_delay(min, max, 3, 1.0), Duration::from_millis(400));
         assert_eq!(backoff_delay(min, max, 30, 1.0), max);
         assert_eq!(backoff_delay(min, max, u32::MAX, 0.0), max / 2);
+    }
+
+    #[tokio::test]
+    async fn an_invalid_filter_is_refused_with_the_rule_it_breaks() {
+        let config = super::super::MqttConfig::platform("mqtt://127.0.0.1:1", "ingest-1");
+        let (_handle, mut session, _inbound) = Session::new(&config).unwrap();
+        let e = session
+            .subscribe_on_connect(&["a/#/b".into()], iiot_core::publish::QoS::AtLeastOnce)
+            .map(|_| ())
+            .unwrap_err();
+        assert_eq!(e.filter, "a/#/b");
+        assert!(matches!(
+            e.kind,
+            super::super::SubscribeErrorKind::InvalidFilter { .. }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "subscribe to \"a/#/b\" failed: invalid topic filter: '#' at level 2 (1-based) is \
+             not the last level"
+        );
     }
 }

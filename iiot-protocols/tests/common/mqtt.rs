@@ -212,56 +212,13 @@ impl Drop for Mosquitto {
     }
 }
 
-/// An in-process rumqttd broker on a free port (its threads live until the test
-/// process exits).
+/// An in-process MQTT 5 broker (the SDK's embedded rumqttd) on a free port; its
+/// threads live until the test process exits.
 pub fn rumqttd() -> u16 {
-    use std::collections::HashMap;
-
-    let port = free_port();
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 5000,
-        max_payload_size: 1024 * 1024,
-        max_inflight_count: 500,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: format!("v5-{port}"),
-        listen: SocketAddr::from(([127, 0, 0, 1], port)),
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections,
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 100,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: rumqttd::Strategy::default(),
-        },
-        v4: None,
-        v5: Some(HashMap::from([("v5".to_owned(), server)])),
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
-    };
-    std::thread::spawn(move || {
-        let mut broker = rumqttd::Broker::new(config);
-        let _ = broker.start();
-    });
-    assert!(
-        wait_listening(port, Duration::from_secs(10)),
-        "rumqttd did not listen"
-    );
-    port
+    iiot_protocols::mqtt::embedded::EmbeddedBroker::start(1024 * 1024)
+        .expect("embedded broker")
+        .addr()
+        .port()
 }
 
 /// One message seen by a [`RawSubscriber`].

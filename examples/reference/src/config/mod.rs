@@ -8,6 +8,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use iiot_core::duration::legacy::{LegacyKey, LegacyUnit, upgrade_toml};
 use serde::de::DeserializeOwned;
 
 /// A config file that could not be used.
@@ -87,6 +88,8 @@ pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
 /// # Errors
 /// [`ConfigError::Syntax`] or [`ConfigError::Invalid`].
 pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigError> {
+    let upgraded = upgrade(text, file);
+    let text = upgraded.as_str();
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
         file: file.to_owned(),
         line: e.span().map(|s| line_of(text, s.start)),
@@ -112,6 +115,39 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigEr
             message,
         }
     })
+}
+
+/// The keys of this deployment's own files that changed (beside the SDK's).
+const APP_LEGACY_KEYS: &[LegacyKey] = &[
+    LegacyKey::duration("keepalive_s", "keepalive", LegacyUnit::Secs),
+    LegacyKey::duration("reconnect_max_ms", "reconnect_max", LegacyUnit::Millis),
+    LegacyKey::duration("max_delay_ms", "max_delay", LegacyUnit::Millis),
+    LegacyKey::duration("tick_ms", "tick", LegacyUnit::Millis),
+];
+
+/// Every old key a config file of the reference deployment may hold.
+fn legacy_keys() -> impl Iterator<Item = &'static LegacyKey> {
+    [
+        APP_LEGACY_KEYS,
+        iiot_protocols::mqtt::LEGACY_KEYS,
+        iiot_protocols::modbus::LEGACY_KEYS,
+        iiot_edge::outbox::LEGACY_KEYS,
+        iiot_edge::forwarder::LEGACY_KEYS,
+        iiot_ingest::LEGACY_KEYS,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+/// `text` with old numeric durations and renamed keys in today's form, each
+/// rewrite logged at warn level with the file, key and line.
+fn upgrade(text: &str, file: &Path) -> String {
+    let keys: Vec<LegacyKey> = legacy_keys().copied().collect();
+    let up = upgrade_toml(text, &keys);
+    for d in &up.deprecations {
+        tracing::warn!("{}: {d}", file.display());
+    }
+    up.text
 }
 
 /// The field named by serde's "unknown field `x`, expected ..." message.
@@ -164,7 +200,7 @@ pub fn load_register_map(
         let key = match &e {
             iiot_protocols::modbus::MapError::Tag { tag, .. } => format!("tags[name = {tag:?}]"),
             iiot_protocols::modbus::MapError::GroupInterval { group } => {
-                format!("poll_groups.{group}.interval_ms")
+                format!("poll_groups.{group}.interval")
             }
             iiot_protocols::modbus::MapError::Overlap { tag, .. } => {
                 format!("tags[name = {tag:?}]")

@@ -236,16 +236,16 @@ async fn scenario(
             poller: PollerConfig::default(),
         },
         mqtt: GatewayMqtt {
-            broker_url: format!("mqtt://{}", relay.addr()),
-            keepalive_s: 5,
+            url: format!("mqtt://{}", relay.addr()),
+            keepalive: Duration::from_secs(5),
             firmware_version: Some("0.1.0-demo".into()),
             gateway_id: Some("gw-demo".into()),
-            reconnect_max_ms: 1000,
+            reconnect_max: Duration::from_secs(1),
             ..GatewayMqtt::default()
         },
         batch: BatchSection {
             max_samples: std::num::NonZeroUsize::new(50).unwrap_or(std::num::NonZeroUsize::MIN),
-            max_delay_ms: 250,
+            max_delay: Duration::from_millis(250),
         },
         data_dir: data_dir.to_owned(),
         produced_log: None,

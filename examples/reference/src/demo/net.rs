@@ -1,82 +1,29 @@
 //! The demo's network: an embedded MQTT broker (rumqttd) and a TCP relay in front
 //! of it that the scenario cuts to simulate a broker outage.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::error::AppError;
 
-/// Starts rumqttd on a free port of 127.0.0.1 in its own thread (it lives until
-/// the process exits) and waits until it accepts connections.
+/// Starts the SDK's embedded MQTT 5 broker on a free port of 127.0.0.1 (it lives
+/// until the process exits), refusing payloads over 2 MiB: the same limit as
+/// ingest's `max_packet_bytes` default, so a larger publish is refused at the
+/// broker instead of reaching a consumer that cannot read it.
 ///
 /// # Errors
 /// [`AppError::Io`] when no port is free or the broker does not come up.
 pub async fn start_broker() -> Result<SocketAddr, AppError> {
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| AppError::io("cannot find a free port for the broker", e))?;
-    let connections = rumqttd::ConnectionSettings {
-        connection_timeout_ms: 5000,
-        // The same limit as ingest's `max_packet_bytes` default: a larger publish
-        // is refused at the broker instead of reaching a consumer that cannot read it.
-        max_payload_size: 2 * 1024 * 1024,
-        max_inflight_count: 500,
-        auth: None,
-        external_auth: None,
-        dynamic_filters: true,
-    };
-    let server = rumqttd::ServerSettings {
-        name: "demo-v5".to_owned(),
-        listen: addr,
-        tls: None,
-        next_connection_delay_ms: 0,
-        connections,
-    };
-    let config = rumqttd::Config {
-        id: 0,
-        router: rumqttd::RouterConfig {
-            max_connections: 64,
-            max_outgoing_packet_count: 200,
-            max_segment_size: 16 * 1024 * 1024,
-            max_segment_count: 10,
-            custom_segment: None,
-            initialized_filters: None,
-            shared_subscriptions_strategy: rumqttd::Strategy::default(),
-        },
-        // MQTT 5, the default of the gateway's session and of ingest's source.
-        v4: None,
-        v5: Some(HashMap::from([("v5".to_owned(), server)])),
-        ws: None,
-        cluster: None,
-        console: None,
-        bridge: None,
-        prometheus: None,
-        metrics: None,
-    };
-    std::thread::Builder::new()
-        .name("rumqttd".into())
-        .spawn(move || {
-            let mut broker = rumqttd::Broker::new(config);
-            if let Err(e) = broker.start() {
-                tracing::error!(%e, "embedded broker stopped");
-            }
-        })
-        .map_err(|e| AppError::io("cannot start the broker thread", e))?;
-    for _ in 0..100 {
-        if TcpStream::connect(addr).await.is_ok() {
-            return Ok(addr);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Err(AppError::io(
-        format!("the embedded broker did not listen on {addr}"),
-        std::io::ErrorKind::TimedOut.into(),
-    ))
+    let broker = tokio::task::spawn_blocking(|| {
+        iiot_protocols::mqtt::embedded::EmbeddedBroker::start(2 * 1024 * 1024)
+    })
+    .await
+    .map_err(|e| AppError::io("the broker start task failed", std::io::Error::other(e)))?
+    .map_err(|e| AppError::io("cannot start the embedded broker", std::io::Error::other(e)))?;
+    Ok(broker.addr())
 }
 
 struct RelayState {

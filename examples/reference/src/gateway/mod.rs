@@ -28,6 +28,7 @@ use iiot_core::types::DeviceId;
 use iiot_edge::forwarder::ForwarderConfig;
 use iiot_edge::outbox::OutboxConfig;
 use iiot_protocols::modbus::{PollerConfig, RegisterMap, TransportConfig};
+use iiot_protocols::mqtt::{MqttConfig, WhenDisconnected};
 use serde::Deserialize;
 
 use crate::config::{self, ConfigError};
@@ -63,15 +64,16 @@ pub struct ModbusSection {
 #[serde(default, deny_unknown_fields)]
 pub struct GatewayMqtt {
     /// `mqtt://host[:port]` or `mqtts://host[:port]`.
-    pub broker_url: String,
+    pub url: String,
     /// MQTT version: `"5"` (default) or `"3.1.1"`.
     pub protocol: iiot_protocols::mqtt::MqttVersion,
     /// Username for the broker, if it wants one.
     pub username: Option<String>,
     /// Password, with `username`.
     pub password: Option<String>,
-    /// Keepalive, seconds.
-    pub keepalive_s: u64,
+    /// Keepalive (`keepalive = "30s"`).
+    #[serde(with = "iiot_core::duration::human")]
+    pub keepalive: Duration,
     /// CA certificate (mqtts).
     pub ca_path: Option<PathBuf>,
     /// Client certificate whose CN is the device id (mqtts).
@@ -82,25 +84,61 @@ pub struct GatewayMqtt {
     pub firmware_version: Option<String>,
     /// Gateway id announced in the birth and batch metadata.
     pub gateway_id: Option<String>,
-    /// Longest wait between reconnect attempts, ms.
-    pub reconnect_max_ms: u64,
+    /// First wait before a reconnect attempt; doubles per failed attempt.
+    #[serde(with = "iiot_core::duration::human")]
+    pub reconnect_min: Duration,
+    /// Longest wait between reconnect attempts.
+    #[serde(with = "iiot_core::duration::human")]
+    pub reconnect_max: Duration,
 }
 
 impl Default for GatewayMqtt {
     fn default() -> Self {
         Self {
-            broker_url: "mqtt://127.0.0.1:1883".into(),
+            url: "mqtt://127.0.0.1:1883".into(),
             protocol: iiot_protocols::mqtt::MqttVersion::V5,
             username: None,
             password: None,
-            keepalive_s: 30,
+            keepalive: Duration::from_secs(30),
             ca_path: None,
             client_cert_path: None,
             client_key_path: None,
             firmware_version: None,
             gateway_id: None,
-            reconnect_max_ms: 5000,
+            reconnect_min: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(5),
         }
+    }
+}
+
+impl GatewayMqtt {
+    /// The MQTT session of the device at `path`: client id and CN rule from its
+    /// device id, birth and last will on its status topic.
+    pub fn session_config(&self, path: &UnsPath) -> MqttConfig {
+        let m = self;
+        let device = path.device_id().as_str();
+        let mut cfg = MqttConfig::new(&m.url, device, path.to_string());
+        cfg.set_protocol(m.protocol)
+            .set_keepalive(m.keepalive)
+            // The outbox keeps what cannot be sent; the session must not queue it too.
+            .set_when_disconnected(WhenDisconnected::Refuse)
+            .set_reconnect_backoff(m.reconnect_min, m.reconnect_max);
+        if let Some(ca) = &m.ca_path {
+            cfg.set_ca_path(ca);
+        }
+        if let (Some(c), Some(k)) = (&m.client_cert_path, &m.client_key_path) {
+            cfg.set_client_identity(c, k);
+        }
+        if let Some(user) = &m.username {
+            cfg.set_credentials(user, m.password.clone().unwrap_or_default());
+        }
+        if let Some(v) = &m.firmware_version {
+            cfg.set_firmware_version(v);
+        }
+        if let Some(g) = &m.gateway_id {
+            cfg.set_gateway_id(g);
+        }
+        cfg
     }
 }
 
@@ -110,15 +148,16 @@ impl Default for GatewayMqtt {
 pub struct BatchSection {
     /// Close a batch at this many samples.
     pub max_samples: NonZeroUsize,
-    /// Close a batch at the latest this long after its first sample, ms.
-    pub max_delay_ms: u64,
+    /// Close a batch at the latest this long after its first sample.
+    #[serde(with = "iiot_core::duration::human")]
+    pub max_delay: Duration,
 }
 
 impl Default for BatchSection {
     fn default() -> Self {
         Self {
             max_samples: NonZeroUsize::new(100).unwrap_or(NonZeroUsize::MIN),
-            max_delay_ms: 1000,
+            max_delay: Duration::from_secs(1),
         }
     }
 }
@@ -202,29 +241,32 @@ impl GatewaySetup {
             device,
         )
         .map_err(|e| ConfigError::invalid(file, "uns", e.to_string()))?;
-        if !(f.mqtt.broker_url.starts_with("mqtt://") || f.mqtt.broker_url.starts_with("mqtts://"))
-        {
+        if !(f.mqtt.url.starts_with("mqtt://") || f.mqtt.url.starts_with("mqtts://")) {
             return Err(ConfigError::invalid(
                 file,
-                "mqtt.broker_url",
-                format!(
-                    "{:?} must start with mqtt:// or mqtts://",
-                    f.mqtt.broker_url
-                ),
+                "mqtt.url",
+                format!("{:?} must start with mqtt:// or mqtts://", f.mqtt.url),
             ));
         }
-        if f.mqtt.keepalive_s == 0 {
+        if f.mqtt.keepalive < Duration::from_secs(1) {
             return Err(ConfigError::invalid(
                 file,
-                "mqtt.keepalive_s",
-                "must be at least 1",
+                "mqtt.keepalive",
+                "must be at least 1s",
             ));
         }
-        if f.batch.max_delay_ms == 0 {
+        if f.mqtt.reconnect_min.is_zero() || f.mqtt.reconnect_max < f.mqtt.reconnect_min {
             return Err(ConfigError::invalid(
                 file,
-                "batch.max_delay_ms",
-                "must be at least 1",
+                "mqtt.reconnect_max",
+                "need 0s < reconnect_min <= reconnect_max",
+            ));
+        }
+        if f.batch.max_delay.is_zero() {
+            return Err(ConfigError::invalid(
+                file,
+                "batch.max_delay",
+                "must be more than 0s",
             ));
         }
         let map = config::load_register_map(file, "register_map", &f.register_map)?;

@@ -5,17 +5,16 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use iiot_core::topic::UnsPath;
 use iiot_core::types::BatchMetadata;
 use iiot_edge::forwarder::ForwarderHandle;
 use iiot_edge::outbox::Outbox;
 use iiot_edge::runtime::{BatchConfig, Gateway, GatewayBuilder, RuntimeCounters};
 use iiot_protocols::modbus::Poller;
-use iiot_protocols::mqtt::{MqttConfig, Session, SessionHandle, WhenDisconnected};
+use iiot_protocols::mqtt::{Session, SessionHandle};
 use tokio_util::sync::CancellationToken;
 
+use super::GatewaySetup;
 use super::produced::{Produced, ProducedEntry, ProducedLog};
-use super::{GatewayMqtt, GatewaySetup};
 use crate::error::AppError;
 
 /// What the gateway produced so far: the runtime's counters (a batch counts once
@@ -62,35 +61,6 @@ impl RunningGateway {
     }
 }
 
-fn mqtt_config(path: &UnsPath, m: &GatewayMqtt) -> MqttConfig {
-    let device = path.device_id().as_str();
-    let mut cfg = MqttConfig::new(&m.broker_url, device, path.to_string());
-    cfg.set_protocol(m.protocol)
-        .set_keepalive(Duration::from_secs(m.keepalive_s))
-        // The outbox keeps what cannot be sent; the session must not queue it too.
-        .set_when_disconnected(WhenDisconnected::Refuse)
-        .set_reconnect_backoff(
-            Duration::from_millis(250),
-            Duration::from_millis(m.reconnect_max_ms.max(250)),
-        );
-    if let Some(ca) = &m.ca_path {
-        cfg.set_ca_path(ca);
-    }
-    if let (Some(c), Some(k)) = (&m.client_cert_path, &m.client_key_path) {
-        cfg.set_client_identity(c, k);
-    }
-    if let Some(user) = &m.username {
-        cfg.set_credentials(user, m.password.clone().unwrap_or_default());
-    }
-    if let Some(v) = &m.firmware_version {
-        cfg.set_firmware_version(v);
-    }
-    if let Some(g) = &m.gateway_id {
-        cfg.set_gateway_id(g);
-    }
-    cfg
-}
-
 /// Opens the outbox, connects MQTT and starts polling, batching and forwarding
 /// under `cancel`.
 ///
@@ -105,7 +75,8 @@ pub async fn start(
     let outbox_dir = setup.data_dir.join("outbox");
     std::fs::create_dir_all(&setup.data_dir)
         .map_err(|e| AppError::io(format!("cannot create {}", setup.data_dir.display()), e))?;
-    let (session_handle, session, _inbound) = Session::new(&mqtt_config(&setup.path, &setup.mqtt))?;
+    let (session_handle, session, _inbound) =
+        Session::new(&setup.mqtt.session_config(&setup.path))?;
     let outbox = Outbox::open(&outbox_dir, device.clone(), setup.outbox.clone()).await?;
     let stats = outbox.stats();
     tracing::info!(path = %outbox_dir.display(), backlog = stats.backlog_records, next_seq = %stats.next_seq, "outbox open");
@@ -119,7 +90,7 @@ pub async fn start(
         }
         None => None,
     };
-    let (_writes, readings, poller) = Poller::new(
+    let (_writes, poller, readings) = Poller::new(
         setup.modbus.poller.clone(),
         setup.map,
         setup.modbus.transport.connector(),
@@ -127,7 +98,7 @@ pub async fn start(
     let mut batch = BatchConfig::default();
     batch
         .set_max_samples(setup.batch.max_samples)
-        .set_max_delay(Duration::from_millis(setup.batch.max_delay_ms));
+        .set_max_delay(setup.batch.max_delay);
     let gateway = GatewayBuilder::new(setup.path.clone(), outbox.clone(), session_handle.clone())
         .source(poller.into_source(readings, "modbus"))
         .batch(batch)

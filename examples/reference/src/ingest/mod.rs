@@ -164,7 +164,7 @@ async fn pump<K: Sink + 'static>(
 ) -> Result<PipelineStats, AppError> {
     let source = source::open(&mqtt)?;
     let sink = metrics::DeviceMetricsSink::new(sink);
-    let (pipeline, handle) = Pipeline::new(source, sink, pipeline);
+    let (handle, pipeline) = Pipeline::new(source, sink, pipeline);
     on_ready(&mqtt.url, &handle);
     let progress = {
         let mut handle = handle.clone();

@@ -6,6 +6,7 @@
 //! ingest process between receipt and commit means redelivery, never loss; the
 //! sink's idempotency and the dedupe window absorb the copies.
 
+use iiot_core::topic::TopicFilter;
 use iiot_ingest::source::mqtt::MqttSource;
 pub use iiot_ingest::source::mqtt::MqttSourceConfig;
 
@@ -39,23 +40,13 @@ pub fn check(cfg: &MqttSourceConfig) -> Result<(), (&'static str, String)> {
     if cfg.filters.is_empty() {
         return Err(("filters", "needs at least one topic filter".into()));
     }
-    if let Some(f) = cfg.filters.iter().find(|f| !valid_filter(f)) {
-        return Err(("filters", format!("{f:?} is not a valid MQTT topic filter")));
+    // The MQTT filter rules, as iiot-core checks them (and the session would at start).
+    for f in &cfg.filters {
+        if let Err(e) = TopicFilter::parse(f) {
+            return Err(("filters", format!("{f:?}: {e}")));
+        }
     }
     Ok(())
-}
-
-/// MQTT filter rules: `#` only last and alone in its level, `+` alone in its level.
-fn valid_filter(f: &str) -> bool {
-    if f.is_empty() {
-        return false;
-    }
-    let levels: Vec<&str> = f.split('/').collect();
-    levels.iter().enumerate().all(|(i, l)| match *l {
-        "#" => i + 1 == levels.len(),
-        "+" => true,
-        l => !l.contains(['#', '+']),
-    })
 }
 
 /// Starts the source (its session task runs until the source is dropped).
@@ -72,13 +63,39 @@ pub fn open(cfg: &MqttSourceConfig) -> Result<MqttSource, AppError> {
 mod tests {
     use super::*;
 
+    fn with_filters(filters: &[&str]) -> MqttSourceConfig {
+        MqttSourceConfig {
+            filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+            ..MqttSourceConfig::default()
+        }
+    }
+
     #[test]
     fn filters() {
-        assert!(valid_filter("+/+/+/+/+/+/telemetry/#"));
-        assert!(valid_filter("$share/g/acme/#"));
-        assert!(!valid_filter("acme/#/x"));
-        assert!(!valid_filter("acme/a+"));
-        assert!(!valid_filter(""));
         assert_eq!(check(&MqttSourceConfig::default()), Ok(()));
+        assert_eq!(
+            check(&with_filters(&[
+                "+/+/+/+/+/+/telemetry/#",
+                "$share/g/acme/#"
+            ])),
+            Ok(())
+        );
+        for (f, why) in [
+            ("acme/#/x", "'#' at level 2 (1-based) is not the last level"),
+            (
+                "acme/a+",
+                "level 2 (1-based) mixes a wildcard with other characters",
+            ),
+            ("", "it is empty"),
+            ("$share/g", "shared subscription needs"),
+        ] {
+            let (key, problem) = check(&with_filters(&["a/#", f])).unwrap_err();
+            assert_eq!(key, "filters");
+            assert!(
+                problem.starts_with(&format!("{f:?}: invalid topic filter: "))
+                    && problem.contains(why),
+                "{problem}"
+            );
+        }
     }
 }

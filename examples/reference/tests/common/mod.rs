@@ -73,6 +73,32 @@ impl ChildGuard {
         Self { child, stdout }
     }
 
+    /// Spawns the binary with `args`, stdout and stderr piped; read stderr with
+    /// [`ChildGuard::kill_and_stderr`].
+    pub fn spawn_with_stderr(args: &[&str]) -> Self {
+        let mut child = bin()
+            .args(args)
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn iiot");
+        let stdout = child.stdout.take().map(BufReader::new);
+        Self { child, stdout }
+    }
+
+    /// Kills the process and returns everything it wrote to stderr (when spawned
+    /// with [`ChildGuard::spawn_with_stderr`]).
+    pub fn kill_and_stderr(mut self) -> String {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let mut text = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            let _ = std::io::Read::read_to_string(&mut e, &mut text);
+        }
+        text
+    }
+
     /// The next line of its stdout (panics when it ended first).
     pub fn read_line(&mut self) -> String {
         let mut line = String::new();

@@ -329,6 +329,7 @@ pub fn encode_status(s: &Status) -> Vec<u8> {
             .map(|h| pb::SourceHealth {
                 name: h.name.clone(),
                 last_good_unix_ns: h.last_good.map(Timestamp::unix_nanos),
+                connected: h.connected,
             })
             .collect(),
     }
@@ -377,6 +378,7 @@ fn source_health(
                     .last_good_unix_ns
                     .map(|ns| timestamp("sources.last_good_unix_ns", ns))
                     .transpose()?,
+                connected: h.connected,
             })
         })
         .collect()

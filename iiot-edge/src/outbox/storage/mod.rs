@@ -6,13 +6,15 @@
 //!
 //! * [`log::LogStorage`]: the default. An append-only log of checksummed frames in
 //!   numbered files with an in-memory index; one `write` and one `fdatasync` per commit.
-//! * [`sled::SledStorage`]: sled 0.34, the engine the outbox was first built on.
+//! * `sled::SledStorage`: sled 0.34, the engine the outbox was first built on (cargo
+//!   feature `sled`).
 
 use std::io;
 
 use bytes::Bytes;
 
 pub(crate) mod log;
+#[cfg(feature = "sled")]
 pub(crate) mod sled;
 
 /// One write in an atomic batch.

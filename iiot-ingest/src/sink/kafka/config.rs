@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 /// | `create_topics` | `true` |
 /// | `partitions` | 3 (for topics the sink creates) |
 /// | `replication_factor` | 1 (for topics the sink creates) |
-/// | `connect_timeout_ms` | 10 000 (10 s) |
-/// | `request_timeout_ms` | 30 000 (30 s, bounds one whole commit) |
+/// | `connect_timeout` | `"10s"` |
+/// | `request_timeout` | `"30s"` (bounds one whole commit) |
 /// | `max_batch_bytes` | 1 000 000 (one produce request per partition at most this big) |
 /// | `recent_keys` | 65 536 |
 ///
@@ -48,11 +48,11 @@ pub struct KafkaConfig {
     /// Replication factor of a topic the sink creates.
     pub replication_factor: u16,
     /// How long to wait for a broker connection and the cluster metadata.
-    #[serde(rename = "connect_timeout_ms", with = "millis")]
+    #[serde(with = "iiot_core::duration::human")]
     pub connect_timeout: Duration,
     /// How long one commit may take, all produce requests and the client's
     /// internal retries included; past it the commit fails as `Unavailable`.
-    #[serde(rename = "request_timeout_ms", with = "millis")]
+    #[serde(with = "iiot_core::duration::human")]
     pub request_timeout: Duration,
     /// Largest produce request per partition, counted as the records' keys,
     /// values and headers. More records go out in several requests, in order; one
@@ -185,10 +185,10 @@ impl KafkaConfig {
             return Err(bad("replication_factor", "must be 1 to 32767".into()));
         }
         if self.connect_timeout.is_zero() {
-            return Err(bad("connect_timeout_ms", "must not be zero".into()));
+            return Err(bad("connect_timeout", "must not be zero".into()));
         }
         if self.request_timeout.is_zero() || self.request_timeout.as_millis() > i32::MAX as u128 {
-            return Err(bad("request_timeout_ms", "must be 1 to 2^31-1 ms".into()));
+            return Err(bad("request_timeout", "must be 1 to 2^31-1 ms".into()));
         }
         Ok(())
     }
@@ -220,21 +220,6 @@ pub struct KafkaConfigError {
     pub field: &'static str,
     /// What is wrong with it.
     pub problem: String,
-}
-
-/// `Duration` as whole milliseconds in config files.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
 }
 
 #[cfg(test)]
@@ -271,13 +256,13 @@ mod tests {
         c.bootstrap_servers = vec!["[::1]:9092".into()];
         assert!(c.validate().is_ok());
         c.set_request_timeout(Duration::ZERO);
-        assert_eq!(c.validate().unwrap_err().field, "request_timeout_ms");
+        assert_eq!(c.validate().unwrap_err().field, "request_timeout");
     }
 
     #[test]
     fn serde_defaults_and_unknown_fields() {
         let c: KafkaConfig = serde_json::from_str(
-            r#"{"bootstrap_servers":["k1:9092","k2:9092"],"request_timeout_ms":1500,"max_batch_bytes":4096}"#,
+            r#"{"bootstrap_servers":["k1:9092","k2:9092"],"request_timeout":"1500ms","max_batch_bytes":4096}"#,
         )
         .unwrap();
         assert_eq!(c.bootstrap_servers.len(), 2);

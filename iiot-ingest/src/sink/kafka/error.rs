@@ -2,29 +2,18 @@
 
 use rskafka::client::error::{Error, ProtocolError};
 
-use crate::sink::SinkError;
+use crate::sink::{ErrorCode, SinkError, SinkErrorKind};
 
-/// How the pipeline should react to a Kafka error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Class {
-    /// Retry later on a new connection.
-    Unavailable,
-    /// The content was refused: bisect.
-    Rejected,
-    /// Configuration, permissions or topics.
-    Setup,
-}
-
-/// The class of a broker's error code.
+/// The reaction to a broker's error code.
 ///
 /// - The record or request is too large, malformed or has a bad timestamp:
-///   [`Class::Rejected`] (the same records will fail again).
+///   [`SinkErrorKind::Rejected`] (the same records will fail again).
 /// - Authorization, an invalid topic, partition count, replication factor or
-///   topic config, an unsupported version or compression: [`Class::Setup`].
+///   topic config, an unsupported version or compression: [`SinkErrorKind::Setup`].
 /// - Everything else (leader moves, not enough replicas, timeouts, a broker
-///   shutting down, unknown codes): [`Class::Unavailable`], so that good data is
-///   never diverted to the dead-letter topic by a broker problem.
-pub(crate) fn class_of_protocol(e: ProtocolError) -> Class {
+///   shutting down, unknown codes): [`SinkErrorKind::Unavailable`], so that good
+///   data is never diverted to the dead-letter topic by a broker problem.
+pub(crate) fn kind_of_protocol(e: ProtocolError) -> SinkErrorKind {
     use ProtocolError as P;
     match e {
         P::MessageTooLarge
@@ -32,7 +21,7 @@ pub(crate) fn class_of_protocol(e: ProtocolError) -> Class {
         | P::InvalidRecord
         | P::CorruptMessage
         | P::InvalidTimestamp
-        | P::UnsupportedForMessageFormat => Class::Rejected,
+        | P::UnsupportedForMessageFormat => SinkErrorKind::Rejected,
         P::TopicAuthorizationFailed
         | P::ClusterAuthorizationFailed
         | P::SaslAuthenticationFailed
@@ -44,29 +33,45 @@ pub(crate) fn class_of_protocol(e: ProtocolError) -> Class {
         | P::PolicyViolation
         | P::InvalidRequiredAcks
         | P::UnsupportedVersion
-        | P::UnsupportedCompressionType => Class::Setup,
-        _ => Class::Unavailable,
+        | P::UnsupportedCompressionType => SinkErrorKind::Setup,
+        _ => SinkErrorKind::Unavailable,
     }
 }
 
-/// The class of `e`. Connection and I/O errors, timeouts and exhausted retries of
-/// transient errors are [`Class::Unavailable`]; an exhausted retry is classified
-/// by the error that was retried.
-pub(crate) fn class_of(e: &Error) -> Class {
-    match e {
-        Error::ServerError { protocol_error, .. } => class_of_protocol(*protocol_error),
-        Error::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
-            match source.downcast_ref::<Error>() {
-                Some(inner) => class_of(inner),
-                None => Class::Unavailable,
-            }
-        }
-        _ => Class::Unavailable,
+/// The Kafka protocol's number for `e` (10 for `MESSAGE_TOO_LARGE`).
+///
+/// rskafka keeps its number-from-variant table private; the inverse,
+/// [`ProtocolError::new`], is public, and the codes it knows are all in
+/// `-1..=1000`, so the number is found by searching that range.
+pub(crate) fn protocol_code(e: ProtocolError) -> i16 {
+    if let ProtocolError::Unknown(code) = e {
+        return code;
     }
+    (-1..=1000)
+        .find(|&c| ProtocolError::new(c) == Some(e))
+        .unwrap_or(-1)
+}
+
+/// The broker's error in `e`, also inside an exhausted retry.
+fn protocol_error(e: &Error) -> Option<ProtocolError> {
+    match e {
+        Error::ServerError { protocol_error, .. } => Some(*protocol_error),
+        Error::RetryFailed(rskafka::BackoffError::DeadlineExceded { source, .. }) => {
+            source.downcast_ref::<Error>().and_then(protocol_error)
+        }
+        _ => None,
+    }
+}
+
+/// The reaction to `e`. Connection and I/O errors, timeouts and exhausted
+/// retries of transient errors are [`SinkErrorKind::Unavailable`]; an exhausted
+/// retry is classified by the error that was retried.
+pub(crate) fn kind_of(e: &Error) -> SinkErrorKind {
+    protocol_error(e).map_or(SinkErrorKind::Unavailable, kind_of_protocol)
 }
 
 /// `during: error: source: …`.
-pub(crate) fn describe(e: &(dyn std::error::Error + 'static), during: &str) -> String {
+fn describe(e: &(dyn std::error::Error + 'static), during: &str) -> String {
     let mut detail = format!("{during}: {e}");
     let mut source = e.source();
     while let Some(s) = source {
@@ -77,18 +82,16 @@ pub(crate) fn describe(e: &(dyn std::error::Error + 'static), during: &str) -> S
     detail
 }
 
-pub(crate) fn to_error(class: Class, detail: String) -> SinkError {
-    match class {
-        Class::Unavailable => SinkError::Unavailable { detail },
-        Class::Rejected => SinkError::Rejected { detail },
-        Class::Setup => SinkError::Setup { detail },
-    }
-}
-
-/// Classifies `e`, which happened while doing `during`.
-pub(crate) fn classify(e: &Error, during: &str) -> (Class, SinkError) {
-    let class = class_of(e);
-    (class, to_error(class, describe(e, during)))
+/// `e`, which happened while doing `during`, as a [`SinkError`] of
+/// [`kind_of`]`(e)` with the broker's error code ([`ErrorCode::Kafka`]) and `e`
+/// as its source.
+pub(crate) fn classify(e: Error, during: &str) -> SinkError {
+    let err = SinkError::new(kind_of(&e), describe(&e, during));
+    let err = match protocol_error(&e) {
+        Some(p) => err.with_code(ErrorCode::Kafka(protocol_code(p))),
+        None => err,
+    };
+    err.with_source(e)
 }
 
 #[cfg(test)]
@@ -96,44 +99,36 @@ mod tests {
     use super::*;
 
     #[test]
-    fn protocol_classes() {
+    fn protocol_kinds() {
+        use SinkErrorKind::{Rejected, Setup, Unavailable};
+        assert_eq!(kind_of_protocol(ProtocolError::MessageTooLarge), Rejected);
         assert_eq!(
-            class_of_protocol(ProtocolError::MessageTooLarge),
-            Class::Rejected
+            kind_of_protocol(ProtocolError::RecordListTooLarge),
+            Rejected
+        );
+        assert_eq!(kind_of_protocol(ProtocolError::InvalidRecord), Rejected);
+        assert_eq!(
+            kind_of_protocol(ProtocolError::TopicAuthorizationFailed),
+            Setup
         );
         assert_eq!(
-            class_of_protocol(ProtocolError::RecordListTooLarge),
-            Class::Rejected
+            kind_of_protocol(ProtocolError::InvalidTopicException),
+            Setup
         );
         assert_eq!(
-            class_of_protocol(ProtocolError::InvalidRecord),
-            Class::Rejected
+            kind_of_protocol(ProtocolError::NotEnoughReplicas),
+            Unavailable
         );
         assert_eq!(
-            class_of_protocol(ProtocolError::TopicAuthorizationFailed),
-            Class::Setup
+            kind_of_protocol(ProtocolError::LeaderNotAvailable),
+            Unavailable
         );
         assert_eq!(
-            class_of_protocol(ProtocolError::InvalidTopicException),
-            Class::Setup
+            kind_of_protocol(ProtocolError::RequestTimedOut),
+            Unavailable
         );
-        assert_eq!(
-            class_of_protocol(ProtocolError::NotEnoughReplicas),
-            Class::Unavailable
-        );
-        assert_eq!(
-            class_of_protocol(ProtocolError::LeaderNotAvailable),
-            Class::Unavailable
-        );
-        assert_eq!(
-            class_of_protocol(ProtocolError::RequestTimedOut),
-            Class::Unavailable
-        );
-        assert_eq!(
-            class_of_protocol(ProtocolError::Unknown(-42)),
-            Class::Unavailable
-        );
-        assert_eq!(class_of(&Error::Timeout), Class::Unavailable);
+        assert_eq!(kind_of_protocol(ProtocolError::Unknown(-42)), Unavailable);
+        assert_eq!(kind_of(&Error::Timeout), Unavailable);
         let retried = Error::RetryFailed(rskafka::BackoffError::DeadlineExceded {
             deadline: std::time::Duration::from_secs(1),
             source: Box::new(Error::ServerError {
@@ -144,8 +139,28 @@ mod tests {
                 is_virtual: false,
             }),
         });
-        assert_eq!(class_of(&retried), Class::Rejected);
-        let (_, err) = classify(&retried, "produce");
-        assert!(err.to_string().contains("produce"), "{err}");
+        assert_eq!(kind_of(&retried), Rejected);
+        let err = classify(retried, "produce");
+        assert_eq!(err.kind(), Rejected);
+        assert_eq!(err.code(), Some(ErrorCode::Kafka(10)));
+        assert!(err.detail().starts_with("produce: "), "{err}");
+        let source = std::error::Error::source(&err).unwrap();
+        assert!(source.is::<Error>(), "{source:?}");
+        let err = classify(Error::Timeout, "produce");
+        assert_eq!((err.kind(), err.code()), (Unavailable, None));
+    }
+
+    /// The numbers of the Kafka protocol's error table.
+    #[test]
+    fn protocol_codes_are_kafkas() {
+        assert_eq!(protocol_code(ProtocolError::UnknownServerError), -1);
+        assert_eq!(protocol_code(ProtocolError::CorruptMessage), 2);
+        assert_eq!(protocol_code(ProtocolError::MessageTooLarge), 10);
+        assert_eq!(protocol_code(ProtocolError::NotEnoughReplicas), 19);
+        assert_eq!(protocol_code(ProtocolError::TopicAuthorizationFailed), 29);
+        assert_eq!(protocol_code(ProtocolError::TopicAlreadyExists), 36);
+        assert_eq!(protocol_code(ProtocolError::InvalidRecord), 87);
+        assert_eq!(protocol_code(ProtocolError::Unknown(-42)), -42);
+        assert_eq!(protocol_code(ProtocolError::Unknown(4242)), 4242);
     }
 }

@@ -70,7 +70,12 @@
 //! [`SinkError::Rejected`] before anything is sent; the broker's own refusals of
 //! content (record too large, invalid record) are `Rejected` too. An invalid
 //! config, missing permissions, a missing topic with `create_topics` off or a
-//! topic the broker will not create are [`SinkError::Setup`].
+//! topic the broker will not create are [`SinkError::Setup`]. A broker's refusal
+//! carries its Kafka error code ([`ErrorCode::Kafka`], e.g. 10 for
+//! `MESSAGE_TOO_LARGE`) and the rskafka error as its
+//! [`source`](std::error::Error::source).
+//!
+//! [`ErrorCode::Kafka`]: crate::sink::ErrorCode::Kafka
 //!
 //! ## Metrics
 //! Through the `metrics` facade, labelled `sink = "kafka"`:
@@ -91,22 +96,25 @@ mod error;
 pub mod records;
 
 use std::collections::{BTreeMap, HashMap};
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use iiot_core::types::Timestamp;
 use rskafka::BackoffConfig;
 use rskafka::client::partition::{Compression, PartitionClient, UnknownTopicHandling};
 use rskafka::client::{Client, ClientBuilder};
 use rskafka::record::Record;
 
 pub use self::config::{KafkaConfig, KafkaConfigError};
-use self::error::{Class, classify, to_error};
-use self::records::{AckKey, Dest, RecentKeys, build};
+use self::error::classify;
+use self::records::{AckKey, Dest, build};
 pub use self::records::{
     EVENT_DATA_LOSS, EVENT_GAP_NARROWED, EVENT_GAP_OPENED, murmur2, partition_for,
 };
+use crate::recent::RecentSet;
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, SinkErrorKind};
 
 /// The Kafka sink. See the [module docs](self).
 ///
@@ -129,7 +137,8 @@ pub struct KafkaSink {
     conn: Option<Conn>,
     /// Whether a connection was ever opened (the next open is a reconnect).
     connected_before: bool,
-    recent: RecentKeys,
+    /// Keys the broker acknowledged; `None` with `recent_keys = 0`.
+    recent: Option<RecentSet<AckKey>>,
 }
 
 /// One client, the partition counts it found and its partition clients.
@@ -156,10 +165,10 @@ impl KafkaSink {
     /// # Errors
     /// [`SinkError::Setup`] when the config is invalid.
     pub fn new(config: KafkaConfig) -> Result<Self, SinkError> {
-        config.validate().map_err(|e| SinkError::Setup {
-            detail: e.to_string(),
-        })?;
-        let recent = RecentKeys::new(config.recent_keys);
+        config
+            .validate()
+            .map_err(|e| SinkError::setup(e.to_string()).with_source(e))?;
+        let recent = NonZeroUsize::new(config.recent_keys).map(|n| RecentSet::new(n, None));
         Ok(Self {
             config,
             conn: None,
@@ -223,12 +232,10 @@ impl KafkaSink {
         let limit = self.config.connect_timeout;
         match tokio::time::timeout(limit, self.open_inner()).await {
             Ok(r) => r,
-            Err(_) => Err(SinkError::Unavailable {
-                detail: format!(
-                    "connect to {:?}: no metadata within {limit:?}",
-                    self.config.bootstrap_servers
-                ),
-            }),
+            Err(_) => Err(SinkError::unavailable(format!(
+                "connect to {:?}: no metadata within {limit:?}",
+                self.config.bootstrap_servers
+            ))),
         }
     }
 
@@ -247,12 +254,12 @@ impl KafkaSink {
             .backoff_config(backoff)
             .build()
             .await
-            .map_err(|e| classify(&e, "connect").1)?;
+            .map_err(|e| classify(e, "connect"))?;
         let mut partitions = HashMap::new();
         let topics = client
             .list_topics()
             .await
-            .map_err(|e| classify(&e, "metadata").1)?;
+            .map_err(|e| classify(e, "metadata"))?;
         let mut created = false;
         for dest in [Dest::Telemetry, Dest::DeadLetter, Dest::Events] {
             let name = self.topic(dest);
@@ -261,9 +268,9 @@ impl KafkaSink {
                 continue;
             }
             if !c.create_topics {
-                return Err(SinkError::Setup {
-                    detail: format!("topic {name:?} does not exist and create_topics is off"),
-                });
+                return Err(SinkError::setup(format!(
+                    "topic {name:?} does not exist and create_topics is off"
+                )));
             }
             self.create_topic(&client, name).await?;
             created = true;
@@ -274,7 +281,7 @@ impl KafkaSink {
             let topics = client
                 .list_topics()
                 .await
-                .map_err(|e| classify(&e, "metadata").1)?;
+                .map_err(|e| classify(e, "metadata"))?;
             for dest in [Dest::Telemetry, Dest::DeadLetter, Dest::Events] {
                 let name = self.topic(dest);
                 if let Some(t) = topics.iter().find(|t| t.name == name)
@@ -296,7 +303,7 @@ impl KafkaSink {
         let c = &self.config;
         let controller = client
             .controller_client()
-            .map_err(|e| classify(&e, "controller").1)?;
+            .map_err(|e| classify(e, "controller"))?;
         let timeout_ms = i32::try_from(c.request_timeout.as_millis()).unwrap_or(i32::MAX);
         let rf = i16::try_from(c.replication_factor).unwrap_or(i16::MAX);
         match controller
@@ -316,12 +323,13 @@ impl KafkaSink {
                 ..
             }) => Ok(()),
             Err(e) => {
-                let (class, err) = classify(&e, &format!("create topic {name:?}"));
+                let err = classify(e, &format!("create topic {name:?}"));
                 // A broker that refuses the topic for any reason but its own
                 // availability is a setup problem.
-                Err(match class {
-                    Class::Unavailable => err,
-                    _ => to_error(Class::Setup, err.to_string()),
+                Err(if err.is_transient() {
+                    err
+                } else {
+                    err.with_kind(SinkErrorKind::Setup)
                 })
             }
         }
@@ -343,12 +351,10 @@ impl KafkaSink {
         for (i, (r, &dest)) in records.iter().zip(dests).enumerate() {
             let size = r.approximate_size();
             if size > max {
-                return Err(SinkError::Rejected {
-                    detail: format!(
-                        "a {} record of {size} bytes exceeds max_batch_bytes = {max}",
-                        self.topic(dest)
-                    ),
-                });
+                return Err(SinkError::rejected(format!(
+                    "a {} record of {size} bytes exceeds max_batch_bytes = {max}",
+                    self.topic(dest)
+                )));
             }
             let n = conn.partitions.get(&dest).copied().unwrap_or(1);
             let partition = partition_for(r.key.as_deref().unwrap_or_default(), n);
@@ -398,7 +404,7 @@ impl KafkaSink {
         conn: &mut Conn,
         records: Vec<Record>,
         work: Vec<Work>,
-    ) -> (Vec<bool>, Option<(Class, SinkError)>) {
+    ) -> (Vec<bool>, Option<SinkError>) {
         let mut acked = vec![false; records.len()];
         let mut slots: Vec<Option<Record>> = records.into_iter().map(Some).collect();
         let mut jobs = Vec::with_capacity(work.len());
@@ -407,7 +413,7 @@ impl KafkaSink {
                 Ok(c) => c,
                 Err(e) => {
                     let during = format!("partition {}/{}", self.topic(w.dest), w.partition);
-                    return (acked, Some(classify(&e, &during)));
+                    return (acked, Some(classify(e, &during)));
                 }
             };
             let chunks: Vec<(Vec<usize>, Vec<Record>)> = w
@@ -424,23 +430,22 @@ impl KafkaSink {
                 for (idx, recs) in chunks {
                     if let Err(e) = client.produce(recs, Compression::NoCompression).await {
                         let during = format!("produce to {topic}/{}", client.partition());
-                        return (done, Some(classify(&e, &during)));
+                        return (done, Some(classify(e, &during)));
                     }
                     done.extend(idx);
                 }
                 (done, None)
             });
         }
-        let mut first: Option<(Class, SinkError)> = None;
+        let mut first: Option<SinkError> = None;
         for (done, err) in futures_util::future::join_all(jobs).await {
             for i in done {
                 acked[i] = true;
             }
             // A content error decides the reaction: retrying would fail again.
+            let rejected = |e: &SinkError| e.kind() == SinkErrorKind::Rejected;
             if let Some(e) = err
-                && first
-                    .as_ref()
-                    .is_none_or(|f| f.0 != Class::Rejected && e.0 == Class::Rejected)
+                && first.as_ref().is_none_or(|f| !rejected(f) && rejected(&e))
             {
                 first = Some(e);
             }
@@ -449,7 +454,7 @@ impl KafkaSink {
     }
 
     async fn commit_inner(&mut self, batch: &CommitBatch) -> Result<CommitReport, SinkError> {
-        let (out, skipped) = build(batch, &self.recent);
+        let (out, skipped) = build(batch, self.recent.as_ref());
         let mut report = CommitReport {
             batches_skipped: skipped,
             ..CommitReport::default()
@@ -481,8 +486,9 @@ impl KafkaSink {
         let produced = tokio::time::timeout(limit, self.produce(&mut conn, records, work)).await;
         let Ok((acked, err)) = produced else {
             let detail = format!("commit not acknowledged within {limit:?}");
-            return Err(self.failed(Class::Unavailable, to_error(Class::Unavailable, detail)));
+            return Err(self.failed(SinkError::unavailable(detail)));
         };
+        let acked_at = Timestamp::now();
         let mut written = [0u64; 3];
         for (ok, (dest, key, samples)) in acked.iter().zip(meta) {
             if !ok {
@@ -493,15 +499,17 @@ impl KafkaSink {
                     report.batches_written += 1;
                     report.rows_written += samples;
                 }
-                self.recent.insert(k);
+                if let Some(recent) = &mut self.recent {
+                    recent.insert(k, acked_at);
+                }
             }
             written[dest as usize] += 1;
         }
-        if let Some((class, e)) = err {
-            if class == Class::Rejected {
+        if let Some(e) = err {
+            if e.kind() == SinkErrorKind::Rejected {
                 self.conn = Some(conn);
             }
-            return Err(self.failed(class, e));
+            return Err(self.failed(e));
         }
         self.conn = Some(conn);
         for (dest, n) in [
@@ -516,17 +524,13 @@ impl KafkaSink {
     }
 
     /// Counts a failure; drops the connection unless the content was refused.
-    fn failed(&mut self, class: Class, err: SinkError) -> SinkError {
+    fn failed(&mut self, err: SinkError) -> SinkError {
         tracing::warn!(error = %err, "Kafka commit failed");
-        if class != Class::Rejected {
+        let kind = err.kind();
+        if kind != SinkErrorKind::Rejected {
             self.conn = None;
         }
-        let kind = match class {
-            Class::Unavailable => "unavailable",
-            Class::Rejected => "rejected",
-            Class::Setup => "setup",
-        };
-        metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "kafka", "kind" => kind)
+        metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "kafka", "kind" => kind.label())
             .increment(1);
         err
     }

@@ -4,13 +4,14 @@
 //! format read by other programs. Add headers freely; never rename one or change
 //! the form of its value.
 
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashSet};
 
 use iiot_core::codec::protobuf::{encode_data_loss, encode_telemetry};
 use iiot_core::types::{DataLoss, DeviceId, MessageId, Timestamp};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::record::Record;
 
+use crate::recent::RecentSet;
 use crate::record::{AcceptedBatch, CommitBatch, DeadLetter, Gap, GapChange};
 
 /// Header: the batch's or event's message id, a 26-character ULID.
@@ -87,9 +88,13 @@ pub(crate) struct Outgoing {
 }
 
 /// The records of `batch`, in order: telemetry, data loss, gap changes, dead
-/// letters. Telemetry repeated within `batch` or found in `recent` is left out
-/// and counted in the second value.
-pub(crate) fn build(batch: &CommitBatch, recent: &RecentKeys) -> (Vec<Outgoing>, u64) {
+/// letters. Telemetry repeated within `batch` or found in `recent` (the keys the
+/// broker acknowledged lately) is left out and counted in the second value.
+pub(crate) fn build(
+    batch: &CommitBatch,
+    recent: Option<&RecentSet<AckKey>>,
+) -> (Vec<Outgoing>, u64) {
+    let recently_acked = |k: &AckKey| recent.is_some_and(|r| r.contains(k));
     let mut out = Vec::with_capacity(
         batch.telemetry.len() + batch.data_loss.len() + batch.gaps.len() + batch.dead_letters.len(),
     );
@@ -97,7 +102,7 @@ pub(crate) fn build(batch: &CommitBatch, recent: &RecentKeys) -> (Vec<Outgoing>,
     let mut skipped = 0;
     for a in &batch.telemetry {
         let key = AckKey::Telemetry(a.batch.device_id.clone(), a.batch.message_id);
-        if recent.contains(&key) || !seen.insert(key.clone()) {
+        if recently_acked(&key) || !seen.insert(key.clone()) {
             skipped += 1;
             continue;
         }
@@ -110,7 +115,7 @@ pub(crate) fn build(batch: &CommitBatch, recent: &RecentKeys) -> (Vec<Outgoing>,
     }
     for d in &batch.data_loss {
         let key = AckKey::DataLoss(d.device_id.clone(), d.message_id);
-        if recent.contains(&key) || !seen.insert(key.clone()) {
+        if recently_acked(&key) || !seen.insert(key.clone()) {
             continue;
         }
         out.push(Outgoing {
@@ -279,46 +284,10 @@ pub fn partition_for(key: &[u8], partitions: i32) -> i32 {
     (murmur2(key) & 0x7fff_ffff) % partitions.max(1)
 }
 
-/// A bounded set of keys the broker acknowledged, oldest evicted first.
-#[derive(Debug, Default)]
-pub(crate) struct RecentKeys {
-    set: HashSet<AckKey>,
-    order: VecDeque<AckKey>,
-    capacity: usize,
-}
-
-impl RecentKeys {
-    pub(crate) fn new(capacity: usize) -> Self {
-        Self {
-            capacity,
-            ..Self::default()
-        }
-    }
-
-    pub(crate) fn contains(&self, k: &AckKey) -> bool {
-        self.set.contains(k)
-    }
-
-    pub(crate) fn insert(&mut self, k: AckKey) {
-        if self.capacity == 0 || !self.set.insert(k.clone()) {
-            return;
-        }
-        self.order.push_back(k);
-        while self.order.len() > self.capacity {
-            if let Some(old) = self.order.pop_front() {
-                self.set.remove(&old);
-            }
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn len(&self) -> usize {
-        self.set.len()
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use std::num::NonZeroUsize;
+
     use bytes::Bytes;
     use iiot_core::types::{Sample, Sequence, TagPath, TelemetryBatch};
 
@@ -382,7 +351,8 @@ mod tests {
 
     #[test]
     fn build_skips_repeats_and_recent_keys() {
-        let mut recent = RecentKeys::new(2);
+        let mut recent = RecentSet::new(NonZeroUsize::new(2).unwrap(), None);
+        let t = Timestamp::UNIX_EPOCH;
         let batch = CommitBatch {
             telemetry: vec![
                 accepted("d", 1, 1),
@@ -398,27 +368,30 @@ mod tests {
             }],
             ..CommitBatch::default()
         };
-        let (out, skipped) = build(&batch, &recent);
+        let (out, skipped) = build(&batch, Some(&recent));
         assert_eq!((out.len(), skipped), (3, 1));
+        assert_eq!(
+            build(&batch, None).1,
+            1,
+            "no memory: only the repeat is skipped"
+        );
         assert_eq!(out[2].dest, Dest::DeadLetter);
         assert_eq!(out[2].record.value.as_deref(), Some(&[0u8, 1, 2][..]));
         assert_eq!(out[2].record.headers[HEADER_REASON], b"bad_topic");
-        recent.insert(out[0].ack_key.clone().unwrap());
-        let (out, skipped) = build(&batch, &recent);
+        recent.insert(out[0].ack_key.clone().unwrap(), t);
+        let (out, skipped) = build(&batch, Some(&recent));
         assert_eq!((out.len(), skipped), (2, 2));
         // Bounded: the oldest key goes first.
-        recent.insert(AckKey::Telemetry(
-            DeviceId::new("e").unwrap(),
-            MessageId::from_parts(1, 1),
-        ));
-        recent.insert(AckKey::Telemetry(
-            DeviceId::new("f").unwrap(),
-            MessageId::from_parts(1, 1),
-        ));
+        recent.insert(
+            AckKey::Telemetry(DeviceId::new("e").unwrap(), MessageId::from_parts(1, 1)),
+            t,
+        );
+        recent.insert(
+            AckKey::Telemetry(DeviceId::new("f").unwrap(), MessageId::from_parts(1, 1)),
+            t,
+        );
         assert_eq!(recent.len(), 2);
-        assert_eq!(build(&batch, &recent).1, 1);
-        let none = RecentKeys::new(0);
-        assert_eq!(none.len(), 0);
+        assert_eq!(build(&batch, Some(&recent)).1, 1);
     }
 
     #[test]

@@ -30,8 +30,8 @@ pub enum TimescaleMode {
 /// | `url` | `postgres://postgres@127.0.0.1:5432/postgres` |
 /// | `schema` | `public` |
 /// | `table_prefix` | `iiot_` (tables `iiot_samples`, `iiot_messages`, `iiot_data_loss`, `iiot_gaps`, `iiot_dead_letter`, `iiot_schema_version`) |
-/// | `connect_timeout_ms` | 10 000 (10 s) |
-/// | `statement_timeout_ms` | 60 000 (60 s; 0 = none) |
+/// | `connect_timeout` | `"10s"` |
+/// | `statement_timeout` | `"60s"` (`"0s"`: none) |
 /// | `application_name` | `iiot-ingest` |
 /// | `timescale` | `auto` |
 ///
@@ -49,11 +49,11 @@ pub struct PostgresConfig {
     /// Prefix of every table name.
     pub table_prefix: String,
     /// How long to wait for a connection.
-    #[serde(rename = "connect_timeout_ms", with = "millis")]
+    #[serde(with = "iiot_core::duration::human")]
     pub connect_timeout: Duration,
     /// `statement_timeout` of the sink's sessions; zero disables it. A commit that
     /// runs into it fails with `Unavailable` and is retried.
-    #[serde(rename = "statement_timeout_ms", with = "millis")]
+    #[serde(with = "iiot_core::duration::human")]
     pub statement_timeout: Duration,
     /// `application_name` of the sink's sessions (visible in `pg_stat_activity`).
     pub application_name: String,
@@ -164,21 +164,6 @@ fn check_identifier(field: &'static str, value: &str, max: usize) -> Result<(), 
     }
 }
 
-/// `Duration` as whole milliseconds in config files.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,7 +186,7 @@ mod tests {
     #[test]
     fn serde_defaults_and_unknown_fields() {
         let c: PostgresConfig =
-            serde_json::from_str(r#"{"url":"postgres://x/y","statement_timeout_ms":1500}"#)
+            serde_json::from_str(r#"{"url":"postgres://x/y","statement_timeout":"1500ms"}"#)
                 .unwrap();
         assert_eq!(c.url, "postgres://x/y");
         assert_eq!(c.statement_timeout, Duration::from_millis(1500));

@@ -34,7 +34,11 @@
 //! opens a new one. Content the server refuses (SQLSTATE classes 22, 23, 54, such
 //! as a text value with a NUL byte) is [`SinkError::Rejected`]; the connection is
 //! kept. Missing permissions or a broken schema are [`SinkError::Setup`]. In every
-//! case the transaction is rolled back: nothing of the batch is committed.
+//! case the transaction is rolled back: nothing of the batch is committed. An
+//! error the server answered carries its SQLSTATE ([`SinkError::sqlstate`], e.g.
+//! `23505` for a unique violation) and the tokio-postgres error as its
+//! [`source`](std::error::Error::source); the reaction is decided by the
+//! SQLSTATE's class, never by the message text.
 //!
 //! The idempotency of step 1 lasts as long as the `{prefix}messages` rows: prune
 //! that table no faster than the broker may redeliver.
@@ -66,11 +70,11 @@ use tokio_postgres::{Client, NoTls, Statement};
 use self::commit::{LoadError, load, write};
 pub use self::config::{IdentifierError, PostgresConfig, TimescaleMode};
 use self::copy::SAMPLE_COLUMNS;
-use self::error::{Class, classify, describe, to_error};
+use self::error::classify;
 pub use self::schema::{SCHEMA_VERSION, TableNames};
 use self::schema::{TimescalePlan, migrate, timescale_facts, timescale_plan, timescale_sql};
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, SinkErrorKind};
 
 /// The PostgreSQL / TimescaleDB sink. See the [module docs](self).
 ///
@@ -121,12 +125,13 @@ impl PostgresSink {
     /// # Errors
     /// [`SinkError::Setup`] when an identifier or the URL is invalid.
     pub fn new(config: PostgresConfig) -> Result<Self, SinkError> {
-        config.validate().map_err(|e| SinkError::Setup {
-            detail: e.to_string(),
-        })?;
-        let mut pg: tokio_postgres::Config = config.url.parse().map_err(|e| SinkError::Setup {
-            detail: format!("invalid PostgreSQL url: {e}"),
-        })?;
+        config
+            .validate()
+            .map_err(|e| SinkError::setup(e.to_string()).with_source(e))?;
+        let mut pg: tokio_postgres::Config = config
+            .url
+            .parse()
+            .map_err(|e| SinkError::setup(format!("invalid PostgreSQL url: {e}")).with_source(e))?;
         pg.connect_timeout(config.connect_timeout)
             .application_name(&config.application_name);
         let tables = TableNames::new(&config);
@@ -187,14 +192,12 @@ impl PostgresSink {
         let connecting = tokio::time::timeout(self.config.connect_timeout, self.pg.connect(NoTls));
         let (mut client, connection) = match connecting.await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(classify(&e, "connect").1),
+            Ok(Err(e)) => return Err(classify(e, "connect")),
             Err(_) => {
-                return Err(SinkError::Unavailable {
-                    detail: format!(
-                        "connect: no session within {:?}",
-                        self.config.connect_timeout
-                    ),
-                });
+                return Err(SinkError::unavailable(format!(
+                    "connect: no session within {:?}",
+                    self.config.connect_timeout
+                )));
             }
         };
         tokio::spawn(async move {
@@ -206,39 +209,41 @@ impl PostgresSink {
         client
             .batch_execute(&format!("SET statement_timeout = {ms}"))
             .await
-            .map_err(|e| classify(&e, "set statement_timeout").1)?;
+            .map_err(|e| classify(e, "set statement_timeout"))?;
         if !self.migrated {
             self.setup_schema(&mut client).await?;
             self.migrated = true;
         }
         prepare(client, &self.tables)
             .await
-            .map_err(|(step, e)| classify(&e, step).1)
+            .map_err(|(step, e)| classify(e, step))
     }
 
     async fn setup_schema(&mut self, client: &mut Client) -> Result<(), SinkError> {
         // Anything but a lost connection is a setup problem here.
-        let setup = |step: &str, e: &tokio_postgres::Error| match classify(e, step) {
-            (Class::Unavailable, err) => err,
-            _ => SinkError::Setup {
-                detail: describe(e, step),
-            },
+        let setup = |step: &str, e: tokio_postgres::Error| {
+            let err = classify(e, step);
+            if err.is_transient() {
+                err
+            } else {
+                err.with_kind(SinkErrorKind::Setup)
+            }
         };
         migrate(client, &self.tables)
             .await
-            .map_err(|e| setup("migrate", &e))?;
+            .map_err(|e| setup("migrate", e))?;
         let (available, installed) = timescale_facts(client)
             .await
-            .map_err(|e| setup("timescaledb check", &e))?;
+            .map_err(|e| setup("timescaledb check", e))?;
         let plan = timescale_plan(self.config.timescale, available, installed);
         if plan == TimescalePlan::Unavailable {
-            return Err(SinkError::Setup {
-                detail: "timescale = require, but the server has no timescaledb extension".into(),
-            });
+            return Err(SinkError::setup(
+                "timescale = require, but the server has no timescaledb extension",
+            ));
         }
         for sql in timescale_sql(plan, &self.tables) {
             if let Err(e) = client.batch_execute(&sql).await {
-                let err = setup("timescaledb", &e);
+                let err = setup("timescaledb", e);
                 if self.config.timescale == TimescaleMode::Require || err.is_transient() {
                     return Err(err);
                 }
@@ -251,16 +256,13 @@ impl PostgresSink {
         Ok(())
     }
 
-    fn fail(&mut self, class: Class) {
-        if class != Class::Rejected {
+    /// Counts a failure; drops the connection unless the content was refused.
+    fn fail(&mut self, err: &SinkError) {
+        let kind = err.kind();
+        if kind != SinkErrorKind::Rejected {
             self.conn = None;
         }
-        let kind = match class {
-            Class::Unavailable => "unavailable",
-            Class::Rejected => "rejected",
-            Class::Setup => "setup",
-        };
-        metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "postgres", "kind" => kind)
+        metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "postgres", "kind" => kind.label())
             .increment(1);
     }
 }
@@ -352,9 +354,9 @@ impl Sink for PostgresSink {
                 Ok(report)
             }
             Err((step, e)) => {
-                let (class, err) = classify(&e, step);
+                let err = classify(e, step);
                 tracing::warn!(error = %err, "PostgreSQL commit failed; rolled back");
-                self.fail(class);
+                self.fail(&err);
                 Err(err)
             }
         }
@@ -366,11 +368,11 @@ impl Sink for PostgresSink {
         match load(&conn.client, &t).await {
             Ok(v) => Ok(v),
             Err(LoadError::Db(step, e)) => {
-                let (class, err) = classify(&e, step);
-                self.fail(class);
+                let err = classify(e, step);
+                self.fail(&err);
                 Err(err)
             }
-            Err(LoadError::Invalid(detail)) => Err(to_error(Class::Setup, detail)),
+            Err(LoadError::Invalid(detail)) => Err(SinkError::setup(detail)),
         }
     }
 }

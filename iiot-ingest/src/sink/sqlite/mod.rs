@@ -18,7 +18,12 @@
 //! Errors: constraint, size and type errors are [`SinkError::Rejected`]; busy or
 //! locked files, I/O errors and a full disk are [`SinkError::Unavailable`] (the
 //! connection is reopened on the next call); a corrupt or read-only file, denied
-//! permissions or a broken schema are [`SinkError::Setup`].
+//! permissions or a broken schema are [`SinkError::Setup`]. An error SQLite
+//! answered carries its extended result code ([`ErrorCode::Sqlite`], e.g. 2067
+//! for a UNIQUE constraint) and the rusqlite error as its
+//! [`source`](std::error::Error::source).
+//!
+//! [`ErrorCode::Sqlite`]: crate::sink::ErrorCode::Sqlite
 //!
 //! ## Metrics
 //! The same as the PostgreSQL sink's, labelled `sink = "sqlite"`:
@@ -39,9 +44,9 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
 
-use self::store::{Class, LoadError, Statements, classify, to_error};
+use self::store::{LoadError, Statements, classify};
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
-use crate::sink::{Sink, SinkError};
+use crate::sink::{Sink, SinkError, SinkErrorKind};
 
 /// Configuration of [`SqliteSink`].
 ///
@@ -50,7 +55,7 @@ use crate::sink::{Sink, SinkError};
 /// |---|---|
 /// | `path` | `iiot-ingest.sqlite3` (relative to the working directory) |
 /// | `table_prefix` | `iiot_` |
-/// | `busy_timeout_ms` | 5 000 (5 s) |
+/// | `busy_timeout` | `"5s"` |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SqliteConfig {
@@ -62,7 +67,7 @@ pub struct SqliteConfig {
     pub table_prefix: String,
     /// How long a statement waits for another process's lock before the commit
     /// fails with [`SinkError::Unavailable`].
-    #[serde(rename = "busy_timeout_ms", with = "millis")]
+    #[serde(with = "iiot_core::duration::human")]
     pub busy_timeout: Duration,
 }
 
@@ -106,11 +111,9 @@ impl SqliteConfig {
         if ok {
             Ok(())
         } else {
-            Err(SinkError::Setup {
-                detail: format!(
-                    "table_prefix {p:?} is not a valid identifier (lower-case a-z, 0-9, _, not starting with a digit, at most 32 bytes)"
-                ),
-            })
+            Err(SinkError::setup(format!(
+                "table_prefix {p:?} is not a valid identifier (lower-case a-z, 0-9, _, not starting with a digit, at most 32 bytes)"
+            )))
         }
     }
 }
@@ -186,38 +189,38 @@ impl SqliteSink {
             let mut guard = conn.lock().unwrap_or_else(PoisonError::into_inner);
             if guard.is_none() {
                 let opened = store::open(&config, &statements).map_err(|e| {
-                    let class = match classify(&e) {
-                        Class::Rejected => Class::Setup,
-                        c => c,
-                    };
-                    to_error(class, format!("open {}: {e}", config.path.display()))
+                    let err = classify(e, &format!("open {}", config.path.display()));
+                    // Content cannot be at fault before anything was written.
+                    match err.kind() {
+                        SinkErrorKind::Rejected => err.with_kind(SinkErrorKind::Setup),
+                        _ => err,
+                    }
                 })?;
                 *guard = Some(opened);
             }
             let Some(c) = guard.as_mut() else {
-                return Err(SinkError::Unavailable {
-                    detail: "SQLite connection missing".into(),
-                });
+                return Err(SinkError::unavailable("SQLite connection missing"));
             };
             match f(c, &statements) {
                 Ok(v) => Ok(v),
                 Err(LoadError::Db(e)) => {
-                    let class = classify(&e);
-                    if class != Class::Rejected {
+                    let err = classify(e, during);
+                    if err.kind() != SinkErrorKind::Rejected {
                         *guard = None;
                     }
-                    Err(to_error(class, format!("{during}: {e}")))
+                    Err(err)
                 }
                 Err(LoadError::Invalid(detail)) => {
-                    Err(to_error(Class::Setup, format!("{during}: {detail}")))
+                    Err(SinkError::setup(format!("{during}: {detail}")))
                 }
             }
         });
         match task.await {
             Ok(r) => r,
-            Err(e) => Err(SinkError::Unavailable {
-                detail: format!("{during}: blocking task failed: {e}"),
-            }),
+            Err(e) => Err(
+                SinkError::unavailable(format!("{during}: blocking task failed: {e}"))
+                    .with_source(e),
+            ),
         }
     }
 }
@@ -241,13 +244,8 @@ impl Sink for SqliteSink {
                 super::record_commit("sqlite", report, started);
             }
             Err(e) => {
-                let kind = match e {
-                    SinkError::Unavailable { .. } => "unavailable",
-                    SinkError::Rejected { .. } => "rejected",
-                    _ => "setup",
-                };
                 tracing::warn!(error = %e, "SQLite commit failed; rolled back");
-                metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "sqlite", "kind" => kind)
+                metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "sqlite", "kind" => e.kind().label())
                     .increment(1);
             }
         }
@@ -260,21 +258,6 @@ impl Sink for SqliteSink {
     }
 }
 
-/// `Duration` as whole milliseconds in config files.
-mod millis {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(super) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-    }
-
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        u64::deserialize(d).map(Duration::from_millis)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -282,7 +265,7 @@ mod tests {
     #[test]
     fn config_serde_and_validation() {
         let c: SqliteConfig =
-            serde_json::from_str(r#"{"path":"/tmp/x.db","busy_timeout_ms":250}"#).unwrap();
+            serde_json::from_str(r#"{"path":"/tmp/x.db","busy_timeout":"250ms"}"#).unwrap();
         assert_eq!(c.path, PathBuf::from("/tmp/x.db"));
         assert_eq!(c.busy_timeout, Duration::from_millis(250));
         assert_eq!(c.table_prefix, "iiot_");

@@ -9,7 +9,7 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::SqliteConfig;
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState, Gap, GapChange};
-use crate::sink::SinkError;
+use crate::sink::{ErrorCode, SinkError, SinkErrorKind};
 
 /// The migrations, in order. Never edit a released one: add the next.
 const MIGRATIONS: &[(&str, &str)] = &[("init", include_str!("migrations/0001_init.sql"))];
@@ -72,43 +72,49 @@ impl Statements {
     }
 }
 
-/// How the pipeline should react to an SQLite error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Class {
-    Unavailable,
-    Rejected,
-    Setup,
-}
-
-/// Constraint, size and type errors are the content's ([`Class::Rejected`]); a
-/// corrupt file, a denied permission or a malformed statement is
-/// [`Class::Setup`]; busy, locked, I/O, full disk and everything unknown are
-/// transient ([`Class::Unavailable`]: the connection is reopened).
-pub(super) fn classify(e: &rusqlite::Error) -> Class {
+/// The reaction to an SQLite error.
+///
+/// Constraint, size and type errors are the content's
+/// ([`SinkErrorKind::Rejected`]); a corrupt file, a denied permission or a
+/// malformed statement is [`SinkErrorKind::Setup`]; busy, locked, I/O, full disk
+/// and everything unknown are transient ([`SinkErrorKind::Unavailable`]: the
+/// connection is reopened).
+pub(super) fn kind_of(e: &rusqlite::Error) -> SinkErrorKind {
     use rusqlite::ErrorCode as C;
     match e {
         rusqlite::Error::SqliteFailure(f, _) => match f.code {
-            C::ConstraintViolation | C::TooBig | C::TypeMismatch => Class::Rejected,
+            C::ConstraintViolation | C::TooBig | C::TypeMismatch => SinkErrorKind::Rejected,
             C::DatabaseCorrupt
             | C::NotADatabase
             | C::PermissionDenied
             | C::AuthorizationForStatementDenied
             | C::ReadOnly
-            | C::Unknown => Class::Setup,
-            _ => Class::Unavailable,
+            | C::Unknown => SinkErrorKind::Setup,
+            _ => SinkErrorKind::Unavailable,
         },
-        rusqlite::Error::ToSqlConversionFailure(_) => Class::Rejected,
-        rusqlite::Error::SqlInputError { .. } | rusqlite::Error::InvalidQuery => Class::Setup,
-        _ => Class::Unavailable,
+        rusqlite::Error::ToSqlConversionFailure(_) => SinkErrorKind::Rejected,
+        rusqlite::Error::SqlInputError { .. } | rusqlite::Error::InvalidQuery => {
+            SinkErrorKind::Setup
+        }
+        _ => SinkErrorKind::Unavailable,
     }
 }
 
-pub(super) fn to_error(class: Class, detail: String) -> SinkError {
-    match class {
-        Class::Unavailable => SinkError::Unavailable { detail },
-        Class::Rejected => SinkError::Rejected { detail },
-        Class::Setup => SinkError::Setup { detail },
-    }
+/// `e`, which happened while doing `during`, as a [`SinkError`] of
+/// [`kind_of`]`(e)` with SQLite's extended result code and `e` as its source.
+pub(super) fn classify(e: rusqlite::Error, during: &str) -> SinkError {
+    let code = match &e {
+        rusqlite::Error::SqliteFailure(f, _) | rusqlite::Error::SqlInputError { error: f, .. } => {
+            Some(ErrorCode::Sqlite(f.extended_code))
+        }
+        _ => None,
+    };
+    let err = SinkError::new(kind_of(&e), format!("{during}: {e}"));
+    let err = match code {
+        Some(c) => err.with_code(c),
+        None => err,
+    };
+    err.with_source(e)
 }
 
 /// Opens the database, sets WAL and `synchronous = FULL`, and migrates.
@@ -460,8 +466,17 @@ mod tests {
         conn.execute_batch("CREATE TABLE t (v INTEGER NOT NULL)")
             .unwrap();
         let e = conn.execute("INSERT INTO t VALUES (NULL)", []).unwrap_err();
-        assert_eq!(classify(&e), Class::Rejected);
+        assert_eq!(kind_of(&e), SinkErrorKind::Rejected);
+        let err = classify(e, "insert");
+        assert_eq!(err.kind(), SinkErrorKind::Rejected);
+        // SQLITE_CONSTRAINT_NOTNULL; primary SQLITE_CONSTRAINT.
+        assert_eq!(err.code(), Some(ErrorCode::Sqlite(1299)));
+        assert_eq!(err.code().and_then(|c| c.sqlite_primary()), Some(19));
+        let source = std::error::Error::source(&err).unwrap();
+        assert!(source.is::<rusqlite::Error>(), "{source:?}");
         let e = conn.execute("INSERT INTO nope VALUES (1)", []).unwrap_err();
-        assert_ne!(classify(&e), Class::Rejected);
+        assert_eq!(kind_of(&e), SinkErrorKind::Setup);
+        // "no such table" is SQLITE_ERROR (1).
+        assert_eq!(classify(e, "insert").code(), Some(ErrorCode::Sqlite(1)));
     }
 }

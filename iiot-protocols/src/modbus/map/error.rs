@@ -85,8 +85,8 @@ pub enum TagProblem {
         /// The group name.
         group: String,
     },
-    /// `max_report_interval_ms` of 0.
-    #[error("max_report_interval_ms must be > 0")]
+    /// `max_report_interval` of zero.
+    #[error("max_report_interval must be more than zero")]
     ReportInterval,
 }
 
@@ -124,7 +124,7 @@ pub enum MapError {
         register: String,
     },
     /// A poll group with a zero interval.
-    #[error("poll group {group:?}: interval_ms must be > 0")]
+    #[error("poll group {group:?}: interval must be more than zero")]
     GroupInterval {
         /// The group.
         group: String,

@@ -177,8 +177,9 @@ impl Default for AddressSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PollGroupConfig {
-    /// Poll interval in milliseconds (at least 1).
-    pub interval_ms: u64,
+    /// Poll interval (`interval = "250ms"`, more than zero).
+    #[serde(with = "iiot_core::duration::human")]
+    pub interval: Duration,
 }
 
 /// One tag as written in the map file.
@@ -222,9 +223,14 @@ pub struct TagConfig {
     /// Report-by-exception deadband; none reports every poll.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deadband: Option<Deadband>,
-    /// With a deadband: report at least this often (ms) even without change.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_report_interval_ms: Option<u64>,
+    /// With a deadband: report at least this often even without change
+    /// (`max_report_interval = "5s"`).
+    #[serde(
+        default,
+        with = "iiot_core::duration::human::option",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub max_report_interval: Option<Duration>,
     /// Write function policy.
     #[serde(default)]
     pub write_function: WriteFunction,
@@ -273,7 +279,7 @@ impl TagConfig {
             unit: None,
             poll_group: default_group(),
             deadband: None,
-            max_report_interval_ms: None,
+            max_report_interval: None,
             write_function: WriteFunction::Auto,
             overlap: false,
         }
@@ -386,7 +392,7 @@ impl RegisterMap {
         let mut groups = Vec::new();
         let mut has_default = false;
         for (name, g) in &cfg.poll_groups {
-            if g.interval_ms == 0 {
+            if g.interval.is_zero() {
                 return Err(MapError::GroupInterval {
                     group: name.clone(),
                 });
@@ -394,7 +400,7 @@ impl RegisterMap {
             has_default |= name == DEFAULT_GROUP;
             groups.push(PollGroup {
                 name: name.clone(),
-                interval: Duration::from_millis(g.interval_ms),
+                interval: g.interval,
             });
         }
         if !has_default {
@@ -571,7 +577,7 @@ fn validate_tag(t: &TagConfig, groups: &[PollGroup]) -> Result<Tag, TagProblem> 
     {
         return Err(TagProblem::Deadband);
     }
-    if t.max_report_interval_ms == Some(0) {
+    if t.max_report_interval.is_some_and(|d| d.is_zero()) {
         return Err(TagProblem::ReportInterval);
     }
     let width = dt.width(length);
@@ -599,7 +605,7 @@ fn validate_tag(t: &TagConfig, groups: &[PollGroup]) -> Result<Tag, TagProblem> 
         unit: t.unit.clone(),
         group,
         deadband: t.deadband,
-        max_report_interval: t.max_report_interval_ms.map(Duration::from_millis),
+        max_report_interval: t.max_report_interval,
         write_function: t.write_function,
     })
 }

@@ -101,7 +101,7 @@ fn plan_splits_by_unit_area_and_group() {
     let map = map_of(
         r#"
         [poll_groups.fast]
-        interval_ms = 100
+        interval = "100ms"
         [[tags]]
         name = "a"
         address = "40001"

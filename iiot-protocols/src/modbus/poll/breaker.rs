@@ -16,11 +16,11 @@ use tokio::time::Instant;
 pub struct BreakerConfig {
     /// Consecutive requests (each after all retries) that timed out before the breaker opens.
     pub failures_to_open: u32,
-    /// First open time, in milliseconds.
-    #[serde(with = "super::duration_ms")]
+    /// First open time (`open_for = "5s"`).
+    #[serde(with = "iiot_core::duration::human")]
     pub open_for: Duration,
-    /// Longest open time, in milliseconds.
-    #[serde(with = "super::duration_ms")]
+    /// Longest open time (`max_open_for = "60s"`).
+    #[serde(with = "iiot_core::duration::human")]
     pub max_open_for: Duration,
 }
 

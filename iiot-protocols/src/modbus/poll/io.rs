@@ -214,15 +214,22 @@ impl<C: Connector> Poller<C> {
             }
             if self.ctx.is_none() {
                 match timeout(self.cfg.timeout, self.connector.connect()).await {
-                    Ok(Ok(ctx)) => self.ctx = Some(ctx),
+                    Ok(Ok(ctx)) => {
+                        self.ctx = Some(ctx);
+                        self.link.up();
+                    }
                     Ok(Err(e)) => {
+                        self.link.down(&e);
                         last = ReadFailure::Connection { kind: e.kind() };
                         continue;
                     }
                     Err(_) => {
-                        last = ReadFailure::Connection {
-                            kind: std::io::ErrorKind::TimedOut,
-                        };
+                        let kind = std::io::ErrorKind::TimedOut;
+                        self.link.down(&std::io::Error::new(
+                            kind,
+                            format!("no connection within {:?}", self.cfg.timeout),
+                        ));
+                        last = ReadFailure::Connection { kind };
                         continue;
                     }
                 }
@@ -236,7 +243,7 @@ impl<C: Connector> Poller<C> {
                 Ok(Ok(Ok(v))) => return Ok(Ok(v)),
                 Ok(Ok(Err(exc))) => return Ok(Err(exc.into())),
                 Ok(Err(tokio_modbus::Error::Transport(e))) => {
-                    tracing::debug!(error = %e, "transport error; reconnecting");
+                    self.link.down(&e);
                     self.ctx = None;
                     last = ReadFailure::Connection { kind: e.kind() };
                 }

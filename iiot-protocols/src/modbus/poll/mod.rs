@@ -2,6 +2,7 @@
 
 mod breaker;
 mod io;
+mod link;
 mod source;
 mod write;
 
@@ -25,19 +26,6 @@ use super::map::RegisterMap;
 use super::plan::{Plan, PlanConfig};
 use super::transport::Connector;
 
-pub(crate) mod duration_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub(crate) fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_u64(d.as_millis() as u64)
-    }
-    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-        Ok(Duration::from_millis(u64::deserialize(d)?))
-    }
-}
-
 /// Poller settings.
 ///
 /// ## Defaults
@@ -46,13 +34,13 @@ pub(crate) mod duration_ms {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PollerConfig {
-    /// Time one request may take, in milliseconds.
-    #[serde(with = "duration_ms")]
+    /// Time one request may take (`timeout = "1s"`).
+    #[serde(with = "iiot_core::duration::human")]
     pub timeout: Duration,
     /// Retries after a timeout or a connection error (not after an exception).
     pub retries: u32,
-    /// Wait before each retry, in milliseconds.
-    #[serde(with = "duration_ms")]
+    /// Wait before each retry (`retry_backoff = "50ms"`).
+    #[serde(with = "iiot_core::duration::human")]
     pub retry_backoff: Duration,
     /// Request coalescing.
     pub plan: PlanConfig,
@@ -238,6 +226,8 @@ pub struct Poller<C> {
     breakers: std::collections::BTreeMap<u8, breaker::Breaker>,
     counters: Arc<Counters>,
     cycle: u64,
+    link: link::LinkState,
+    link_rx: tokio::sync::watch::Receiver<Option<iiot_core::source::Link>>,
 }
 
 impl<C> std::fmt::Debug for Poller<C> {
@@ -250,13 +240,14 @@ impl<C> std::fmt::Debug for Poller<C> {
 }
 
 impl<C: Connector> Poller<C> {
-    /// A poller for `map` over `connector`: its handle, the bounded channel of readings,
-    /// and the poller to [`run`](Poller::run).
+    /// A poller for `map` over `connector`: its handle, the poller to
+    /// [`run`](Poller::run), and the bounded channel of its readings (handle,
+    /// driver, then what the driver produces, like every driver of iiot-rs).
     pub fn new(
         cfg: PollerConfig,
         map: RegisterMap,
         connector: C,
-    ) -> (PollerHandle, mpsc::Receiver<Reading>, Self) {
+    ) -> (PollerHandle, Self, mpsc::Receiver<Reading>) {
         let map = Arc::new(map);
         let (out, readings) = mpsc::channel(cfg.channel_capacity.get());
         let (tx, cmds) = mpsc::channel(cfg.write_queue.get());
@@ -272,6 +263,7 @@ impl<C: Connector> Poller<C> {
             })
             .collect();
         let plan = Plan::new(&map, cfg.plan);
+        let (link, link_rx) = link::LinkState::new(connector.peer());
         let handle = PollerHandle {
             map: map.clone(),
             tx,
@@ -289,8 +281,16 @@ impl<C: Connector> Poller<C> {
             breakers: std::collections::BTreeMap::new(),
             counters,
             cycle: 0,
+            link,
+            link_rx,
         };
-        (handle, readings, poller)
+        (handle, poller, readings)
+    }
+
+    /// The connection to the peer as it changes: `None` before the first attempt,
+    /// then [`Link::Up`](iiot_core::source::Link::Up) or `Down` with the cause.
+    pub fn link(&self) -> tokio::sync::watch::Receiver<Option<iiot_core::source::Link>> {
+        self.link_rx.clone()
     }
 
     /// The current plan (it changes when a device refuses a coalesced read).

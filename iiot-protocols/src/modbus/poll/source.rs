@@ -71,6 +71,7 @@ impl<C: Connector> Source for ModbusSource<C> {
             mut readings,
             ..
         } = self;
+        let mut link = poller.link();
         let cancel = CancellationToken::new();
         let polling = tokio::spawn(poller.run(cancel.clone()));
         tokio::pin!(stop);
@@ -78,6 +79,11 @@ impl<C: Connector> Source for ModbusSource<C> {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
+                Ok(()) = link.changed() => {
+                    if let Some(l) = link.borrow_and_update().clone() {
+                        sink.link(l);
+                    }
+                }
                 r = readings.recv() => match r {
                     Some(r) => {
                         if sink.send(r.sample).await.is_err() {

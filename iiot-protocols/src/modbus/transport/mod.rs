@@ -20,6 +20,12 @@ pub trait Connector: Send + 'static {
     /// Opens a fresh context. The poller sets the unit id before every request.
     fn connect(&mut self) -> BoxedConnect;
 
+    /// What this connects to, for logs: `Modbus TCP 10.0.0.5:502`, `serial line
+    /// /dev/ttyUSB0`.
+    fn peer(&self) -> String {
+        "the Modbus peer".to_owned()
+    }
+
     /// Idle time the line needs between frames (RTU's 3.5 character times); zero for TCP.
     fn inter_frame_delay(&self) -> Duration {
         Duration::ZERO
@@ -60,6 +66,10 @@ impl TcpConnector {
 }
 
 impl Connector for TcpConnector {
+    fn peer(&self) -> String {
+        format!("Modbus TCP {}:{}", self.host, self.port)
+    }
+
     fn connect(&mut self) -> BoxedConnect {
         let (host, port) = (self.host.clone(), self.port);
         Box::pin(async move {
@@ -127,6 +137,9 @@ impl Connector for Box<dyn Connector> {
     fn connect(&mut self) -> BoxedConnect {
         (**self).connect()
     }
+    fn peer(&self) -> String {
+        (**self).peer()
+    }
     fn inter_frame_delay(&self) -> Duration {
         (**self).inter_frame_delay()
     }
@@ -175,4 +188,4 @@ impl TransportConfig {
 #[cfg(feature = "modbus-rtu")]
 mod rtu;
 #[cfg(feature = "modbus-rtu")]
-pub use rtu::{Parity, RtuConfig, RtuConnector, StopBits};
+pub use rtu::{DataBits, Parity, RtuConfig, RtuConnector, StopBits};

@@ -31,6 +31,45 @@ pub enum StopBits {
     Two,
 }
 
+/// Serial data bits: 7 or 8, written as the number (`data_bits = 8`); any other
+/// number is refused at load instead of being read as 8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "u8", into = "u8")]
+pub enum DataBits {
+    /// Seven data bits (Modbus ASCII lines, some old devices).
+    Seven,
+    /// Eight data bits (Modbus RTU).
+    #[default]
+    Eight,
+}
+
+impl DataBits {
+    /// The number of bits.
+    pub const fn bits(self) -> u8 {
+        match self {
+            Self::Seven => 7,
+            Self::Eight => 8,
+        }
+    }
+}
+
+impl TryFrom<u8> for DataBits {
+    type Error = String;
+    fn try_from(v: u8) -> Result<Self, String> {
+        match v {
+            7 => Ok(Self::Seven),
+            8 => Ok(Self::Eight),
+            n => Err(format!("data_bits must be 7 or 8, not {n}")),
+        }
+    }
+}
+
+impl From<DataBits> for u8 {
+    fn from(d: DataBits) -> u8 {
+        d.bits()
+    }
+}
+
 /// A serial line for Modbus RTU.
 ///
 /// ## Defaults
@@ -46,11 +85,15 @@ pub struct RtuConfig {
     /// Parity.
     pub parity: Parity,
     /// Data bits, 7 or 8.
-    pub data_bits: u8,
+    pub data_bits: DataBits,
     /// Stop bits.
     pub stop_bits: StopBits,
-    /// Idle time between frames; `None` computes 3.5 character times.
-    #[serde(with = "opt_ms", skip_serializing_if = "Option::is_none")]
+    /// Idle time between frames (`inter_frame_delay = "2ms"`); `None` computes 3.5
+    /// character times. Files that wrote a bare number meant microseconds.
+    #[serde(
+        with = "iiot_core::duration::human::option",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub inter_frame_delay: Option<Duration>,
 }
 
@@ -60,7 +103,7 @@ impl Default for RtuConfig {
             path: "/dev/ttyUSB0".to_owned(),
             baud: 9600,
             parity: Parity::Even,
-            data_bits: 8,
+            data_bits: DataBits::Eight,
             stop_bits: StopBits::One,
             inter_frame_delay: None,
         }
@@ -79,7 +122,7 @@ impl RtuConfig {
 
     /// Bits on the wire per character: start + data + parity + stop.
     pub fn bits_per_char(&self) -> u32 {
-        1 + u32::from(self.data_bits)
+        1 + u32::from(self.data_bits.bits())
             + u32::from(self.parity != Parity::None)
             + match self.stop_bits {
                 StopBits::One => 1,
@@ -126,25 +169,6 @@ impl RtuConfig {
     }
 }
 
-mod opt_ms {
-    use std::time::Duration;
-
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    #[allow(clippy::ref_option)]
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
-        match d {
-            Some(d) => s.serialize_some(&(d.as_micros() as u64)),
-            None => s.serialize_none(),
-        }
-    }
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<u64>::deserialize(d)?.map(Duration::from_micros))
-    }
-}
-
 /// Opens the serial port of an [`RtuConfig`]; all slaves on the bus share it.
 #[derive(Debug, Clone)]
 pub struct RtuConnector {
@@ -159,6 +183,10 @@ impl RtuConnector {
 }
 
 impl Connector for RtuConnector {
+    fn peer(&self) -> String {
+        format!("serial line {}", self.cfg.path)
+    }
+
     fn connect(&mut self) -> BoxedConnect {
         let cfg = self.cfg.clone();
         Box::pin(async move {
@@ -168,10 +196,9 @@ impl Connector for RtuConnector {
                     Parity::Odd => tokio_serial::Parity::Odd,
                     Parity::Even => tokio_serial::Parity::Even,
                 })
-                .data_bits(if cfg.data_bits == 7 {
-                    tokio_serial::DataBits::Seven
-                } else {
-                    tokio_serial::DataBits::Eight
+                .data_bits(match cfg.data_bits {
+                    DataBits::Seven => tokio_serial::DataBits::Seven,
+                    DataBits::Eight => tokio_serial::DataBits::Eight,
                 })
                 .stop_bits(match cfg.stop_bits {
                     StopBits::One => tokio_serial::StopBits::One,
@@ -193,6 +220,21 @@ impl Connector for RtuConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn units_are_never_guessed() {
+        let c: RtuConfig =
+            serde_json::from_str(r#"{"inter_frame_delay":"2ms","data_bits":7}"#).unwrap();
+        assert_eq!(c.inter_frame_delay, Some(Duration::from_millis(2)));
+        assert_eq!(c.data_bits, DataBits::Seven);
+        let e = serde_json::from_str::<RtuConfig>(r#"{"inter_frame_delay":20}"#).unwrap_err();
+        assert!(e.to_string().contains("needs a unit"), "{e}");
+        let e = serde_json::from_str::<RtuConfig>(r#"{"data_bits":6}"#).unwrap_err();
+        assert!(
+            e.to_string().contains("data_bits must be 7 or 8, not 6"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn char_and_frame_times() {
