@@ -22,19 +22,20 @@ mod config;
 mod ranges;
 
 use std::collections::VecDeque;
+use std::future::Future;
 use std::num::NonZeroUsize;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError, PublishErrorKind};
 use iiot_core::types::{DataLoss, Sequence};
-use rand::Rng;
 use tokio::sync::watch;
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-pub use config::{ForwarderConfig, ReplayOrder};
+pub use config::{ForwarderConfig, LEGACY_KEYS, ReplayOrder};
 
 use crate::outbox::{Outbox, Record};
 use ranges::Ranges;
@@ -123,10 +124,46 @@ impl Stream {
     }
 }
 
+type PublishFuture = Pin<Box<dyn Future<Output = Result<(), PublishError>> + Send>>;
+
+/// One publish awaiting its confirmation. Its future is polled by the forwarder's
+/// own task, oldest first (not spawned), so the publishes of a window enter the
+/// transport in sequence order: the broker sees records in order.
 struct InFlight {
     seq: u64,
     sent: Instant,
-    task: JoinHandle<Result<(), PublishError>>,
+    fut: Option<PublishFuture>,
+    done: Option<Result<(), PublishError>>,
+}
+
+impl InFlight {
+    /// Its outcome, polling it to the end.
+    async fn settle(mut self) -> Result<(), PublishError> {
+        match (self.done.take(), self.fut.take()) {
+            (Some(r), _) => r,
+            (None, Some(f)) => f.await,
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+/// Polls every unsettled publish of the window, oldest first; ready once the
+/// oldest has its outcome.
+fn poll_window(inflight: &mut VecDeque<InFlight>, cx: &mut Context<'_>) -> Poll<()> {
+    for f in inflight.iter_mut() {
+        if f.done.is_none()
+            && let Some(fut) = f.fut.as_mut()
+            && let Poll::Ready(r) = fut.as_mut().poll(cx)
+        {
+            f.done = Some(r);
+            f.fut = None;
+        }
+    }
+    match inflight.front() {
+        Some(f) if f.done.is_some() => Poll::Ready(()),
+        Some(_) => Poll::Pending,
+        None => Poll::Ready(()),
+    }
 }
 
 impl<P, E> Forwarder<P, E>
@@ -135,15 +172,17 @@ where
     E: Fn(&DataLoss) -> OutboundMessage + Send + Sync + 'static,
 {
     /// A forwarder draining `outbox` through `publisher`; `encoder` turns data-loss events into
-    /// messages.
+    /// messages. Returns its handle and the forwarder to [`run`](Forwarder::run) (handle
+    /// first, like every driver of iiot-rs).
     pub fn new(
         outbox: Outbox,
         publisher: P,
         encoder: E,
         config: ForwarderConfig,
-    ) -> (Self, ForwarderHandle) {
+    ) -> (ForwarderHandle, Self) {
         let (status, rx) = watch::channel(ForwarderStatus::default());
         (
+            ForwarderHandle { status: rx },
             Self {
                 outbox,
                 publisher: Arc::new(publisher),
@@ -151,7 +190,6 @@ where
                 config,
                 status,
             },
-            ForwarderHandle { status: rx },
         )
     }
 
@@ -165,9 +203,8 @@ where
     pub async fn run(self, cancel: CancellationToken) -> ForwarderExit {
         let mut run = Run::new(self);
         let exit = run.main(&cancel).await;
-        for f in run.inflight.drain(..) {
-            f.task.abort();
-        }
+        // Unconfirmed publishes are dropped: the outbox still holds them.
+        run.inflight.clear();
         exit
     }
 }
@@ -257,33 +294,25 @@ where
                 }
                 continue;
             }
-            let Some(front) = self.inflight.front_mut() else {
+            if self.inflight.is_empty() {
                 self.wait_for_work(cancel).await;
                 continue;
-            };
-            let res = tokio::select! {
+            }
+            tokio::select! {
                 () = cancel.cancelled() => return ForwarderExit::Cancelled,
-                r = &mut front.task => r,
-            };
-            let Some(done) = self.inflight.pop_front() else {
+                () = std::future::poll_fn(|cx| poll_window(&mut self.inflight, cx)) => {}
+            }
+            let Some(mut done) = self.inflight.pop_front() else {
                 continue;
             };
-            match res {
-                Ok(Ok(())) => self.confirm(&done),
-                Ok(Err(e)) => {
+            match done.done.take() {
+                Some(Ok(())) => self.confirm(&done),
+                Some(Err(e)) => {
                     if let Step::Exit(x) = self.failed(done, e.kind, cancel).await {
                         return x;
                     }
                 }
-                Err(join) => {
-                    tracing::error!(error = %join, "forwarder: publish task failed");
-                    if let Step::Exit(x) = self
-                        .failed(done, PublishErrorKind::ConnectionLost, cancel)
-                        .await
-                    {
-                        return x;
-                    }
-                }
+                None => self.inflight.push_front(done),
             }
         }
     }
@@ -315,11 +344,22 @@ where
             }
             let publisher = self.publisher();
             let msg = rec.message;
-            let task = tokio::spawn(async move { publisher.publish_confirmed(msg).await });
+            let mut fut: PublishFuture =
+                Box::pin(async move { publisher.publish_confirmed(msg).await });
+            // First poll now, in sequence order: the transport takes the message
+            // before the next one is made.
+            let done = match fut
+                .as_mut()
+                .poll(&mut Context::from_waker(std::task::Waker::noop()))
+            {
+                Poll::Ready(r) => Some(r),
+                Poll::Pending => None,
+            };
             self.inflight.push_back(InFlight {
                 seq: rec.seq.0,
                 sent: Instant::now(),
-                task,
+                fut: done.is_none().then_some(fut),
+                done,
             });
         }
         Ok(())
@@ -422,13 +462,13 @@ where
         let mut retry_from = first.seq;
         let mut closed = kind == PublishErrorKind::Closed;
         for f in std::mem::take(&mut self.inflight) {
-            match f.task.await {
-                Ok(Ok(())) => self.confirmed.insert(f.seq),
-                Ok(Err(e)) => {
+            let seq = f.seq;
+            match f.settle().await {
+                Ok(()) => self.confirmed.insert(seq),
+                Err(e) => {
                     closed |= e.kind == PublishErrorKind::Closed;
-                    retry_from = retry_from.min(f.seq);
+                    retry_from = retry_from.min(seq);
                 }
-                Err(_) => retry_from = retry_from.min(f.seq),
             }
         }
         metrics::counter!("iiot_outbox_publish_failures_total").increment(1);
@@ -459,12 +499,22 @@ where
     }
 
     async fn backoff(&mut self, cancel: &CancellationToken) -> Step {
-        let base = self.f.config.backoff(self.attempt);
+        let delay = self
+            .f
+            .config
+            .backoff()
+            .delay(self.attempt, rand::random::<f64>());
         self.attempt = self.attempt.saturating_add(1);
-        let half = base / 2;
-        let jitter = rand::rng().random_range(0..=half.as_millis() as u64);
-        let delay = half + Duration::from_millis(jitter);
-        tracing::info!(?delay, attempt = self.attempt, "forwarder: backing off");
+        // Once per failure streak: the transport says why (the MQTT session logs
+        // the broker's cause at warn, once per outage); each retry at debug.
+        if self.attempt == 1 {
+            tracing::info!(
+                ?delay,
+                "forwarder: publishing failed; retrying with backoff"
+            );
+        } else {
+            tracing::debug!(?delay, attempt = self.attempt, "forwarder: backing off");
+        }
         self.f.status.send_modify(|s| s.backing_off = true);
         tokio::select! {
             () = cancel.cancelled() => Step::Exit(ForwarderExit::Cancelled),
