@@ -154,37 +154,42 @@ impl<O: BatchObserver> BatchTarget<O> {
 /// Collects readings into batches closed at `max_samples` or `max_delay` after
 /// their first sample; ends, after appending the last batch, once every sender
 /// of `readings` is gone (every source returned).
+/// Readings taken from the queue at once.
+const TAKE: usize = 256;
+
 pub(crate) async fn batch_loop<O: BatchObserver>(
     mut readings: mpsc::Receiver<Sample>,
     mut target: BatchTarget<O>,
     cfg: BatchConfig,
 ) {
     let mut samples: Vec<Sample> = Vec::new();
-    let mut deadline: Option<tokio::time::Instant> = None;
+    // Readings are taken from the queue in bulk, and one timer is re-armed per batch
+    // (not a timer and a select per reading).
+    let mut taken: Vec<Sample> = Vec::with_capacity(TAKE);
+    let timer = tokio::time::sleep(cfg.max_delay);
+    tokio::pin!(timer);
+    let mut armed = false;
     loop {
-        let timer = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
-            r = readings.recv() => match r {
-                Some(sample) => {
+            n = readings.recv_many(&mut taken, TAKE) => {
+                if n == 0 {
+                    break;
+                }
+                for sample in taken.drain(..) {
                     if samples.is_empty() {
-                        deadline = Some(tokio::time::Instant::now() + cfg.max_delay);
+                        timer.as_mut().reset(tokio::time::Instant::now() + cfg.max_delay);
+                        armed = true;
                     }
                     samples.push(sample);
                     if samples.len() >= cfg.max_samples.get() {
                         target.append(std::mem::take(&mut samples)).await;
-                        deadline = None;
+                        armed = false;
                     }
                 }
-                None => break,
-            },
-            () = timer => {
+            }
+            () = &mut timer, if armed => {
                 target.append(std::mem::take(&mut samples)).await;
-                deadline = None;
+                armed = false;
             }
         }
     }

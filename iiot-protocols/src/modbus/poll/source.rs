@@ -89,6 +89,19 @@ impl<C: Connector> Source for ModbusSource<C> {
                         if sink.send(r.sample).await.is_err() {
                             break;
                         }
+                        // What else is queued goes without a select per reading
+                        // (bounded, so a stop is seen between bursts).
+                        let mut closed = false;
+                        for _ in 0..1024 {
+                            let Ok(r) = readings.try_recv() else { break };
+                            if sink.send(r.sample).await.is_err() {
+                                closed = true;
+                                break;
+                            }
+                        }
+                        if closed {
+                            break;
+                        }
                     }
                     None => break,
                 },
