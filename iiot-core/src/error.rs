@@ -1,6 +1,7 @@
 //! The crate's one error type, [`Error`], which every operation error converts into.
 
 use crate::codec::{DecodeError, EncodeError, LimitError};
+use crate::duration::DurationError;
 use crate::publish::{BrokerUrlError, PublishError};
 use crate::source::SinkClosed;
 use crate::topic::TopicError;
@@ -58,6 +59,9 @@ pub enum Error {
     /// The runtime stopped taking readings.
     #[error(transparent)]
     SinkClosed(#[from] SinkClosed),
+    /// A config value that is not a duration.
+    #[error(transparent)]
+    Duration(#[from] DurationError),
 }
 
 impl From<Rejected> for Error {

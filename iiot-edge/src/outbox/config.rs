@@ -48,7 +48,9 @@ pub enum Engine {
     #[default]
     Log,
     /// sled 0.34. Writes about 3.5× the record bytes and holds about half the store's size
-    /// in memory (see docs/BENCHMARKS.md); kept for stores created with it.
+    /// in memory (see docs/BENCHMARKS.md); kept for stores created with it. Needs the
+    /// cargo feature `sled`: without it, opening a sled store (or creating one) fails
+    /// with `OpenError::EngineNotEnabled` and touches nothing on disk.
     Sled,
 }
 

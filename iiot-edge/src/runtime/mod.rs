@@ -7,7 +7,7 @@
 //! `iiot-protocols`), and hand them to a [`GatewayBuilder`]. The runtime owns:
 //!
 //! - **report by exception**, the one deadband of the gateway: each source's
-//!   [`SourceInfo`] gives the [`ReportPolicy`] of its tags, and a driver never
+//!   [`SourceInfo`] gives the [`ReportPolicy`](iiot_core::source::ReportPolicy) of its tags, and a driver never
 //!   filters itself (so a maximum report interval is never broken by a second
 //!   filter);
 //! - **batching** (`max_samples`, `max_delay`, [`BatchConfig`]), each batch
