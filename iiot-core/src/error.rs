@@ -76,6 +76,46 @@ impl From<PublishError> for Error {
     }
 }
 
+/// Implements `From<E>` for `$target`, through its variant `$variant(iiot_core::Error)`,
+/// for every operation error of iiot-core: the one list the root errors of the crates
+/// built on core share (a new core error is added here once).
+///
+/// ```
+/// #[derive(Debug)]
+/// enum MyError {
+///     Core(iiot_core::Error),
+/// }
+/// iiot_core::from_core_errors!(MyError, Core);
+///
+/// let e: MyError = iiot_core::types::DeviceId::new("a b").unwrap_err().into();
+/// assert!(matches!(e, MyError::Core(iiot_core::Error::Validation(_))));
+/// ```
+#[macro_export]
+macro_rules! from_core_errors {
+    ($target:ty, $variant:ident) => {
+        $crate::from_core_errors!(@each $target, $variant,
+            $crate::codec::DecodeError,
+            $crate::codec::EncodeError,
+            $crate::codec::LimitError,
+            $crate::topic::TopicError,
+            $crate::types::ValidationError,
+            $crate::types::SegmentProblem,
+            $crate::version::Rejected,
+            $crate::publish::PublishError,
+            $crate::publish::BrokerUrlError,
+            $crate::source::SinkClosed,
+            $crate::duration::DurationError,
+        );
+    };
+    (@each $target:ty, $variant:ident, $($t:ty),* $(,)?) => {$(
+        impl From<$t> for $target {
+            fn from(e: $t) -> Self {
+                Self::$variant(e.into())
+            }
+        }
+    )*};
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,29 +67,8 @@ boxed!(
     ControlError => Control,
 );
 
-/// Every iiot-core error converts too, through [`Error::Core`].
-macro_rules! through_core {
-    ($($t:ty),* $(,)?) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Self::Core(e.into())
-            }
-        }
-    )*};
-}
-
-through_core!(
-    iiot_core::codec::DecodeError,
-    iiot_core::codec::EncodeError,
-    iiot_core::codec::LimitError,
-    iiot_core::topic::TopicError,
-    iiot_core::types::ValidationError,
-    iiot_core::types::SegmentProblem,
-    iiot_core::version::Rejected,
-    iiot_core::publish::PublishError,
-    iiot_core::publish::BrokerUrlError,
-    iiot_core::source::SinkClosed,
-);
+// Every iiot-core error converts too, through `Error::Core`.
+iiot_core::from_core_errors!(Error, Core);
 
 #[cfg(test)]
 mod tests {
