@@ -81,6 +81,54 @@ fn old_numeric_forms_load_with_a_deprecation_warning() {
     assert!(stderr.contains(&expected), "{expected}\nnot in:\n{stderr}");
 }
 
+/// A register map may be JSON (docs/modbus-map.json, as docs/modbus-driver.md says):
+/// it loads to the same map as its TOML twin, and a bad key in it is named with
+/// file, key and line like in TOML.
+#[test]
+fn json_register_maps_load() {
+    let docs = common::crate_dir().join("../../docs");
+    let cfg = docs.join("gateway.toml"); // only its directory matters
+    let json = iiot_reference::config::load_register_map(
+        &cfg,
+        "register_map",
+        Path::new("modbus-map.json"),
+    )
+    .unwrap();
+    let toml = iiot_reference::config::load_register_map(
+        &cfg,
+        "register_map",
+        Path::new("modbus-map.toml"),
+    )
+    .unwrap();
+    assert_eq!(format!("{json:?}"), format!("{toml:?}"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(docs.join("modbus-map.json"))
+        .unwrap()
+        .replacen("\"interval\"", "\"intervall\"", 1);
+    write(dir.path(), "map.json", &text);
+    let e = iiot_reference::config::load_register_map(
+        &dir.path().join("gateway.toml"),
+        "register_map",
+        Path::new("map.json"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("map.json") && e.contains("intervall") && e.contains("(line "),
+        "{e}"
+    );
+    write(dir.path(), "broken.json", "{\"tags\": [");
+    let e = iiot_reference::config::load_register_map(
+        &dir.path().join("gateway.toml"),
+        "register_map",
+        Path::new("broken.json"),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("not valid JSON"), "{e}");
+}
+
 #[test]
 fn produced_log_key_loads() {
     let dir = tempfile::tempdir().unwrap();

@@ -24,9 +24,11 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML.
-    #[error("{file}{line}: not valid TOML: {message}", file = .file.display(), line = LineSuffix(*.line))]
+    /// The file is not valid TOML (or JSON, for a `.json` register map).
+    #[error("{file}{line}: not valid {format}: {message}", file = .file.display(), line = LineSuffix(*.line))]
     Syntax {
+        /// `TOML` or `JSON`.
+        format: &'static str,
         /// The file.
         file: PathBuf,
         /// 1-based line, when known.
@@ -83,6 +85,39 @@ pub fn load<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
     parse(&text, file)
 }
 
+/// Reads and parses a JSON `file` (register maps may be written in JSON too), with
+/// the same naming of file, key and line as TOML files.
+///
+/// # Errors
+/// [`ConfigError`] naming the file and, for content problems, the key.
+pub fn load_json<T: DeserializeOwned>(file: &Path) -> Result<T, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|source| ConfigError::Read {
+        file: file.to_owned(),
+        source,
+    })?;
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = Some(inner.line()).filter(|l| *l > 0);
+        if inner.is_syntax() || inner.is_eof() {
+            ConfigError::Syntax {
+                format: "JSON",
+                file: file.to_owned(),
+                line,
+                message: first_line(&inner.to_string()),
+            }
+        } else {
+            ConfigError::Invalid {
+                file: file.to_owned(),
+                key,
+                line,
+                message: first_line(&inner.to_string()),
+            }
+        }
+    })
+}
+
 /// Parses `text` as the content of `file`.
 ///
 /// # Errors
@@ -91,6 +126,7 @@ pub fn parse<T: DeserializeOwned>(text: &str, file: &Path) -> Result<T, ConfigEr
     let upgraded = upgrade(text, file);
     let text = upgraded.as_str();
     let de = toml::Deserializer::parse(text).map_err(|e| ConfigError::Syntax {
+        format: "TOML",
         file: file.to_owned(),
         line: e.span().map(|s| line_of(text, s.start)),
         message: first_line(e.message()),
@@ -195,7 +231,14 @@ pub fn load_register_map(
             format!("register map {} does not exist", map_file.display()),
         ));
     }
-    let map_cfg: iiot_protocols::modbus::MapConfig = load(&map_file)?;
+    let is_json = map_file
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let map_cfg: iiot_protocols::modbus::MapConfig = if is_json {
+        load_json(&map_file)?
+    } else {
+        load(&map_file)?
+    };
     iiot_protocols::modbus::RegisterMap::from_config(&map_cfg).map_err(|e| {
         let key = match &e {
             iiot_protocols::modbus::MapError::Tag { tag, .. } => format!("tags[name = {tag:?}]"),
