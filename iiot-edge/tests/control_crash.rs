@@ -8,18 +8,19 @@
 //!
 //! The child is this test binary re-executed with `IIOT_CONTROL_CHILD` set.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::{BufRead, BufReader};
 use std::num::NonZeroUsize;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::gateway::{Recorder, path};
 use iiot_core::codec::{Limits, protobuf};
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError, PublishErrorKind};
 use iiot_core::source::{ReadingSink, Source, SourceInfo};
-use iiot_core::topic::UnsPath;
 use iiot_core::types::{DeviceId, Sample, TagPath, Timestamp};
 use iiot_edge::forwarder::ForwarderConfig;
 use iiot_edge::outbox::{Outbox, OutboxConfig, WhenFull};
@@ -28,18 +29,6 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 
 const CHILD_ENV: &str = "IIOT_CONTROL_CHILD";
-
-fn path() -> UnsPath {
-    UnsPath::new(
-        "acme",
-        "p1",
-        "a1",
-        "l1",
-        "plc",
-        DeviceId::new("dev-1").unwrap(),
-    )
-    .unwrap()
-}
 
 fn ack_topic() -> String {
     format!("{}/commands/01J0000000000000000000000A/ack", path())
@@ -65,17 +54,6 @@ impl ConfirmedPublish for Down {
             message: m,
             kind: PublishErrorKind::ConnectionLost,
         })
-    }
-}
-
-/// Confirms everything and keeps it.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<OutboundMessage>>>);
-
-impl ConfirmedPublish for Recorder {
-    async fn publish_confirmed(&self, m: OutboundMessage) -> Result<(), PublishError> {
-        self.0.lock().unwrap().push(m);
-        Ok(())
     }
 }
 

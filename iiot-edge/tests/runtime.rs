@@ -3,6 +3,8 @@
 //! and forwarding; two sources share one sequence space; what the sources
 //! produced before a stop is appended.
 
+mod common;
+
 use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -10,26 +12,15 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use common::gateway::{Recorder, path};
 use iiot_core::codec::{Limits, protobuf};
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage, PublishError};
 use iiot_core::quality::Quality;
 use iiot_core::source::{Deadband, ReadingSink, ReportPolicy, Source, SourceInfo};
-use iiot_core::topic::UnsPath;
 use iiot_core::types::{DeviceId, Sample, TagPath, TelemetryBatch, Timestamp, Value};
 use iiot_edge::outbox::{Outbox, OutboxConfig};
 use iiot_edge::runtime::{BatchConfig, GatewayBuilder};
 use tokio_util::sync::CancellationToken;
-
-/// Confirms everything and keeps what it was given.
-#[derive(Clone, Default)]
-struct Recorder(Arc<Mutex<Vec<OutboundMessage>>>);
-
-impl ConfirmedPublish for Recorder {
-    async fn publish_confirmed(&self, m: OutboundMessage) -> Result<(), PublishError> {
-        self.0.lock().unwrap().push(m);
-        Ok(())
-    }
-}
 
 /// Emits a fixed list of readings, then waits for the stop.
 struct Script {
@@ -70,18 +61,6 @@ async fn open(dir: &std::path::Path, name: &str, config: OutboxConfig) -> Outbox
     Outbox::open(dir.join(name), DeviceId::new("dev-1").unwrap(), config)
         .await
         .unwrap()
-}
-
-fn path() -> UnsPath {
-    UnsPath::new(
-        "acme",
-        "p1",
-        "a1",
-        "l1",
-        "plc",
-        DeviceId::new("dev-1").unwrap(),
-    )
-    .unwrap()
 }
 
 async fn run(sources: Vec<Script>, max_samples: usize) -> (Vec<TelemetryBatch>, u64) {

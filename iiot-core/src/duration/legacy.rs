@@ -24,7 +24,8 @@
 //!
 //! The rewrite works on text, so line numbers of later errors stay those of the file.
 //! It recognises `key = value` at the start of a line and inside inline tables, with
-//! dotted keys and comments; values in strings are never touched. A key matches by
+//! dotted keys and comments; values in strings (multi-line ones included) are never
+//! touched. A key matches by
 //! its last segment, so one table serves a struct wherever a file nests it.
 
 use std::fmt;
@@ -122,7 +123,25 @@ pub fn upgrade_toml(text: &str, keys: &[LegacyKey]) -> Upgraded {
     let mut out = String::with_capacity(text.len() + 16);
     let mut deprecations = Vec::new();
     let mut table = String::new();
+    // Inside a multi-line string (`"""` or `'''`): lines are content, never keys.
+    let mut in_string: Option<&str> = None;
     for (i, line) in text.split_inclusive('\n').enumerate() {
+        if let Some(delim) = in_string {
+            if line.matches(delim).count() % 2 == 1 {
+                in_string = None;
+            }
+            out.push_str(line);
+            continue;
+        }
+        let opens = ["\"\"\"", "'''"]
+            .into_iter()
+            .find(|d| line.matches(d).count() % 2 == 1);
+        if let Some(delim) = opens {
+            // The part before the string may hold a key (`text = """`): copied as is.
+            in_string = Some(delim);
+            out.push_str(line);
+            continue;
+        }
         let trimmed = line.trim_start();
         if trimmed.starts_with('[') {
             table = header_name(trimmed);
@@ -390,6 +409,18 @@ mod tests {
         let up = upgrade_toml(t, KEYS);
         assert_eq!(up.text, t);
         assert!(up.deprecations.is_empty());
+    }
+
+    #[test]
+    fn multi_line_strings_are_content() {
+        let t = "note = \"\"\"\nmax_age = 5\n\"\"\"\nmax_age = 7\nraw = '''\nwindow = 1\n'''\n";
+        let up = upgrade_toml(t, KEYS);
+        assert_eq!(
+            up.text,
+            "note = \"\"\"\nmax_age = 5\n\"\"\"\nmax_age = \"7ms\"\nraw = '''\nwindow = 1\n'''\n"
+        );
+        assert_eq!(up.deprecations.len(), 1);
+        assert_eq!(up.deprecations[0].line, 4);
     }
 
     #[test]
