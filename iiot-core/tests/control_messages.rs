@@ -9,9 +9,9 @@ use bytes::Bytes;
 use iiot_core::codec::{DecodeError, LimitError, Limits, protobuf};
 use iiot_core::proto::v1 as pb;
 use iiot_core::types::{
-    Command, CommandAck, CommandState, ConfigDesired, ConfigReported, Constraints, DeviceId,
-    Interlock, ManifestBody, ManifestSignature, MessageId, OtaState, OtaStatus, SignatureAlgorithm,
-    SignedManifest, TagPath, Timestamp, Value,
+    AckReason, Command, CommandAck, CommandState, ConfigDesired, ConfigReported, Constraints,
+    DeviceId, Expect, Interlock, ManifestBody, ManifestSignature, MessageId, Operation, OtaState,
+    OtaStatus, SignatureAlgorithm, SignedManifest, TagPath, Timestamp, Value,
 };
 use iiot_core::version::{Message, MessageKind, Router};
 use proptest::prelude::*;
@@ -27,7 +27,7 @@ fn command() -> Command {
         device_id: DeviceId::new("plc-01").unwrap(),
         action: "write".into(),
         target: TagPath::new("pump1/speed_setpoint").unwrap(),
-        value: Value::Double(80.0),
+        op: Operation::Set(Value::Double(80.0)),
         issued_at: ts(1_000),
         expires_at: ts(61_000),
         issuer: "operator@plant1".into(),
@@ -36,19 +36,35 @@ fn command() -> Command {
             min: Some(0.0),
             max: Some(100.0),
             max_rate_per_s: Some(5.0),
-            interlock: Some(Interlock {
-                tag: TagPath::new("pump1/local_mode").unwrap(),
-                value: Value::Bool(false),
-            }),
+            interlocks: vec![
+                Interlock {
+                    tag: TagPath::new("pump1/local_mode").unwrap(),
+                    expect: Expect::Equals(Value::Bool(false)),
+                },
+                Interlock {
+                    tag: TagPath::new("pump1/discharge_bar").unwrap(),
+                    expect: Expect::Range {
+                        min: None,
+                        max: Some(6.5),
+                    },
+                },
+            ],
         },
     }
 }
 
 proptest! {
     #[test]
-    fn command_round_trip(v in common::value(), min in -1e6f64..0.0, span in 0.0f64..1e6, ttl in 1i64..1_000_000) {
+    fn command_round_trip(v in common::value(), kind in 0u8..3, d in -1e9f64..1e9, min in -1e6f64..0.0, span in 0.0f64..1e6, ttl in 1i64..1_000_000) {
         let mut c = command();
-        c.value = v;
+        c.op = match kind {
+            0 => Operation::Set(v),
+            1 => Operation::Add(Value::Double(d)),
+            _ => {
+                c.action = "reset_alarm".into();
+                Operation::Invoke
+            }
+        };
         c.constraints.min = Some(min);
         c.constraints.max = Some(min + span);
         c.expires_at = ts(1_000 + ttl);
@@ -86,16 +102,46 @@ fn command_validation_on_decode() {
     let mut c = command();
     c.constraints.max_rate_per_s = Some(f64::NAN);
     assert!(protobuf::decode_command(&protobuf::encode_command(&c), &l).is_err());
-    // A command without a value is refused: commands are absolute.
+    // A write without a value or a delta is refused; a named action needs none.
     let mut m = pb::Command::decode(&protobuf::encode_command(&command())[..]).unwrap();
     m.value = None;
     assert!(
-        matches!(protobuf::decode_command(&m.encode_to_vec(), &l), Err(DecodeError::Invalid { ref field, .. }) if field == "value")
+        matches!(protobuf::decode_command(&m.encode_to_vec(), &l), Err(DecodeError::Invalid { ref field, .. }) if field == "command"),
     );
-    // Interlock tag without value is refused.
+    m.action = "reset_alarm".into();
+    assert_eq!(
+        protobuf::decode_command(&m.encode_to_vec(), &l).unwrap().op,
+        Operation::Invoke
+    );
+    // A value and a delta together are refused; a boolean delta is refused.
     let mut m = pb::Command::decode(&protobuf::encode_command(&command())[..]).unwrap();
-    m.constraints.as_mut().unwrap().interlock_value = None;
+    m.delta = m.value.clone();
     assert!(protobuf::decode_command(&m.encode_to_vec(), &l).is_err());
+    let mut c = command();
+    c.op = Operation::Add(Value::Bool(true));
+    assert!(protobuf::decode_command(&protobuf::encode_command(&c), &l).is_err());
+    // An interlock with both a value and a range, or with neither, is refused.
+    let mut m = pb::Command::decode(&protobuf::encode_command(&command())[..]).unwrap();
+    m.constraints.as_mut().unwrap().interlocks[1].equals =
+        Some(protobuf::value_to_wire(&Value::Int(1)));
+    assert!(protobuf::decode_command(&m.encode_to_vec(), &l).is_err());
+    m.constraints.as_mut().unwrap().interlocks[1].equals = None;
+    m.constraints.as_mut().unwrap().interlocks[1].max = None;
+    assert!(protobuf::decode_command(&m.encode_to_vec(), &l).is_err());
+    // The legacy single interlock: old field pair mirrored by the writer, read when the
+    // list is absent; a tag without a value is refused.
+    let m = pb::Command::decode(&protobuf::encode_command(&command())[..]).unwrap();
+    let k = m.constraints.clone().unwrap();
+    assert_eq!(k.interlock_tag.as_deref(), Some("pump1/local_mode"));
+    let mut old = m.clone();
+    old.constraints.as_mut().unwrap().interlocks.clear();
+    let back = protobuf::decode_command(&old.encode_to_vec(), &l).unwrap();
+    assert_eq!(
+        back.constraints.interlocks,
+        command().constraints.interlocks[..1]
+    );
+    old.constraints.as_mut().unwrap().interlock_value = None;
+    assert!(protobuf::decode_command(&old.encode_to_vec(), &l).is_err());
     assert!(command().is_expired(ts(61_000)));
     assert!(!command().is_expired(ts(60_999)));
 }
@@ -110,6 +156,8 @@ fn command_ack_round_trip_and_unknown_state() {
         detail: None,
         result: Some(Value::Double(80.0)),
         duplicate: true,
+        reason: None,
+        received_at: Some(ts(7)),
     };
     let bytes = protobuf::encode_command_ack(&a);
     let d = Router::default()
@@ -119,6 +167,15 @@ fn command_ack_round_trip_and_unknown_state() {
     let mut m = pb::CommandAck::decode(&bytes[..]).unwrap();
     m.state = 99;
     assert!(protobuf::decode_command_ack(&m.encode_to_vec(), &Limits::default()).is_err());
+    // A reason from a newer device decodes as unknown, not as an error.
+    let mut m = pb::CommandAck::decode(&bytes[..]).unwrap();
+    m.state = pb::CommandState::Rejected as i32;
+    m.reason = 77;
+    let back = protobuf::decode_command_ack(&m.encode_to_vec(), &Limits::default()).unwrap();
+    assert_eq!(back.reason, Some(AckReason::Unknown(77)));
+    m.reason = AckReason::AboveMax.to_wire();
+    let back = protobuf::decode_command_ack(&m.encode_to_vec(), &Limits::default()).unwrap();
+    assert_eq!(back.reason, Some(AckReason::AboveMax));
 }
 
 #[test]

@@ -408,6 +408,7 @@ fn hot_fields_use_one_byte_tags() {
                 "iiot.v1.Value",
                 "iiot.v1.Sample",
                 "iiot.v1.Constraints",
+                "iiot.v1.Interlock",
                 "iiot.v1.Signature",
                 // Parts of Status (the gateway heartbeat), never sent alone.
                 "iiot.v1.Backlog",

@@ -15,7 +15,9 @@ mod telemetry;
 mod time;
 mod value;
 
-pub use command::{Command, CommandAck, CommandState, Constraints, Interlock};
+pub use command::{
+    AckReason, Command, CommandAck, CommandState, Constraints, Expect, Interlock, Operation, WRITE,
+};
 pub use config::{ConfigDesired, ConfigReported};
 pub use data_loss::{DataLoss, DataLossReason};
 pub use ids::{DeviceId, MessageId, SegmentProblem, Sequence, TagPath, check_segment};

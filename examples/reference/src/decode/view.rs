@@ -1,7 +1,7 @@
 //! JSON renderings of the message kinds that have no JSON form in core.
 
 use iiot_core::types::{
-    Command, CommandAck, ConfigDesired, ConfigReported, DataLoss, OtaStatus, SignedManifest, Value,
+    Command, CommandAck, ConfigDesired, Expect, Operation, ConfigReported, DataLoss, OtaStatus, SignedManifest, Value,
 };
 use iiot_core::version::Message;
 use serde_json::{Map, json};
@@ -59,18 +59,28 @@ fn data_loss(d: &DataLoss) -> serde_json::Value {
 }
 
 fn command(c: &Command) -> serde_json::Value {
-    let interlock = c
+    let interlocks: Vec<_> = c
         .constraints
-        .interlock
-        .as_ref()
-        .map(|i| json!({ "tag": i.tag, "value": value(&i.value) }));
+        .interlocks
+        .iter()
+        .map(|i| match &i.expect {
+            Expect::Equals(v) => json!({ "tag": i.tag, "equals": value(v) }),
+            Expect::Range { min, max } => json!({ "tag": i.tag, "min": min, "max": max }),
+        })
+        .collect();
+    let (op, v) = match &c.op {
+        Operation::Set(v) => ("set", Some(value(v))),
+        Operation::Add(v) => ("add", Some(value(v))),
+        Operation::Invoke => ("invoke", None),
+    };
     json!({
         "kind": "command",
         "id": c.id,
         "device_id": c.device_id,
         "action": c.action,
         "target": c.target,
-        "value": value(&c.value),
+        "op": op,
+        "value": v,
         "issued_at": c.issued_at,
         "expires_at": c.expires_at,
         "issuer": c.issuer,
@@ -79,7 +89,7 @@ fn command(c: &Command) -> serde_json::Value {
             "min": c.constraints.min,
             "max": c.constraints.max,
             "max_rate_per_s": c.constraints.max_rate_per_s,
-            "interlock": interlock,
+            "interlocks": interlocks,
         },
     })
 }
@@ -94,6 +104,8 @@ fn command_ack(a: &CommandAck) -> serde_json::Value {
         "detail": a.detail,
         "result": a.result.as_ref().map(value),
         "duplicate": a.duplicate,
+        "reason": a.reason.map(|r| r.to_string()),
+        "received_at": a.received_at,
     })
 }
 

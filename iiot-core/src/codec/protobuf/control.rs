@@ -10,8 +10,8 @@ use super::{precheck, value_from_wire, value_to_wire};
 use crate::codec::{DecodeError, LimitError, Limits, SCHEMA_VERSION};
 use crate::proto::v1 as pb;
 use crate::types::{
-    Command, CommandAck, CommandState, ConfigDesired, ConfigReported, Constraints, Interlock,
-    TagPath, Value,
+    AckReason, Command, CommandAck, CommandState, ConfigDesired, ConfigReported, Constraints,
+    Expect, Interlock, Operation, TagPath, Timestamp, Value,
 };
 
 fn tag(field: &str, limits: &Limits, s: String) -> Result<TagPath, DecodeError> {
@@ -39,16 +39,39 @@ fn value(limits: &Limits, v: Option<pb::Value>) -> Result<Option<Value>, DecodeE
     Ok(v)
 }
 
-/// Encodes a v1 `Command`.
+fn interlock_to_wire(i: &Interlock) -> pb::Interlock {
+    let (equals, min, max) = match &i.expect {
+        Expect::Equals(v) => (Some(value_to_wire(v)), None, None),
+        Expect::Range { min, max } => (None, *min, *max),
+    };
+    pb::Interlock {
+        tag: i.tag.to_string(),
+        equals,
+        min,
+        max,
+    }
+}
+
+/// Encodes a v1 `Command`. The first equality interlock is also written to the
+/// single-interlock fields older devices read.
 pub fn encode_command(c: &Command) -> Vec<u8> {
     let k = &c.constraints;
+    let legacy = k.interlocks.iter().find_map(|i| match &i.expect {
+        Expect::Equals(v) => Some((i.tag.to_string(), value_to_wire(v))),
+        Expect::Range { .. } => None,
+    });
+    let (value, delta) = match &c.op {
+        Operation::Set(v) => (Some(value_to_wire(v)), None),
+        Operation::Add(d) => (None, Some(value_to_wire(d))),
+        Operation::Invoke => (None, None),
+    };
     pb::Command {
         schema_version: SCHEMA_VERSION,
         command_id: Bytes::copy_from_slice(&c.id.to_bytes()),
         device_id: c.device_id.to_string(),
         action: c.action.clone(),
         target: c.target.to_string(),
-        value: Some(value_to_wire(&c.value)),
+        value,
         issued_at_unix_ns: c.issued_at.unix_nanos(),
         expires_at_unix_ns: c.expires_at.unix_nanos(),
         issuer: c.issuer.clone(),
@@ -57,58 +80,99 @@ pub fn encode_command(c: &Command) -> Vec<u8> {
             min: k.min,
             max: k.max,
             max_rate_per_s: k.max_rate_per_s,
-            interlock_tag: k.interlock.as_ref().map(|i| i.tag.to_string()),
-            interlock_value: k.interlock.as_ref().map(|i| value_to_wire(&i.value)),
+            interlock_tag: legacy.as_ref().map(|(t, _)| t.clone()),
+            interlock_value: legacy.map(|(_, v)| v),
+            interlocks: k.interlocks.iter().map(interlock_to_wire).collect(),
         }),
+        delta,
     }
     .encode_to_vec()
 }
 
-/// Decodes and validates a v1 `Command` (value present, expiry after issue, sane
-/// constraints).
+fn invalid(field: &'static str, reason: impl Into<String>) -> DecodeError {
+    DecodeError::invalid(
+        field,
+        crate::types::ValidationError::Field {
+            field,
+            reason: reason.into(),
+        },
+    )
+}
+
+fn interlocks(limits: &Limits, k: pb::Constraints) -> Result<Vec<Interlock>, DecodeError> {
+    limits.check_entries("constraints.interlocks", k.interlocks.len())?;
+    if !k.interlocks.is_empty() {
+        // The list supersedes the single-interlock fields (a writer mirrors one there).
+        return k
+            .interlocks
+            .into_iter()
+            .map(|i| {
+                let expect = match (value(limits, i.equals)?, i.min, i.max) {
+                    (Some(v), None, None) => Expect::Equals(v),
+                    (None, min, max) => Expect::Range { min, max },
+                    (Some(_), _, _) => {
+                        return Err(invalid(
+                            "constraints.interlocks",
+                            "an interlock has a value or a range, not both",
+                        ));
+                    }
+                };
+                Ok(Interlock {
+                    tag: tag("constraints.interlocks.tag", limits, i.tag)?,
+                    expect,
+                })
+            })
+            .collect();
+    }
+    match (k.interlock_tag, value(limits, k.interlock_value)?) {
+        (Some(t), Some(v)) => Ok(vec![Interlock {
+            tag: tag("constraints.interlock_tag", limits, t)?,
+            expect: Expect::Equals(v),
+        }]),
+        (None, None) => Ok(Vec::new()),
+        _ => Err(invalid(
+            "constraints",
+            "interlock_tag and interlock_value come together",
+        )),
+    }
+}
+
+/// Decodes and validates a v1 `Command` (a value, a delta or a named action; expiry
+/// after issue; sane constraints).
 ///
 /// # Errors
 /// [`DecodeError`].
 pub fn decode_command(buf: &[u8], limits: &Limits) -> Result<Command, DecodeError> {
     precheck(buf, limits, 0, 0)?;
     let m = pb::Command::decode(buf).map_err(|e| prost_error(&e))?;
-    let k = m.constraints.unwrap_or_default();
-    let interlock = match (k.interlock_tag, value(limits, k.interlock_value)?) {
-        (Some(t), Some(v)) => Some(Interlock {
-            tag: tag("constraints.interlock_tag", limits, t)?,
-            value: v,
-        }),
-        (None, None) => None,
-        _ => {
-            return Err(DecodeError::invalid(
-                "constraints",
-                crate::types::ValidationError::Field {
-                    field: "interlock",
-                    reason: "interlock_tag and interlock_value come together".into(),
-                },
+    let op = match (value(limits, m.value)?, value(limits, m.delta)?) {
+        (Some(v), None) => Operation::Set(v),
+        (None, Some(d)) => Operation::Add(d),
+        (None, None) => Operation::Invoke,
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "delta",
+                "a command sets a value or adds a delta, not both",
             ));
         }
     };
+    let k = m.constraints.unwrap_or_default();
+    let (min, max, max_rate_per_s) = (k.min, k.max, k.max_rate_per_s);
     let c = Command {
         id: message_id("command_id", &m.command_id)?,
         device_id: device_id(limits, m.device_id)?,
         action: text(limits, "action", m.action)?,
         target: tag("target", limits, m.target)?,
-        value: value(limits, m.value)?.ok_or_else(|| {
-            DecodeError::invalid(
-                "value",
-                crate::types::ValidationError::Missing { field: "value" },
-            )
-        })?,
+        op,
         issued_at: timestamp("issued_at_unix_ns", m.issued_at_unix_ns)?,
         expires_at: timestamp("expires_at_unix_ns", m.expires_at_unix_ns)?,
         issuer: text(limits, "issuer", m.issuer)?,
         reason: text(limits, "reason", m.reason)?,
         constraints: Constraints {
-            min: k.min,
-            max: k.max,
-            max_rate_per_s: k.max_rate_per_s,
-            interlock,
+            min,
+            max,
+            max_rate_per_s,
+            interlocks: interlocks(limits, k)?,
         },
     };
     c.validate()
@@ -168,6 +232,8 @@ pub fn encode_command_ack(a: &CommandAck) -> Vec<u8> {
         detail: a.detail.clone(),
         result: a.result.as_ref().map(value_to_wire),
         duplicate: a.duplicate,
+        reason: a.reason.map_or(0, AckReason::to_wire),
+        received_at_unix_ns: a.received_at.map_or(0, Timestamp::unix_nanos),
     }
     .encode_to_vec()
 }
@@ -187,6 +253,11 @@ pub fn decode_command_ack(buf: &[u8], limits: &Limits) -> Result<CommandAck, Dec
         detail: opt_text(limits, "detail", m.detail)?,
         result: value(limits, m.result)?,
         duplicate: m.duplicate,
+        reason: AckReason::from_wire(m.reason),
+        received_at: match m.received_at_unix_ns {
+            0 => None,
+            t => Some(timestamp("received_at_unix_ns", t)?),
+        },
     })
 }
 
