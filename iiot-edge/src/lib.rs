@@ -154,6 +154,7 @@
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod commands;
 pub mod forwarder;
 pub mod outbox;
 pub mod runtime;

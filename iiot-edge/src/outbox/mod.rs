@@ -25,7 +25,7 @@ mod error;
 mod open;
 mod read;
 mod shared;
-mod storage;
+pub(crate) mod storage;
 mod writer;
 
 use std::num::NonZeroUsize;

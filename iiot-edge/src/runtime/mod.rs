@@ -76,6 +76,7 @@
 
 mod batcher;
 mod control;
+mod latest;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -99,7 +100,9 @@ use tokio_util::sync::CancellationToken;
 
 pub use batcher::{BatchConfig, BatchObserver, RuntimeCounters};
 pub use control::{ControlError, ControlLane};
+pub use latest::{Latest, LatestValues};
 
+use crate::commands::{CommandConfig, Executor, ExecutorHandle, Ledger};
 use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderHandle};
 use crate::outbox::Outbox;
 use batcher::{BatchTarget, batch_loop};
@@ -109,6 +112,8 @@ type SourceStart = Box<dyn FnOnce(RbeSink, CancellationToken) -> Task + Send>;
 type OwnedTask = Box<dyn FnOnce(CancellationToken) -> Task + Send>;
 type ControlStart = Box<dyn FnOnce(Outbox, CancellationToken) -> Task + Send>;
 type HeartbeatStart = Box<dyn FnOnce(Heartbeat, CancellationToken) -> Task + Send>;
+type CommandsStart =
+    Box<dyn FnOnce(ControlLane, LatestValues, CancellationToken) -> (ExecutorHandle, Task) + Send>;
 
 /// What the runtime knows of one source, shared by its sink and the heartbeat.
 #[derive(Debug, Default)]
@@ -143,6 +148,8 @@ pub struct RbeSink {
     filters: HashMap<TagPath, ReportFilter>,
     source: Arc<str>,
     state: Arc<SourceState>,
+    /// Every reading, before report by exception (when commands need them).
+    latest: Option<LatestValues>,
     // Metric handles, registered once (not a label string per reading).
     readings: metrics::Counter,
     bad: metrics::Counter,
@@ -151,11 +158,17 @@ pub struct RbeSink {
 }
 
 impl RbeSink {
-    fn new(tx: mpsc::Sender<Sample>, info: &SourceInfo, state: Arc<SourceState>) -> Self {
+    fn new(
+        tx: mpsc::Sender<Sample>,
+        info: &SourceInfo,
+        state: Arc<SourceState>,
+        latest: Option<LatestValues>,
+    ) -> Self {
         let name = info.name.clone();
         Self {
             tx,
             state,
+            latest,
             filters: info
                 .tags
                 .iter()
@@ -184,6 +197,9 @@ impl std::fmt::Debug for RbeSink {
 impl ReadingSink for RbeSink {
     async fn send(&mut self, reading: Sample) -> Result<(), SinkClosed> {
         self.readings.increment(1);
+        if let Some(l) = &self.latest {
+            l.record(&reading);
+        }
         if reading.quality().is_good() {
             let t = reading.source_time().unix_nanos();
             if t > self.state.last_good.fetch_max(t, Ordering::Relaxed) {
@@ -237,6 +253,7 @@ pub struct GatewayBuilder<P, O = ()> {
     tasks: Vec<OwnedTask>,
     control: Option<(Outbox, ControlStart)>,
     heartbeat: Option<HeartbeatStart>,
+    commands: Option<CommandsStart>,
 }
 
 impl<P, O> std::fmt::Debug for GatewayBuilder<P, O> {
@@ -268,6 +285,7 @@ impl<P: ConfirmedPublish + 'static> GatewayBuilder<P, ()> {
             tasks: Vec::new(),
             control: None,
             heartbeat: None,
+            commands: None,
         }
     }
 }
@@ -308,6 +326,45 @@ impl<P: ConfirmedPublish + Clone + 'static, O: BatchObserver> GatewayBuilder<P, 
             });
         self.heartbeat = Some(start);
         self
+    }
+}
+
+/// [`GatewayBuilder::commands`] was called before [`GatewayBuilder::control_lane`]:
+/// command acks travel on the control lane, so it comes first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("commands need the control lane: call control_lane(...) before commands(...)")]
+pub struct NoControlLane;
+
+impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
+    /// Takes commands from `inbox` (e.g. the MQTT session's manual-ack deliveries
+    /// on the device's `commands/+`) and runs them through `handler` with the
+    /// ledger, checks and order of [`crate::commands`]. The runtime keeps the latest
+    /// reading of every tag for the checks, and the acks go on the control lane.
+    ///
+    /// # Errors
+    /// [`NoControlLane`] when no control lane was configured yet.
+    pub fn commands<I, H>(
+        mut self,
+        inbox: I,
+        ledger: Ledger,
+        handler: H,
+        config: CommandConfig,
+    ) -> Result<Self, NoControlLane>
+    where
+        I: iiot_core::command::Inbox,
+        H: iiot_core::command::CommandHandler,
+    {
+        if self.control.is_none() {
+            return Err(NoControlLane);
+        }
+        let path = self.path.clone();
+        let start: CommandsStart = Box::new(move |control, latest, cancel| {
+            let (handle, executor) = Executor::new(path, ledger, handler, control, latest, config);
+            let task: Task = Box::pin(executor.run(inbox, cancel));
+            (handle, task)
+        });
+        self.commands = Some(start);
+        Ok(self)
     }
 }
 
@@ -438,6 +495,7 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             tasks: self.tasks,
             control: self.control,
             heartbeat: self.heartbeat,
+            commands: self.commands,
         }
     }
 
@@ -460,6 +518,15 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             tasks.push(tokio::spawn(start(outbox.clone(), cancel.clone())));
             ControlLane::new(outbox)
         });
+        let latest = self.commands.as_ref().map(|_| LatestValues::new());
+        let commands = match (self.commands, &control, &latest) {
+            (Some(start), Some(lane), Some(latest)) => {
+                let (handle, task) = start(lane.clone(), latest.clone(), cancel.clone());
+                tasks.push(tokio::spawn(task));
+                Some(handle)
+            }
+            _ => None,
+        };
         let c = cancel.clone();
         tasks.push(tokio::spawn(async move {
             let exit = forwarder.run(c).await;
@@ -486,7 +553,7 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
         for (info, start) in self.sources {
             let state = Arc::new(SourceState::default());
             health.push((info.name.clone(), state.clone()));
-            let sink = RbeSink::new(tx.clone(), &info, state);
+            let sink = RbeSink::new(tx.clone(), &info, state, latest.clone());
             sources.push(tokio::spawn(start(sink, stop_sources.clone())));
         }
         drop(tx);
@@ -504,6 +571,8 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
         Gateway {
             outbox: self.outbox,
             control,
+            commands,
+            latest,
             forwarder: status,
             counters,
             stop_sources,
@@ -518,6 +587,8 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
 pub struct Gateway {
     outbox: Outbox,
     control: Option<ControlLane>,
+    commands: Option<ExecutorHandle>,
+    latest: Option<LatestValues>,
     forwarder: ForwarderHandle,
     counters: Arc<RuntimeCounters>,
     stop_sources: CancellationToken,
@@ -545,6 +616,16 @@ impl Gateway {
     /// The control lane, when the builder set one up.
     pub fn control(&self) -> Option<&ControlLane> {
         self.control.as_ref()
+    }
+
+    /// The command executor's handle, when [`GatewayBuilder::commands`] set one up.
+    pub fn commands(&self) -> Option<&ExecutorHandle> {
+        self.commands.as_ref()
+    }
+
+    /// The latest reading of every tag (kept when commands are set up).
+    pub fn latest(&self) -> Option<&LatestValues> {
+        self.latest.as_ref()
     }
 
     /// The forwarder's status.

@@ -167,7 +167,7 @@ impl LogStorage {
     }
 
     /// [`open`](Self::open) with another file size target (tests use small files).
-    fn open_with_target(
+    pub(crate) fn open_with_target(
         dir: &Path,
         dense_prefix: u8,
         file_target: u64,
