@@ -36,6 +36,9 @@ pub enum Error {
     /// The pipeline stopped on an error.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// A command was not issued.
+    #[error(transparent)]
+    Issue(#[from] crate::commands::IssueError),
     /// The MQTT source could not start.
     #[cfg(feature = "mqtt")]
     #[error(transparent)]

@@ -9,6 +9,16 @@
 //! reason; nothing is dropped silently. When the sink is slow the pipeline stops
 //! pulling instead of growing memory.
 //!
+//! Commands travel the other way, and ingest tracks them: the
+//! [`CommandIssuer`](commands::CommandIssuer) publishes a command (QoS 1, message
+//! expiry from its TTL), and the pipeline records the command as published
+//! (`.../commands/{id}`) and the device's acks (`.../commands/{id}/ack`) in the
+//! `{prefix}commands` table of the database sinks, one row per command with its
+//! final state, reason and times; a command with no final ack past its deadline
+//! plus a grace period is marked `expired_unconfirmed`. The MQTT source
+//! subscribes to both topics by default
+//! ([`DEFAULT_FILTERS`](source::mqtt::DEFAULT_FILTERS)). See [`commands`].
+//!
 //! ```
 //! use iiot_core::codec::protobuf;
 //! use iiot_core::topic::UnsPath;
@@ -50,7 +60,7 @@
 //! | `sqlite` | yes | [`sink::sqlite`]: embedded SQLite sink (rusqlite, bundled), the zero-setup default |
 //! | `postgres` | yes | [`sink::postgres`]: PostgreSQL / TimescaleDB sink with binary COPY |
 //! | `mqtt` | yes | [`source::mqtt`]: MQTT source, persistent session, manual acks, shared subscriptions |
-//! | `kafka` | yes | [`sink::kafka`]: Kafka sink (rskafka): telemetry keyed by device id, dead letters, events |
+//! | `kafka` | yes | [`sink::kafka`]: Kafka sink (rskafka): telemetry keyed by device id, dead letters, events, commands and acks |
 //!
 //! ## Modules
 //!
@@ -58,8 +68,9 @@
 //! |---|---|
 //! | [`pipeline`] | the run loop, its config and counters |
 //! | [`source`] | the `Source` trait (deliveries with manual ack), MQTT and in-memory sources |
-//! | [`sink`] | the `Sink` trait (atomic, idempotent commit), PostgreSQL, SQLite and in-memory sinks |
-//! | [`record`] | what a commit holds: accepted batches, data loss, gap changes, dead letters |
+//! | [`sink`] | the `Sink` trait (atomic, idempotent commit; the command expiry sweep), PostgreSQL, SQLite and in-memory sinks |
+//! | [`record`] | what a commit holds: accepted batches, data loss, gap changes, commands, acks, dead letters |
+//! | [`commands`] | the command issuer, and the commands table: its rows, the rules that merge commands and acks, the expiry sweep |
 //! | [`dedupe`] | the in-memory dedupe window |
 //! | [`recent`] | the bounded set of recent keys behind the dedupe window and the Kafka sink |
 //! | [`gaps`] | per-device sequence gap tracking |
@@ -68,14 +79,15 @@
 //!
 //! Each operation has its own error: [`sink::SinkError`] (typed: which of the
 //! three reactions, the backend's code such as a SQLSTATE, the driver's error as
-//! its source), [`source::SourceError`], [`PipelineError`], and the MQTT source's
-//! and sink configs' errors. [`Error`] converts from each of them, so `?` gathers
+//! its source), [`source::SourceError`], [`PipelineError`],
+//! [`commands::IssueError`], and the MQTT source's and sink configs' errors. [`Error`] converts from each of them, so `?` gathers
 //! them into one type where only reporting matters.
 
 #![cfg_attr(docsrs, feature(doc_cfg))]
 // No unwrap or expect in library code; tests may.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod commands;
 pub mod dedupe;
 mod error;
 pub mod gaps;

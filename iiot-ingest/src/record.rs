@@ -1,9 +1,11 @@
 //! What the pipeline hands to a sink: accepted telemetry, announced data loss,
-//! sequence gaps and dead letters, committed together.
+//! sequence gaps, commands and their acks, and dead letters, committed together.
 
 use bytes::Bytes;
 use iiot_core::codec::DecodeError;
-use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence, TelemetryBatch, Timestamp};
+use iiot_core::types::{
+    Command, CommandAck, DataLoss, DeviceId, MessageId, Sequence, TelemetryBatch, Timestamp,
+};
 
 /// A telemetry batch that passed decoding and validation, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +25,44 @@ impl AcceptedBatch {
     }
 }
 
+/// A command seen on its way to a device (`.../commands/{id}`, published by an
+/// issuer), with where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptedCommand {
+    /// The decoded, validated command.
+    pub command: Command,
+    /// The topic it arrived on.
+    pub topic: String,
+    /// When ingest received it.
+    pub received_at: Timestamp,
+}
+
+impl AcceptedCommand {
+    /// The key of its row in the commands table: `(device_id, command_id)`.
+    pub fn key(&self) -> (&DeviceId, MessageId) {
+        (&self.command.device_id, self.command.id)
+    }
+}
+
+/// A device's acknowledgement of a command (`.../commands/{id}/ack`), with where
+/// it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AcceptedAck {
+    /// The decoded ack.
+    pub ack: CommandAck,
+    /// The topic it arrived on.
+    pub topic: String,
+    /// When ingest received it.
+    pub received_at: Timestamp,
+}
+
+impl AcceptedAck {
+    /// The key of its command's row in the commands table: `(device_id, command_id)`.
+    pub fn key(&self) -> (&DeviceId, MessageId) {
+        (&self.ack.device_id, self.ack.command_id)
+    }
+}
+
 /// Why a payload went to the dead-letter destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -34,6 +74,9 @@ pub enum DeadLetterReason {
     BadTopic,
     /// The device id in the payload differs from the topic's.
     DeviceMismatch,
+    /// The command id in a command or ack differs from the `{id}` level of its
+    /// topic (`.../commands/{id}` or `.../commands/{id}/ack`).
+    CommandIdMismatch,
     /// The sink refused it on its own (a poison record isolated from its batch).
     Poison,
     /// A kind of message this pipeline does not ingest.
@@ -43,8 +86,8 @@ pub enum DeadLetterReason {
 impl DeadLetterReason {
     /// A stable label for metrics and the `reason` column, e.g.
     /// `decode:unsupported_version` (`decode:` and
-    /// [`DecodeError::label`]), `bad_topic`, `device_mismatch`, `poison`,
-    /// `unexpected_kind`.
+    /// [`DecodeError::label`]), `bad_topic`, `device_mismatch`,
+    /// `command_id_mismatch`, `poison`, `unexpected_kind`.
     ///
     /// **Stability:** stored in the sinks' `reason` column and header and used
     /// as a metric label; never change an existing label.
@@ -53,6 +96,7 @@ impl DeadLetterReason {
             Self::Decode(e) => format!("decode:{}", e.label()),
             Self::BadTopic => "bad_topic".into(),
             Self::DeviceMismatch => "device_mismatch".into(),
+            Self::CommandIdMismatch => "command_id_mismatch".into(),
             Self::Poison => "poison".into(),
             Self::UnexpectedKind => "unexpected_kind".into(),
         }
@@ -125,7 +169,9 @@ pub enum GapChange {
 
 /// One atomic unit of work for a sink. Everything in it is committed together, or
 /// nothing is; only then does the pipeline acknowledge the broker.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+///
+/// Not `Eq`: a [`Command`]'s constraints hold floats.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct CommitBatch {
     /// Accepted telemetry, in arrival order. The sink skips any whose
     /// `(device_id, message_id)` it already holds (redelivery after a crash
@@ -136,6 +182,13 @@ pub struct CommitBatch {
     pub data_loss: Vec<DataLoss>,
     /// Changes to the set of open gaps.
     pub gaps: Vec<GapChange>,
+    /// Commands seen on their way to devices, in arrival order. A database
+    /// sink upserts each into its commands table (see
+    /// [`commands`](crate::commands) for the rules); re-delivery changes nothing.
+    pub commands: Vec<AcceptedCommand>,
+    /// Command acks from devices, in arrival order, duplicates included (a
+    /// database sink ignores those marked [`duplicate`](CommandAck::duplicate)).
+    pub command_acks: Vec<AcceptedAck>,
     /// Payloads that will not become rows.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -151,6 +204,8 @@ impl CommitBatch {
         self.telemetry.is_empty()
             && self.data_loss.is_empty()
             && self.gaps.is_empty()
+            && self.commands.is_empty()
+            && self.command_acks.is_empty()
             && self.dead_letters.is_empty()
     }
 }
@@ -212,6 +267,7 @@ mod tests {
             ),
             (DeadLetterReason::BadTopic, "bad_topic"),
             (DeadLetterReason::DeviceMismatch, "device_mismatch"),
+            (DeadLetterReason::CommandIdMismatch, "command_id_mismatch"),
             (DeadLetterReason::Poison, "poison"),
             (DeadLetterReason::UnexpectedKind, "unexpected_kind"),
         ];

@@ -21,6 +21,8 @@ use serde::{Deserialize, Serialize};
 /// | `max_open_gaps_per_device` | 1 000 | open gaps tracked in memory per device |
 /// | `retry_initial` | 100 ms | first back-off after a transient sink error |
 /// | `retry_max` | 10 s | back-off cap |
+/// | `command_grace` | 30 s | how long after a command's `expires_at` its final ack may still arrive before the command is marked `expired_unconfirmed` |
+/// | `command_sweep_interval` | 10 s | how often the pipeline asks the sink to mark overdue commands ([`Sink::expire_unconfirmed_commands`](crate::sink::Sink::expire_unconfirmed_commands)); `"0s"` never |
 /// | `limits` | [`Limits::default`] | limits for untrusted payloads |
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -48,6 +50,14 @@ pub struct PipelineConfig {
     /// Back-off cap.
     #[serde(with = "iiot_core::duration::human")]
     pub retry_max: Duration,
+    /// How long after a command's `expires_at` its final ack may still arrive
+    /// (device clock skew, a gateway reconnecting with acks queued) before the
+    /// command is marked `expired_unconfirmed`.
+    #[serde(with = "iiot_core::duration::human")]
+    pub command_grace: Duration,
+    /// How often the pipeline marks overdue commands; zero: never.
+    #[serde(with = "iiot_core::duration::human")]
+    pub command_sweep_interval: Duration,
     /// Limits for untrusted payloads.
     pub limits: Limits,
 }
@@ -71,7 +81,30 @@ impl Default for PipelineConfig {
             max_open_gaps_per_device: nz(1000),
             retry_initial: Duration::from_millis(100),
             retry_max: Duration::from_secs(10),
+            command_grace: Duration::from_secs(30),
+            command_sweep_interval: Duration::from_secs(10),
             limits: Limits::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_durations_are_human_and_unknown_keys_refused() {
+        let c: PipelineConfig =
+            serde_json::from_str(r#"{"command_grace":"1m","command_sweep_interval":"0s"}"#)
+                .unwrap();
+        assert_eq!(c.command_grace, Duration::from_secs(60));
+        assert_eq!(c.command_sweep_interval, Duration::ZERO);
+        assert_eq!(c.batch_max_rows, PipelineConfig::default().batch_max_rows);
+        assert!(serde_json::from_str::<PipelineConfig>(r#"{"command_grace_ms":1}"#).is_err());
+        let d = PipelineConfig::default();
+        assert_eq!(
+            (d.command_grace, d.command_sweep_interval),
+            (Duration::from_secs(30), Duration::from_secs(10))
+        );
     }
 }

@@ -10,14 +10,34 @@
 //!   however slow the sink is.
 //! * A transient sink error (connection lost, server restart) retries the same
 //!   batch with exponential back-off. A batch the sink refuses is split until the
-//!   poison telemetry batch is isolated; that one goes to the dead-letter table
-//!   and the rest is committed.
+//!   poison telemetry batch (or command, or ack) is isolated; that one goes to
+//!   the dead-letter table and the rest is committed.
+//! * Telemetry, data loss, commands (`.../commands/{id}`, as an issuer published
+//!   them) and command acks (`.../commands/{id}/ack`) become rows; status
+//!   messages update the `iiot_ingest_device_online` gauge. See
+//!   [`commands`](crate::commands) for how commands are tracked.
+//! * Every [`command_sweep_interval`](PipelineConfig::command_sweep_interval)
+//!   the pipeline asks the sink to mark commands without a final ack past their
+//!   deadline plus [`command_grace`](PipelineConfig::command_grace) as
+//!   `expired_unconfirmed`. A failed sweep is logged and tried again at the
+//!   next interval; it never stops the pipeline.
 //! * Nothing is dropped silently: undecodable payloads, unknown versions, limit
-//!   violations, device-id mismatches and unexpected kinds become dead letters
+//!   violations, device-id mismatches (and command-id mismatches between a
+//!   command or ack and its topic) and unexpected kinds become dead letters
 //!   with the original bytes and a reason.
+//!
+//! ## Metrics
+//! `iiot_ingest_rows_written_total`, `iiot_ingest_batches_written_total`,
+//! `iiot_ingest_duplicates_total` (label `where`), `iiot_ingest_dead_letters_total`
+//! (label `reason`), `iiot_ingest_commit_retries_total`, `iiot_ingest_commit_seconds`,
+//! `iiot_ingest_commands_total`, `iiot_ingest_command_acks_total` (label `state`),
+//! `iiot_ingest_commands_expired_unconfirmed_total`,
+//! `iiot_ingest_command_sweep_errors_total`, and the per-device gauges
+//! `iiot_ingest_device_last_seen_seconds` and `iiot_ingest_device_online`.
 
 mod config;
 mod stats;
+mod work;
 
 use std::time::Duration;
 
@@ -32,9 +52,13 @@ use tokio_util::sync::CancellationToken;
 pub use config::PipelineConfig;
 pub use stats::PipelineStats;
 
+use self::work::{Work, id_mismatch, split};
+use crate::commands::state_label;
 use crate::dedupe::DedupeWindow;
 use crate::gaps::GapTracker;
-use crate::record::{AcceptedBatch, CommitBatch, DeadLetter, DeadLetterReason};
+use crate::record::{
+    AcceptedAck, AcceptedBatch, AcceptedCommand, CommitBatch, DeadLetter, DeadLetterReason,
+};
 use crate::sink::{Sink, SinkError};
 use crate::source::{Delivery, Source, SourceError};
 
@@ -75,13 +99,6 @@ impl PipelineHandle {
     }
 }
 
-/// Telemetry payloads kept beside a commit batch, so a poison batch can be
-/// dead-lettered with its original bytes.
-struct Work {
-    batch: CommitBatch,
-    payloads: Vec<Bytes>,
-}
-
 /// The ingest pipeline over a source and a sink.
 pub struct Pipeline<S: Source, K: Sink> {
     source: S,
@@ -97,6 +114,8 @@ pub struct Pipeline<S: Source, K: Sink> {
     last_receive: Option<Instant>,
     stats: PipelineStats,
     stats_tx: watch::Sender<PipelineStats>,
+    /// When the next command sweep is due; `None`: sweeps are off.
+    next_sweep: Option<Instant>,
 }
 
 enum Outcome {
@@ -115,11 +134,10 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
             router: Router::new(config.limits.clone()),
             dedupe: DedupeWindow::new(config.dedupe_window, config.dedupe_capacity),
             gaps: GapTracker::new(config.max_open_gaps_per_device),
+            next_sweep: (!config.command_sweep_interval.is_zero())
+                .then(|| Instant::now() + config.command_sweep_interval),
             config,
-            work: Work {
-                batch: CommitBatch::default(),
-                payloads: Vec::new(),
-            },
+            work: Work::default(),
             rows: 0,
             pending: Vec::new(),
             batch_started: None,
@@ -161,6 +179,9 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
                     if matches!(self.flush(&cancel).await?, Outcome::Cancelled) {
                         return Ok(self.stats);
                     }
+                }
+                () = sleep_until_opt(self.next_sweep), if self.next_sweep.is_some() => {
+                    self.sweep().await;
                 }
                 r = self.source.recv(), if can_pull => match r {
                     Ok(Some(d)) => {
@@ -321,6 +342,42 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
                 metrics::gauge!("iiot_ingest_device_online", "device" => status.device_id.to_string())
                     .set(if status.online { 1.0 } else { 0.0 });
             }
+            Message::Command(command) => {
+                if let Some(detail) = id_mismatch(&parsed.class, command.id) {
+                    self.dead_letter(
+                        topic,
+                        payload,
+                        DeadLetterReason::CommandIdMismatch,
+                        detail,
+                        received_at,
+                    );
+                    return;
+                }
+                self.work.batch.commands.push(AcceptedCommand {
+                    command,
+                    topic,
+                    received_at,
+                });
+                self.work.command_payloads.push(payload);
+            }
+            Message::CommandAck(ack) => {
+                if let Some(detail) = id_mismatch(&parsed.class, ack.command_id) {
+                    self.dead_letter(
+                        topic,
+                        payload,
+                        DeadLetterReason::CommandIdMismatch,
+                        detail,
+                        received_at,
+                    );
+                    return;
+                }
+                self.work.batch.command_acks.push(AcceptedAck {
+                    ack,
+                    topic,
+                    received_at,
+                });
+                self.work.ack_payloads.push(payload);
+            }
             other => {
                 let detail = format!("{} messages are not ingested", kind.as_str());
                 drop(other);
@@ -341,13 +398,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
         if self.pending.is_empty() && self.work.batch.is_empty() {
             return Ok(Outcome::Committed);
         }
-        let work = std::mem::replace(
-            &mut self.work,
-            Work {
-                batch: CommitBatch::default(),
-                payloads: Vec::new(),
-            },
-        );
+        let work = std::mem::take(&mut self.work);
         self.rows = 0;
         if matches!(
             self.commit_isolating(work, cancel).await?,
@@ -373,7 +424,8 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
     }
 
     /// Commits `work`, retrying transient failures and splitting refused batches
-    /// until the poison telemetry batch is isolated and dead-lettered.
+    /// until the poison telemetry batch, command or ack is isolated and
+    /// dead-lettered.
     async fn commit_isolating(
         &mut self,
         work: Work,
@@ -399,28 +451,20 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
                             return Ok(Outcome::Cancelled);
                         }
                     }
-                    Err(e @ SinkError::Rejected { .. }) if w.batch.telemetry.len() > 1 => {
-                        tracing::warn!(error = %e, code = ?e.code(), batches = w.batch.telemetry.len(), "sink refused the batch; splitting");
+                    Err(e @ SinkError::Rejected { .. }) if w.isolatable() > 1 => {
+                        tracing::warn!(error = %e, code = ?e.code(), records = w.isolatable(), "sink refused the batch; splitting");
                         let (a, b) = split(w);
                         stack.push(b);
                         stack.push(a);
                         break;
                     }
-                    Err(e @ SinkError::Rejected { .. }) if w.batch.telemetry.len() == 1 => {
-                        let Some(poison) = w.batch.telemetry.pop() else {
+                    Err(e @ SinkError::Rejected { .. }) if w.isolatable() == 1 => {
+                        let Some(poison) = w.pop_poison(e.detail().to_owned()) else {
                             break;
                         };
-                        let payload = w.payloads.pop().unwrap_or_default();
-                        tracing::error!(error = %e, code = ?e.code(), device = %poison.batch.device_id, "poison telemetry batch dead-lettered");
-                        let detail = e.detail().to_owned();
+                        tracing::error!(error = %e, code = ?e.code(), topic = %poison.topic, "poison record dead-lettered");
                         self.stats.poison_batches += 1;
-                        w.batch.dead_letters.push(DeadLetter {
-                            topic: poison.topic,
-                            payload,
-                            reason: DeadLetterReason::Poison,
-                            detail,
-                            received_at: poison.received_at,
-                        });
+                        w.batch.dead_letters.push(poison);
                     }
                     Err(e) => return Err(PipelineError::Sink(e)),
                 }
@@ -444,11 +488,45 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
         metrics::counter!("iiot_ingest_batches_written_total").increment(report.batches_written);
         metrics::counter!("iiot_ingest_duplicates_total", "where" => "sink")
             .increment(report.batches_skipped);
+        self.stats.commands += batch.commands.len() as u64;
+        self.stats.command_acks += batch.command_acks.len() as u64;
+        if !batch.commands.is_empty() {
+            metrics::counter!("iiot_ingest_commands_total").increment(batch.commands.len() as u64);
+        }
+        for a in &batch.command_acks {
+            metrics::counter!("iiot_ingest_command_acks_total", "state" => state_label(a.ack.state))
+                .increment(1);
+        }
         for dl in &batch.dead_letters {
             let label = dl.reason.label();
             metrics::counter!("iiot_ingest_dead_letters_total", "reason" => label.clone())
                 .increment(1);
             *self.stats.dead_letters.entry(label).or_default() += 1;
+        }
+    }
+
+    /// Asks the sink to mark overdue commands, then schedules the next sweep. A
+    /// failure is logged and counted; the next interval tries again.
+    async fn sweep(&mut self) {
+        self.next_sweep = Some(Instant::now() + self.config.command_sweep_interval);
+        match self
+            .sink
+            .expire_unconfirmed_commands(Timestamp::now(), self.config.command_grace)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(commands = n, "commands marked expired_unconfirmed");
+                self.stats.commands_expired_unconfirmed += n;
+                metrics::counter!("iiot_ingest_commands_expired_unconfirmed_total").increment(n);
+                self.stats_tx.send_replace(self.stats.clone());
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "command expiry sweep failed; retrying at the next interval");
+                self.stats.command_sweep_errors += 1;
+                metrics::counter!("iiot_ingest_command_sweep_errors_total").increment(1);
+                self.stats_tx.send_replace(self.stats.clone());
+            }
         }
     }
 
@@ -469,21 +547,6 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
             () = tokio::time::sleep(d) => true,
         }
     }
-}
-
-/// Splits work in two halves of its telemetry; the first half carries the rest.
-fn split(mut w: Work) -> (Work, Work) {
-    let mid = w.batch.telemetry.len() / 2;
-    let tail = w.batch.telemetry.split_off(mid);
-    let tail_payloads = w.payloads.split_off(mid.min(w.payloads.len()));
-    let b = Work {
-        batch: CommitBatch {
-            telemetry: tail,
-            ..CommitBatch::default()
-        },
-        payloads: tail_payloads,
-    };
-    (w, b)
 }
 
 async fn sleep_until_opt(deadline: Option<Instant>) {

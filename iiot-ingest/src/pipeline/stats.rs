@@ -28,8 +28,17 @@ pub struct PipelineStats {
     pub commits: u64,
     /// Commit attempts that failed transiently and were retried.
     pub commit_retries: u64,
-    /// Telemetry batches isolated as poison and dead-lettered.
+    /// Telemetry batches isolated as poison and dead-lettered (commands and
+    /// acks isolated the same way count too).
     pub poison_batches: u64,
+    /// Commands committed (seen on `.../commands/{id}`; re-deliveries count).
+    pub commands: u64,
+    /// Command acks committed (duplicates and re-deliveries count).
+    pub command_acks: u64,
+    /// Commands the sweep marked `expired_unconfirmed`.
+    pub commands_expired_unconfirmed: u64,
+    /// Sweeps that failed (logged; retried at the next interval).
+    pub command_sweep_errors: u64,
 }
 
 impl PipelineStats {

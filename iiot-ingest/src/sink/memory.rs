@@ -3,12 +3,17 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use iiot_core::quality::Quality;
 use iiot_core::types::{DataLoss, DeviceId, MessageId, Sequence, TagPath, Timestamp, Value};
 
 use super::{Sink, SinkError};
-use crate::record::{CommitBatch, CommitReport, DeadLetter, DeviceSequenceState, Gap, GapChange};
+use crate::commands::CommandTable;
+use crate::record::{
+    AcceptedAck, AcceptedCommand, CommitBatch, CommitReport, DeadLetter, DeviceSequenceState, Gap,
+    GapChange,
+};
 
 /// One stored sample.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +47,13 @@ pub struct MemoryStore {
     pub gaps: BTreeMap<(DeviceId, u64), Gap>,
     /// Dead letters.
     pub dead_letters: Vec<DeadLetter>,
+    /// Every command committed, in commit order (re-deliveries included).
+    pub commands: Vec<AcceptedCommand>,
+    /// Every command ack committed, in commit order (duplicates and
+    /// re-deliveries included).
+    pub command_acks: Vec<AcceptedAck>,
+    /// The commands table, by the same rules as the database sinks'.
+    pub command_table: CommandTable,
     /// Successful commits.
     pub commits: u64,
 }
@@ -51,7 +63,8 @@ pub struct MemoryStore {
 pub struct Faults {
     /// Fail this many next commits with [`SinkError::Unavailable`].
     pub unavailable: u32,
-    /// Reject (as a poison record would) any commit containing a sample of this tag.
+    /// Reject (as a poison record would) any commit containing a sample of this
+    /// tag or a command targeting it.
     pub reject_tag: Option<String>,
 }
 
@@ -99,6 +112,16 @@ impl Sink for MemorySink {
             {
                 return Err(SinkError::rejected(format!("injected: tag {tag}")));
             }
+            if let Some(tag) = &f.reject_tag
+                && batch
+                    .commands
+                    .iter()
+                    .any(|c| c.command.target.as_str() == tag)
+            {
+                return Err(SinkError::rejected(format!(
+                    "injected: command target {tag}"
+                )));
+            }
         }
         let mut s = lock(&self.store);
         let mut report = CommitReport::default();
@@ -141,9 +164,29 @@ impl Sink for MemorySink {
                 }
             }
         }
+        for c in &batch.commands {
+            s.command_table.apply_command(&c.command, c.received_at);
+        }
+        for a in &batch.command_acks {
+            s.command_table.apply_ack(&a.ack, a.received_at);
+        }
+        s.commands.extend(batch.commands.iter().cloned());
+        s.command_acks.extend(batch.command_acks.iter().cloned());
         s.dead_letters.extend(batch.dead_letters.iter().cloned());
         s.commits += 1;
         Ok(report)
+    }
+
+    /// Applies the sweep to the store's [`CommandTable`]; injected faults do not
+    /// apply to it.
+    async fn expire_unconfirmed_commands(
+        &mut self,
+        now: Timestamp,
+        grace: Duration,
+    ) -> Result<u64, SinkError> {
+        Ok(lock(&self.store)
+            .command_table
+            .expire_unconfirmed(now, grace))
     }
 
     async fn load_sequence_state(&mut self) -> Result<Vec<DeviceSequenceState>, SinkError> {

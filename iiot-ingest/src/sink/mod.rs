@@ -1,8 +1,10 @@
-//! Sinks: where committed telemetry goes.
+//! Sinks: where committed telemetry (and commands, acks, data loss, gaps and
+//! dead letters) goes.
 //!
 //! A sink commits a [`CommitBatch`] atomically and idempotently: redelivered
-//! telemetry (same `(device_id, message_id)`) writes no second row. The pipeline
-//! acknowledges the broker only after [`Sink::commit`] returned `Ok`.
+//! telemetry (same `(device_id, message_id)`) writes no second row, and a
+//! redelivered command or ack changes nothing in the commands table. The
+//! pipeline acknowledges the broker only after [`Sink::commit`] returned `Ok`.
 //!
 //! ## Errors
 //! A [`SinkError`]'s variant is the pipeline's reaction ([`SinkErrorKind`]):
@@ -13,6 +15,9 @@
 //! [`source`](std::error::Error::source).
 
 use std::future::Future;
+use std::time::Duration;
+
+use iiot_core::types::Timestamp;
 
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
 
@@ -331,6 +336,30 @@ pub trait Sink: Send {
     fn load_sequence_state(
         &mut self,
     ) -> impl Future<Output = Result<Vec<DeviceSequenceState>, SinkError>> + Send;
+
+    /// Marks every tracked command that has no final state and whose
+    /// `expires_at` plus `grace` lies before `now` as `expired_unconfirmed`
+    /// (with `final_at = now`), in one transaction of its own; returns how many.
+    /// A device's final ack that arrives later still replaces the mark (see
+    /// [`commands`](crate::commands)).
+    ///
+    /// The pipeline calls it every
+    /// [`command_sweep_interval`](crate::PipelineConfig::command_sweep_interval)
+    /// with the wall clock; tests call it with an explicit `now`. The default
+    /// does nothing and returns 0, for sinks without a commands table (Kafka is
+    /// a log: its consumers apply the deadline themselves). A sink that wraps
+    /// another must forward it.
+    ///
+    /// # Errors
+    /// [`SinkError`]; then nothing was marked.
+    fn expire_unconfirmed_commands(
+        &mut self,
+        now: Timestamp,
+        grace: Duration,
+    ) -> impl Future<Output = Result<u64, SinkError>> + Send {
+        let _ = (now, grace);
+        std::future::ready(Ok(0))
+    }
 }
 /// Records the metrics every sink reports for a successful commit:
 /// `iiot_ingest_sink_{rows_written,batches_written,batches_skipped}_total` and the
@@ -358,6 +387,8 @@ pub(crate) fn record_commit(
     );
 }
 
+#[cfg(any(feature = "postgres", feature = "sqlite"))]
+mod command_sql;
 pub mod memory;
 
 #[cfg(feature = "kafka")]

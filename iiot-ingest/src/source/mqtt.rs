@@ -48,6 +48,18 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::{Delivery, Source, SourceError};
 
+/// The default subscription filters, shared among ingest workers
+/// (`$share/iiot-ingest/…`): telemetry (and `telemetry/data-loss`), status,
+/// commands as their issuer published them (`commands/{id}`) and the devices'
+/// acks (`commands/{id}/ack`). Without the last two the commands table holds
+/// nothing.
+pub const DEFAULT_FILTERS: &[&str] = &[
+    "$share/iiot-ingest/+/+/+/+/+/+/telemetry/#",
+    "$share/iiot-ingest/+/+/+/+/+/+/status",
+    "$share/iiot-ingest/+/+/+/+/+/+/commands/+",
+    "$share/iiot-ingest/+/+/+/+/+/+/commands/+/ack",
+];
+
 /// MQTT source configuration.
 ///
 /// ## Defaults
@@ -57,7 +69,7 @@ use super::{Delivery, Source, SourceError};
 /// | `url` | `mqtt://127.0.0.1:1883` (`mqtts://` for TLS) |
 /// | `protocol` | `"5"` (MQTT 5; `"3.1.1"` for brokers without it) |
 /// | `client_id` | `iiot-ingest` (must be stable across restarts: it names the persistent session) |
-/// | `filters` | `$share/iiot-ingest/+/+/+/+/+/+/telemetry/#` and `$share/iiot-ingest/+/+/+/+/+/+/status` |
+/// | `filters` | [`DEFAULT_FILTERS`]: `$share/iiot-ingest/+/+/+/+/+/+/telemetry/#`, `…/status`, `…/commands/+` (commands as issued) and `…/commands/+/ack` (device acks) |
 /// | `keepalive` | `"30s"` (at least 1 s) |
 /// | `channel_capacity` | 1 000 deliveries waiting for the pipeline (MQTT 5: also the Receive Maximum announced to the broker; sizes the ack queue, at least 64) |
 /// | `reconnect_min` / `reconnect_max` | `"1s"` / `"30s"` (the first wait doubles per failed attempt up to the cap, jittered) |
@@ -107,10 +119,7 @@ impl Default for MqttSourceConfig {
             url: "mqtt://127.0.0.1:1883".into(),
             protocol: MqttVersion::V5,
             client_id: "iiot-ingest".into(),
-            filters: vec![
-                "$share/iiot-ingest/+/+/+/+/+/+/telemetry/#".into(),
-                "$share/iiot-ingest/+/+/+/+/+/+/status".into(),
-            ],
+            filters: DEFAULT_FILTERS.iter().map(|f| (*f).to_owned()).collect(),
             keepalive: Duration::from_secs(30),
             channel_capacity: NonZeroUsize::new(1000).unwrap_or(NonZeroUsize::MIN),
             reconnect_min: Duration::from_secs(1),
@@ -320,6 +329,39 @@ mod tests {
         };
         let e = MqttSource::start(&c).unwrap_err();
         assert!(e.to_string().contains("client_key_path"), "{e}");
+    }
+
+    #[test]
+    fn default_filters_cover_every_ingested_kind() {
+        use iiot_core::topic::{Topic, TopicFilter};
+        use iiot_core::types::{DeviceId, MessageId};
+        use iiot_core::version::data_loss_topic;
+
+        let filters: Vec<TopicFilter> = MqttSourceConfig::default()
+            .filters
+            .iter()
+            .map(|f| TopicFilter::parse(f).unwrap())
+            .collect();
+        let path =
+            iiot_core::topic::UnsPath::new("e", "s", "a", "l", "plc", DeviceId::new("d").unwrap())
+                .unwrap();
+        let id = MessageId::from_u128(1);
+        let topics: [Topic; 5] = [
+            path.telemetry(),
+            data_loss_topic(&path),
+            path.status(),
+            path.command(id),
+            path.command_ack(id),
+        ];
+        for t in &topics {
+            let n = filters.iter().filter(|f| f.matches(&t.to_string())).count();
+            assert_eq!(n, 1, "{t} matched by {n} filters");
+        }
+        assert!(
+            !filters
+                .iter()
+                .any(|f| f.matches(&path.config_desired().to_string()))
+        );
     }
 
     #[test]

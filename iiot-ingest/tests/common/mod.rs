@@ -1,6 +1,7 @@
 //! Shared helpers for iiot-ingest integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod commands;
 #[cfg(feature = "kafka")]
 pub mod kafka;
 #[cfg(feature = "mqtt")]

@@ -384,3 +384,54 @@ impl ConfirmedPublish for SessionHandle {
         }
     }
 }
+
+/// The session's deliveries as a command [`Inbox`](iiot_core::command::Inbox) for
+/// the executor of `iiot-edge`. Configure the session with
+/// [`super::InboundAcks::Manual`]: then a command's PUBACK goes out only when the
+/// executor acknowledged it (after its ledger recorded it durably), so a gateway
+/// that crashes in between gets it again. In auto-ack mode the broker forgets a
+/// command on receipt and that guarantee is lost.
+#[derive(Debug)]
+pub struct InboundDeliveries {
+    handle: SessionHandle,
+    inbound: Inbound,
+}
+
+impl InboundDeliveries {
+    /// Wraps the session's handle and its [`Inbound`] receiver.
+    pub fn new(handle: SessionHandle, inbound: Inbound) -> Self {
+        Self { handle, inbound }
+    }
+}
+
+/// The PUBACK of one delivery of [`InboundDeliveries`].
+#[derive(Debug)]
+pub struct MqttAck {
+    handle: SessionHandle,
+    token: AckToken,
+}
+
+impl iiot_core::command::Acknowledge for MqttAck {
+    async fn ack(self) {
+        if let Err(e) = self.handle.ack(self.token).await {
+            tracing::debug!(error = %e, "mqtt: ack after the session stopped; the broker delivers again");
+        }
+    }
+}
+
+impl iiot_core::command::Inbox for InboundDeliveries {
+    type Ack = MqttAck;
+
+    async fn recv(&mut self) -> Option<iiot_core::command::Delivery<MqttAck>> {
+        let m = self.inbound.recv().await?;
+        Some(iiot_core::command::Delivery {
+            topic: m.topic,
+            payload: m.payload,
+            retain: m.retain,
+            ack: m.token.map(|token| MqttAck {
+                handle: self.handle.clone(),
+                token,
+            }),
+        })
+    }
+}

@@ -110,7 +110,10 @@ pub use error::{
     AckError, ConfigError, DisconnectReason, IdentityError, IdentityProblem, SubscribeError,
     SubscribeErrorKind,
 };
-pub use handle::{Confirmation, ConnectionState, Inbound, InboundMessage, SessionHandle};
+pub use handle::{
+    Confirmation, ConnectionState, Inbound, InboundDeliveries, InboundMessage, MqttAck,
+    SessionHandle,
+};
 pub use session::Session;
 pub use status::{
     StatusEncoder, json_status, json_status_encoder, protobuf_status, protobuf_status_encoder,

@@ -1,7 +1,8 @@
 //! JSON renderings of the message kinds that have no JSON form in core.
 
 use iiot_core::types::{
-    Command, CommandAck, ConfigDesired, Expect, Operation, ConfigReported, DataLoss, OtaStatus, SignedManifest, Value,
+    Command, CommandAck, ConfigDesired, ConfigReported, DataLoss, Expect, Operation, OtaStatus,
+    SignedManifest, Value,
 };
 use iiot_core::version::Message;
 use serde_json::{Map, json};

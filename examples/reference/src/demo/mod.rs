@@ -178,6 +178,8 @@ async fn scenario(
     mqtt.filters = vec![
         "demo/+/+/+/+/+/telemetry/#".into(),
         "demo/+/+/+/+/+/status".into(),
+        "demo/+/+/+/+/+/commands/+".into(),
+        "demo/+/+/+/+/+/commands/+/ack".into(),
     ];
     let pipeline = PipelineConfig {
         batch_max_delay: Duration::from_millis(100),
@@ -193,9 +195,10 @@ async fn scenario(
     let ingest_task = {
         let c = ingest_cancel.clone();
         tokio::spawn(async move {
-            ingest::run_until(ingest_setup, &c, |_, h| {
+            // Boxed: the pipeline's state machine is large.
+            Box::pin(ingest::run_until(ingest_setup, &c, |_, h| {
                 let _ = ready_tx.send(h.clone());
-            })
+            }))
             .await
         })
     };

@@ -76,4 +76,12 @@ impl<K: Sink> Sink for DeviceMetricsSink<K> {
     async fn load_sequence_state(&mut self) -> Result<Vec<DeviceSequenceState>, SinkError> {
         self.inner.load_sequence_state().await
     }
+
+    async fn expire_unconfirmed_commands(
+        &mut self,
+        now: iiot_core::types::Timestamp,
+        grace: std::time::Duration,
+    ) -> Result<u64, SinkError> {
+        self.inner.expire_unconfirmed_commands(now, grace).await
+    }
 }

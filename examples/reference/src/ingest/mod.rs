@@ -118,12 +118,13 @@ pub async fn run(setup: IngestSetup) -> Result<(), AppError> {
         crate::shutdown_signal().await;
         stop.cancel();
     });
-    let stats = run_until(setup, &cancel, |broker, _| {
+    // Boxed: the pipeline's state machine is large.
+    let stats = Box::pin(run_until(setup, &cancel, |broker, _| {
         use std::io::Write as _;
         let mut out = std::io::stdout().lock();
         let _ = writeln!(out, "ingest started on {broker}");
         let _ = out.flush();
-    })
+    }))
     .await?;
     tracing::info!(?stats, "ingest stopped");
     Ok(())

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 /// | `telemetry_topic` | `iiot.telemetry` |
 /// | `dead_letter_topic` | `iiot.dead_letter` |
 /// | `events_topic` | `iiot.events` |
+/// | `commands_topic` | `iiot.commands` |
 /// | `create_topics` | `true` |
 /// | `partitions` | 3 (for topics the sink creates) |
 /// | `replication_factor` | 1 (for topics the sink creates) |
@@ -39,6 +40,8 @@ pub struct KafkaConfig {
     pub dead_letter_topic: String,
     /// Topic of data-loss records and gap changes, keyed by device id.
     pub events_topic: String,
+    /// Topic of commands (as issued) and command acks, keyed by device id.
+    pub commands_topic: String,
     /// Create missing topics (with `partitions` and `replication_factor`) on
     /// every (re)connect. Off: a missing topic is a setup error.
     pub create_topics: bool,
@@ -59,9 +62,10 @@ pub struct KafkaConfig {
     /// record larger than this is refused (`Rejected`) before anything is sent.
     /// Keep it at or below the broker's `message.max.bytes`.
     pub max_batch_bytes: NonZeroUsize,
-    /// How many `(device_id, message_id)` keys of acknowledged telemetry and
-    /// data-loss records the sink remembers, so that a commit retried after a
-    /// partial failure does not send them again. Zero disables it.
+    /// How many keys of acknowledged telemetry, data-loss, command and ack
+    /// records (`(device_id, message_id)`, `(device_id, command_id)`, …) the sink
+    /// remembers, so that a commit retried after a partial failure does not send
+    /// them again. Zero disables it.
     pub recent_keys: usize,
 }
 
@@ -73,6 +77,7 @@ impl Default for KafkaConfig {
             telemetry_topic: "iiot.telemetry".into(),
             dead_letter_topic: "iiot.dead_letter".into(),
             events_topic: "iiot.events".into(),
+            commands_topic: "iiot.commands".into(),
             create_topics: true,
             partitions: 3,
             replication_factor: 1,
@@ -103,6 +108,12 @@ impl KafkaConfig {
         self.telemetry_topic = telemetry.into();
         self.dead_letter_topic = dead_letter.into();
         self.events_topic = events.into();
+        self
+    }
+
+    /// Sets the commands topic.
+    pub fn set_commands_topic(&mut self, commands: impl Into<String>) -> &mut Self {
+        self.commands_topic = commands.into();
         self
     }
 
@@ -175,6 +186,7 @@ impl KafkaConfig {
             ("telemetry_topic", &self.telemetry_topic),
             ("dead_letter_topic", &self.dead_letter_topic),
             ("events_topic", &self.events_topic),
+            ("commands_topic", &self.commands_topic),
         ] {
             check_topic(name).map_err(|p| bad(field, format!("{name:?} {p}")))?;
         }
@@ -238,6 +250,9 @@ mod tests {
         }
         c.set_topics("a.b_c-D9", "x", "a".repeat(249));
         assert!(c.validate().is_ok());
+        c.set_commands_topic("no/slash");
+        assert_eq!(c.validate().unwrap_err().field, "commands_topic");
+        c.set_commands_topic("iiot.commands");
         c.set_partitions(0);
         assert_eq!(c.validate().unwrap_err().field, "partitions");
         c.set_partitions(1).set_replication_factor(0);
@@ -269,6 +284,7 @@ mod tests {
         assert_eq!(c.request_timeout, Duration::from_millis(1500));
         assert_eq!(c.max_batch_bytes.get(), 4096);
         assert_eq!(c.telemetry_topic, "iiot.telemetry");
+        assert_eq!(c.commands_topic, "iiot.commands");
         assert_eq!(c.partitions, 3);
         assert!(serde_json::from_str::<KafkaConfig>(r#"{"bootstrap":"x"}"#).is_err());
         assert!(serde_json::from_str::<KafkaConfig>(r#"{"max_batch_bytes":0}"#).is_err());

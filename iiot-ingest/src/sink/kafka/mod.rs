@@ -9,14 +9,17 @@
 //! | each data-loss record | `events_topic` | device id | v1 Protobuf `DataLoss` | `event = data_loss`, `message_id`, `device_id`, `content_type` |
 //! | each gap change | `events_topic` | device id | JSON ([`EVENT_GAP_OPENED`], [`EVENT_GAP_NARROWED`]) | `event`, `device_id`, `content_type` |
 //! | each dead letter | `dead_letter_topic` | MQTT topic | the original bytes, unchanged | `reason`, `topic`, `detail`, `received_at` |
+//! | each command (as issued) | `commands_topic` | device id | v1 Protobuf `Command` | `event = command`, `command_id`, `device_id`, `topic`, `received_at`, `content_type` |
+//! | each command ack | `commands_topic` | device id | v1 Protobuf `CommandAck` | `event = command_ack`, `command_id`, `device_id`, `state`, `duplicate`, `topic`, `received_at`, `content_type` |
 //!
 //! A record's partition is `murmur2(key) mod partitions`, as Kafka's default
 //! partitioner chooses it ([`partition_for`]): all records of one device land in
 //! one partition, in commit order, so a device's order is kept. The telemetry
 //! value is re-encoded with [`encode_telemetry`](iiot_core::codec::protobuf::encode_telemetry)
-//! and decodes to the accepted batch. Record timestamps are the gateway time
-//! (telemetry), the detection time (data loss), the change time (gaps) and the
-//! receive time (dead letters). Header names and value forms are a wire format:
+//! and decodes to the accepted batch (commands and acks likewise). Record
+//! timestamps are the gateway time (telemetry), the detection time (data loss),
+//! the change time (gaps), the receive time (dead letters), `issued_at`
+//! (commands) and the ack's time (acks). Header names and value forms are a wire format:
 //! see [`records`] for the stability rules.
 //!
 //! ## Idempotency: what a consumer must do
@@ -28,7 +31,12 @@
 //! - Telemetry: drop a record whose `(key, message_id header)`, i.e.
 //!   `(device_id, message_id)`, was seen before. Data loss: the same with the
 //!   event's `message_id`. Gap changes are idempotent state updates (apply by
-//!   `(device_id, first)`). Dead letters may repeat.
+//!   `(device_id, first)`). Dead letters may repeat. Commands and acks are the
+//!   raw material of a commands table: apply them by the rules of
+//!   [`commands`](crate::commands) (keyed by `(device_id, command_id)`), which
+//!   make repeats change nothing. The sink does not sweep for
+//!   `expired_unconfirmed`: a consumer applies the deadline (`expires_at` plus
+//!   its grace) itself.
 //! - Within one commit the sink sends each `(device_id, message_id)` once.
 //! - Across commits the sink remembers the last
 //!   [`recent_keys`](KafkaConfig::recent_keys) keys the broker acknowledged, so a
@@ -81,7 +89,7 @@
 //! Through the `metrics` facade, labelled `sink = "kafka"`:
 //! `iiot_ingest_sink_rows_written_total`, `iiot_ingest_sink_batches_written_total`,
 //! `iiot_ingest_sink_batches_skipped_total`, `iiot_ingest_sink_records_total`
-//! (label `topic` = `telemetry`, `events` or `dead_letter`) (counters),
+//! (label `topic` = `telemetry`, `events`, `dead_letter` or `commands`) (counters),
 //! `iiot_ingest_sink_commit_seconds` (histogram of successful commits),
 //! `iiot_ingest_sink_errors_total` (label `kind` = `unavailable`, `rejected` or
 //! `setup`) and `iiot_ingest_sink_reconnects_total`.
@@ -110,7 +118,8 @@ pub use self::config::{KafkaConfig, KafkaConfigError};
 use self::error::classify;
 use self::records::{AckKey, Dest, build};
 pub use self::records::{
-    EVENT_DATA_LOSS, EVENT_GAP_NARROWED, EVENT_GAP_OPENED, murmur2, partition_for,
+    EVENT_COMMAND, EVENT_COMMAND_ACK, EVENT_DATA_LOSS, EVENT_GAP_NARROWED, EVENT_GAP_OPENED,
+    murmur2, partition_for,
 };
 use crate::recent::RecentSet;
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
@@ -201,11 +210,19 @@ impl KafkaSink {
         Some((n(Dest::Telemetry), n(Dest::DeadLetter), n(Dest::Events)))
     }
 
+    /// Partitions of the commands topic, as found at the last connect; `None`
+    /// while not connected.
+    pub fn command_partitions(&self) -> Option<i32> {
+        let c = self.conn.as_ref()?;
+        Some(c.partitions.get(&Dest::Commands).copied().unwrap_or(1))
+    }
+
     fn topic(&self, d: Dest) -> &str {
         match d {
             Dest::Telemetry => &self.config.telemetry_topic,
             Dest::DeadLetter => &self.config.dead_letter_topic,
             Dest::Events => &self.config.events_topic,
+            Dest::Commands => &self.config.commands_topic,
         }
     }
 
@@ -261,7 +278,7 @@ impl KafkaSink {
             .await
             .map_err(|e| classify(e, "metadata"))?;
         let mut created = false;
-        for dest in [Dest::Telemetry, Dest::DeadLetter, Dest::Events] {
+        for dest in Dest::ALL {
             let name = self.topic(dest);
             if let Some(t) = topics.iter().find(|t| t.name == name) {
                 partitions.insert(dest, t.partitions.len().max(1) as i32);
@@ -282,7 +299,7 @@ impl KafkaSink {
                 .list_topics()
                 .await
                 .map_err(|e| classify(e, "metadata"))?;
-            for dest in [Dest::Telemetry, Dest::DeadLetter, Dest::Events] {
+            for dest in Dest::ALL {
                 let name = self.topic(dest);
                 if let Some(t) = topics.iter().find(|t| t.name == name)
                     && !t.partitions.is_empty()
@@ -489,7 +506,7 @@ impl KafkaSink {
             return Err(self.failed(SinkError::unavailable(detail)));
         };
         let acked_at = Timestamp::now();
-        let mut written = [0u64; 3];
+        let mut written = [0u64; Dest::ALL.len()];
         for (ok, (dest, key, samples)) in acked.iter().zip(meta) {
             if !ok {
                 continue;
@@ -512,11 +529,7 @@ impl KafkaSink {
             return Err(self.failed(e));
         }
         self.conn = Some(conn);
-        for (dest, n) in [
-            (Dest::Telemetry, written[0]),
-            (Dest::DeadLetter, written[1]),
-            (Dest::Events, written[2]),
-        ] {
+        for (dest, n) in Dest::ALL.into_iter().zip(written) {
             metrics::counter!("iiot_ingest_sink_records_total", "sink" => "kafka", "topic" => dest.label())
                 .increment(n);
         }

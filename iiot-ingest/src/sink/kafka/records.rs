@@ -6,13 +6,18 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use iiot_core::codec::protobuf::{encode_data_loss, encode_telemetry};
+use iiot_core::codec::protobuf::{
+    encode_command, encode_command_ack, encode_data_loss, encode_telemetry,
+};
 use iiot_core::types::{DataLoss, DeviceId, MessageId, Timestamp};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::record::Record;
 
+use crate::commands::state_label;
 use crate::recent::RecentSet;
-use crate::record::{AcceptedBatch, CommitBatch, DeadLetter, Gap, GapChange};
+use crate::record::{
+    AcceptedAck, AcceptedBatch, AcceptedCommand, CommitBatch, DeadLetter, Gap, GapChange,
+};
 
 /// Header: the batch's or event's message id, a 26-character ULID.
 pub const HEADER_MESSAGE_ID: &str = "message_id";
@@ -28,9 +33,17 @@ pub const HEADER_RECEIVED_AT: &str = "received_at";
 pub const HEADER_REASON: &str = "reason";
 /// Header: the dead letter's human-readable detail.
 pub const HEADER_DETAIL: &str = "detail";
-/// Header: what an events-topic record is: [`EVENT_DATA_LOSS`], [`EVENT_GAP_OPENED`]
-/// or [`EVENT_GAP_NARROWED`].
+/// Header: what an events-topic record is ([`EVENT_DATA_LOSS`],
+/// [`EVENT_GAP_OPENED`], [`EVENT_GAP_NARROWED`]) or a commands-topic record is
+/// ([`EVENT_COMMAND`], [`EVENT_COMMAND_ACK`]).
 pub const HEADER_EVENT: &str = "event";
+/// Header: the command's id, a 26-character ULID (commands topic).
+pub const HEADER_COMMAND_ID: &str = "command_id";
+/// Header: an ack's state, snake_case (`completed`, `rejected`, …).
+pub const HEADER_STATE: &str = "state";
+/// Header: `true` for an ack the device re-sent for a duplicate command id,
+/// else `false`.
+pub const HEADER_DUPLICATE: &str = "duplicate";
 /// Header: the value's format, one of the `CONTENT_TYPE_*` constants.
 pub const HEADER_CONTENT_TYPE: &str = "content_type";
 
@@ -44,12 +57,21 @@ pub const EVENT_GAP_OPENED: &str = "gap_opened";
 /// where `first` names the gap that changed and an empty `remaining` closed it.
 pub const EVENT_GAP_NARROWED: &str = "gap_narrowed";
 
+/// Event: a command as its issuer published it; the value is a v1 Protobuf `Command`.
+pub const EVENT_COMMAND: &str = "command";
+/// Event: a device's command ack; the value is a v1 Protobuf `CommandAck`.
+pub const EVENT_COMMAND_ACK: &str = "command_ack";
+
 /// Content type of telemetry values.
 pub const CONTENT_TYPE_TELEMETRY: &str = "application/x-protobuf; proto=iiot.v1.TelemetryBatch";
 /// Content type of data-loss values.
 pub const CONTENT_TYPE_DATA_LOSS: &str = "application/x-protobuf; proto=iiot.v1.DataLoss";
 /// Content type of gap events.
 pub const CONTENT_TYPE_JSON: &str = "application/json";
+/// Content type of command values.
+pub const CONTENT_TYPE_COMMAND: &str = "application/x-protobuf; proto=iiot.v1.Command";
+/// Content type of command-ack values.
+pub const CONTENT_TYPE_COMMAND_ACK: &str = "application/x-protobuf; proto=iiot.v1.CommandAck";
 
 /// Which of the sink's topics a record goes to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -57,15 +79,25 @@ pub(crate) enum Dest {
     Telemetry = 0,
     DeadLetter = 1,
     Events = 2,
+    Commands = 3,
 }
 
 impl Dest {
+    /// Every topic, in index order.
+    pub(crate) const ALL: [Self; 4] = [
+        Self::Telemetry,
+        Self::DeadLetter,
+        Self::Events,
+        Self::Commands,
+    ];
+
     /// The `topic` label of metrics.
     pub(crate) fn label(self) -> &'static str {
         match self {
             Self::Telemetry => "telemetry",
             Self::DeadLetter => "dead_letter",
             Self::Events => "events",
+            Self::Commands => "commands",
         }
     }
 }
@@ -75,6 +107,9 @@ impl Dest {
 pub(crate) enum AckKey {
     Telemetry(DeviceId, MessageId),
     DataLoss(DeviceId, MessageId),
+    Command(DeviceId, MessageId),
+    /// An ack: its command, state, time and duplicate flag.
+    CommandAck(DeviceId, MessageId, &'static str, i64, bool),
 }
 
 /// One record ready to produce.
@@ -88,8 +123,9 @@ pub(crate) struct Outgoing {
 }
 
 /// The records of `batch`, in order: telemetry, data loss, gap changes, dead
-/// letters. Telemetry repeated within `batch` or found in `recent` (the keys the
-/// broker acknowledged lately) is left out and counted in the second value.
+/// letters, commands, acks. Telemetry repeated within `batch` or found in
+/// `recent` (the keys the broker acknowledged lately) is left out and counted in
+/// the second value; so are data loss, commands and acks, uncounted.
 pub(crate) fn build(
     batch: &CommitBatch,
     recent: Option<&RecentSet<AckKey>>,
@@ -138,6 +174,37 @@ pub(crate) fn build(
             dest: Dest::DeadLetter,
             record: dead_letter_record(d),
             ack_key: None,
+            samples: 0,
+        });
+    }
+    for c in &batch.commands {
+        let key = AckKey::Command(c.command.device_id.clone(), c.command.id);
+        if recently_acked(&key) || !seen.insert(key.clone()) {
+            continue;
+        }
+        out.push(Outgoing {
+            dest: Dest::Commands,
+            record: command_record(c),
+            ack_key: Some(key),
+            samples: 0,
+        });
+    }
+    for a in &batch.command_acks {
+        let k = &a.ack;
+        let key = AckKey::CommandAck(
+            k.device_id.clone(),
+            k.command_id,
+            state_label(k.state),
+            k.time.unix_nanos(),
+            k.duplicate,
+        );
+        if recently_acked(&key) || !seen.insert(key.clone()) {
+            continue;
+        }
+        out.push(Outgoing {
+            dest: Dest::Commands,
+            record: command_ack_record(a),
+            ack_key: Some(key),
             samples: 0,
         });
     }
@@ -230,6 +297,46 @@ pub(crate) fn gap_record(change: &GapChange) -> Record {
             (HEADER_CONTENT_TYPE, CONTENT_TYPE_JSON.to_owned()),
         ]),
         timestamp: time(at),
+    }
+}
+
+/// Key = device id; value = the command re-encoded as v1 Protobuf `Command`;
+/// timestamp = its `issued_at`.
+pub(crate) fn command_record(a: &AcceptedCommand) -> Record {
+    let c = &a.command;
+    Record {
+        key: Some(c.device_id.as_str().as_bytes().to_vec()),
+        value: Some(encode_command(c)),
+        headers: headers([
+            (HEADER_EVENT, EVENT_COMMAND.to_owned()),
+            (HEADER_COMMAND_ID, c.id.to_string()),
+            (HEADER_DEVICE_ID, c.device_id.as_str().to_owned()),
+            (HEADER_TOPIC, a.topic.clone()),
+            (HEADER_RECEIVED_AT, a.received_at.to_rfc3339()),
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE_COMMAND.to_owned()),
+        ]),
+        timestamp: time(c.issued_at),
+    }
+}
+
+/// Key = device id; value = the ack re-encoded as v1 Protobuf `CommandAck`;
+/// timestamp = the ack's time.
+pub(crate) fn command_ack_record(a: &AcceptedAck) -> Record {
+    let k = &a.ack;
+    Record {
+        key: Some(k.device_id.as_str().as_bytes().to_vec()),
+        value: Some(encode_command_ack(k)),
+        headers: headers([
+            (HEADER_EVENT, EVENT_COMMAND_ACK.to_owned()),
+            (HEADER_COMMAND_ID, k.command_id.to_string()),
+            (HEADER_DEVICE_ID, k.device_id.as_str().to_owned()),
+            (HEADER_STATE, state_label(k.state).to_owned()),
+            (HEADER_DUPLICATE, k.duplicate.to_string()),
+            (HEADER_TOPIC, a.topic.clone()),
+            (HEADER_RECEIVED_AT, a.received_at.to_rfc3339()),
+            (HEADER_CONTENT_TYPE, CONTENT_TYPE_COMMAND_ACK.to_owned()),
+        ]),
+        timestamp: time(k.time),
     }
 }
 
@@ -392,6 +499,87 @@ mod tests {
         );
         assert_eq!(recent.len(), 2);
         assert_eq!(build(&batch, Some(&recent)).1, 1);
+    }
+
+    #[test]
+    fn commands_and_acks_go_to_the_commands_topic_keyed_by_device() {
+        use iiot_core::codec::Limits;
+        use iiot_core::codec::protobuf::{decode_command, decode_command_ack};
+        use iiot_core::types::{
+            Command, CommandAck, CommandState, Constraints, Operation, Value, WRITE,
+        };
+
+        let t = Timestamp::from_unix_nanos(1_767_225_600_123_456_789).unwrap();
+        let command = Command {
+            id: MessageId::from_parts(1, 9),
+            device_id: DeviceId::new("dev-1").unwrap(),
+            action: WRITE.into(),
+            target: TagPath::new("sp").unwrap(),
+            op: Operation::Set(Value::Double(80.0)),
+            issued_at: t,
+            expires_at: t.saturating_add(std::time::Duration::from_secs(30)),
+            issuer: "ops".into(),
+            reason: String::new(),
+            constraints: Constraints::default(),
+        };
+        let ack = CommandAck {
+            command_id: command.id,
+            device_id: command.device_id.clone(),
+            state: CommandState::Completed,
+            time: t,
+            detail: None,
+            result: None,
+            duplicate: false,
+            reason: None,
+            received_at: None,
+        };
+        let mut dup = ack.clone();
+        dup.duplicate = true;
+        let c = AcceptedCommand {
+            command: command.clone(),
+            topic: "a/s/ar/l/plc/dev-1/commands/x".into(),
+            received_at: t,
+        };
+        let acks: Vec<AcceptedAck> = [ack.clone(), ack.clone(), dup]
+            .into_iter()
+            .map(|a| AcceptedAck {
+                ack: a,
+                topic: "a/s/ar/l/plc/dev-1/commands/x/ack".into(),
+                received_at: t,
+            })
+            .collect();
+        let batch = CommitBatch {
+            commands: vec![c.clone(), c],
+            command_acks: acks,
+            ..CommitBatch::default()
+        };
+        let (out, skipped) = build(&batch, None);
+        assert_eq!(skipped, 0, "only telemetry repeats are counted");
+        // One command, one ack, one duplicate ack (a different event).
+        assert_eq!(out.len(), 3);
+        assert!(out.iter().all(|o| o.dest == Dest::Commands));
+        let h = |o: &Outgoing, k: &str| String::from_utf8(o.record.headers[k].clone()).unwrap();
+        assert_eq!(out[0].record.key.as_deref(), Some(&b"dev-1"[..]));
+        assert_eq!(h(&out[0], HEADER_EVENT), EVENT_COMMAND);
+        assert_eq!(h(&out[0], HEADER_COMMAND_ID), command.id.to_string());
+        let value = out[0].record.value.as_deref().unwrap();
+        assert_eq!(decode_command(value, &Limits::default()).unwrap(), command);
+        assert_eq!(h(&out[1], HEADER_EVENT), EVENT_COMMAND_ACK);
+        assert_eq!(h(&out[1], HEADER_STATE), "completed");
+        assert_eq!(h(&out[1], HEADER_DUPLICATE), "false");
+        assert_eq!(h(&out[2], HEADER_DUPLICATE), "true");
+        let value = out[1].record.value.as_deref().unwrap();
+        assert_eq!(decode_command_ack(value, &Limits::default()).unwrap(), ack);
+        assert_eq!(
+            out[1].record.timestamp.timestamp_millis(),
+            1_767_225_600_123
+        );
+        // Acknowledged keys are not sent again by a retried commit.
+        let mut recent = RecentSet::new(NonZeroUsize::new(8).unwrap(), None);
+        for o in &out {
+            recent.insert(o.ack_key.clone().unwrap(), t);
+        }
+        assert!(build(&batch, Some(&recent)).0.is_empty());
     }
 
     #[test]

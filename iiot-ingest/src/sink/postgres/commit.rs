@@ -184,6 +184,9 @@ pub(super) async fn write(conn: &mut Conn, batch: &CommitBatch) -> Result<Commit
             .map_err(|e| ("insert dead letters", e))?;
     }
 
+    // 4. Commands and acks.
+    super::commands::write(&tx, &conn.upsert_command, &conn.upsert_ack, batch).await?;
+
     tx.commit().await.map_err(|e| ("commit", e))?;
     Ok(report)
 }

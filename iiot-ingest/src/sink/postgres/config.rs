@@ -29,7 +29,7 @@ pub enum TimescaleMode {
 /// |---|---|
 /// | `url` | `postgres://postgres@127.0.0.1:5432/postgres` |
 /// | `schema` | `public` |
-/// | `table_prefix` | `iiot_` (tables `iiot_samples`, `iiot_messages`, `iiot_data_loss`, `iiot_gaps`, `iiot_dead_letter`, `iiot_schema_version`) |
+/// | `table_prefix` | `iiot_` (tables `iiot_samples`, `iiot_messages`, `iiot_data_loss`, `iiot_gaps`, `iiot_dead_letter`, `iiot_commands`, `iiot_schema_version`) |
 /// | `connect_timeout` | `"10s"` |
 /// | `statement_timeout` | `"60s"` (`"0s"`: none) |
 /// | `application_name` | `iiot-ingest` |

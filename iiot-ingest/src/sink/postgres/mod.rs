@@ -12,7 +12,12 @@
 //! 3. Data-loss records (`{prefix}data_loss`, keyed by the event's message id),
 //!    gap changes (`{prefix}gaps`) and dead letters (`{prefix}dead_letter`), each
 //!    written so that replaying the same commit changes nothing.
-//! 4. `COMMIT`.
+//! 4. Commands and their acks, one upsert each into `{prefix}commands` (primary
+//!    key `(device_id, command_id)`; the rules are in [`commands`](crate::commands)):
+//!    replaying them changes nothing either.
+//! 5. `COMMIT`.
+//!
+//! [`Sink::expire_unconfirmed_commands`] is one `UPDATE` of its own.
 //!
 //! ## Tables
 //! Created on first connect by versioned migrations (`{prefix}schema_version`),
@@ -22,7 +27,7 @@
 //!
 //! Column types: sequence numbers, unsigned readings and counts are
 //! `numeric(20,0)` (exact for all of `u64`); times are `timestamptz`, which keeps
-//! microseconds (the sub-microsecond part of a [`Timestamp`](iiot_core::types::Timestamp)
+//! microseconds (the sub-microsecond part of a [`Timestamp`]
 //! is dropped); quality is the OPC-UA status code as `bigint`; `value_type` names
 //! the [`Value`](iiot_core::types::Value) variant and thereby the `v_*` column that
 //! holds it (`f32` widened exactly into `v_double`). NaN and `-0.0` are stored as
@@ -56,6 +61,7 @@
 //! already sent, committed); the next call discards that session and opens a new
 //! one, and the retried commit is idempotent.
 
+mod commands;
 mod commit;
 mod config;
 pub mod copy;
@@ -63,8 +69,9 @@ mod error;
 mod schema;
 pub mod types;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use iiot_core::types::Timestamp;
 use tokio_postgres::{Client, NoTls, Statement};
 
 use self::commit::{LoadError, load, write};
@@ -73,8 +80,9 @@ use self::copy::SAMPLE_COLUMNS;
 use self::error::classify;
 pub use self::schema::{SCHEMA_VERSION, TableNames};
 use self::schema::{TimescalePlan, migrate, timescale_facts, timescale_plan, timescale_sql};
+use self::types::PgTime;
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState};
-use crate::sink::{Sink, SinkError, SinkErrorKind};
+use crate::sink::{Sink, SinkError, SinkErrorKind, command_sql};
 
 /// The PostgreSQL / TimescaleDB sink. See the [module docs](self).
 ///
@@ -113,6 +121,9 @@ struct Conn {
     upsert_gap: Statement,
     delete_gap: Statement,
     insert_dead_letters: Statement,
+    upsert_command: Statement,
+    upsert_ack: Statement,
+    expire_commands: Statement,
 }
 
 /// A failed step of a commit: which, and the driver's error.
@@ -309,7 +320,11 @@ async fn prepare(client: Client, t: &TableNames) -> Result<Conn, StepError> {
          ON CONFLICT (received_at, topic, md5(payload)) DO NOTHING",
         t.dead_letter
     ));
-    // Prepared concurrently: one round trip for all six.
+    let pg_ph = |i: usize| format!("${i}");
+    let upsert_command = p(command_sql::upsert_command(&t.commands, &pg_ph));
+    let upsert_ack = p(command_sql::upsert_ack(&t.commands, &pg_ph));
+    let expire_commands = p(command_sql::expire_unconfirmed(&t.commands, &pg_ph));
+    // Prepared concurrently: one round trip for all nine.
     let (
         insert_messages,
         copy_samples,
@@ -317,13 +332,19 @@ async fn prepare(client: Client, t: &TableNames) -> Result<Conn, StepError> {
         upsert_gap,
         delete_gap,
         insert_dead_letters,
+        upsert_command,
+        upsert_ack,
+        expire_commands,
     ) = tokio::try_join!(
         insert_messages,
         copy_samples,
         insert_data_loss,
         upsert_gap,
         delete_gap,
-        insert_dead_letters
+        insert_dead_letters,
+        upsert_command,
+        upsert_ack,
+        expire_commands,
     )
     .map_err(|e| ("prepare", e))?;
     Ok(Conn {
@@ -335,6 +356,9 @@ async fn prepare(client: Client, t: &TableNames) -> Result<Conn, StepError> {
         upsert_gap,
         delete_gap,
         insert_dead_letters,
+        upsert_command,
+        upsert_ack,
+        expire_commands,
     })
 }
 
@@ -374,5 +398,25 @@ impl Sink for PostgresSink {
             }
             Err(LoadError::Invalid(detail)) => Err(SinkError::setup(detail)),
         }
+    }
+
+    async fn expire_unconfirmed_commands(
+        &mut self,
+        now: Timestamp,
+        grace: Duration,
+    ) -> Result<u64, SinkError> {
+        let conn = self.connection().await?;
+        let cutoff = now.saturating_sub(grace);
+        conn.in_flight = true;
+        let result = conn
+            .client
+            .execute(&conn.expire_commands, &[&PgTime(now), &PgTime(cutoff)])
+            .await;
+        conn.in_flight = false;
+        result.map_err(|e| {
+            let err = classify(e, "expire unconfirmed commands");
+            self.fail(&err);
+            err
+        })
     }
 }

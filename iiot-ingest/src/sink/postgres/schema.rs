@@ -6,7 +6,10 @@ use super::config::{PostgresConfig, TimescaleMode};
 
 /// The migrations, in order. Version `n` is `MIGRATIONS[n - 1]`. Never edit a
 /// released one: add the next.
-const MIGRATIONS: &[(&str, &str)] = &[("init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("init", include_str!("migrations/0001_init.sql")),
+    ("commands", include_str!("migrations/0002_commands.sql")),
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -28,6 +31,8 @@ pub struct TableNames {
     pub gaps: String,
     /// `"schema"."{prefix}dead_letter"`.
     pub dead_letter: String,
+    /// `"schema"."{prefix}commands"`.
+    pub commands: String,
     /// `"schema"."{prefix}schema_version"`.
     pub schema_version: String,
 }
@@ -44,18 +49,20 @@ impl TableNames {
             data_loss: q("data_loss"),
             gaps: q("gaps"),
             dead_letter: q("dead_letter"),
+            commands: q("commands"),
             schema_version: q("schema_version"),
         }
     }
 
     /// All tables, the samples table first.
-    pub fn all(&self) -> [&str; 6] {
+    pub fn all(&self) -> [&str; 7] {
         [
             &self.samples,
             &self.messages,
             &self.data_loss,
             &self.gaps,
             &self.dead_letter,
+            &self.commands,
             &self.schema_version,
         ]
     }
@@ -243,9 +250,12 @@ mod tests {
         for (_, sql) in MIGRATIONS {
             let r = t.render(sql);
             assert!(!r.contains("__"), "unreplaced placeholder");
-            assert!(r.contains("\"s1\".\"p_samples\""));
+            assert!(r.contains("\"s1\".\"p_"));
         }
+        assert!(t.render(MIGRATIONS[0].1).contains("\"s1\".\"p_samples\""));
+        assert!(t.render(MIGRATIONS[1].1).contains("\"s1\".\"p_commands\""));
         assert_eq!(t.samples, "\"s1\".\"p_samples\"");
-        assert_eq!(SCHEMA_VERSION, 1);
+        assert_eq!(t.commands, "\"s1\".\"p_commands\"");
+        assert_eq!(SCHEMA_VERSION, 2);
     }
 }

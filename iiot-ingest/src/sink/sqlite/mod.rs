@@ -7,7 +7,9 @@
 //! Tables and behaviour match the PostgreSQL sink: `{prefix}messages` (primary
 //! key `(device_id, message_id)`, `INSERT OR IGNORE`: a batch already stored, or
 //! repeated within a commit, writes no rows), `{prefix}samples` (one row per
-//! sample), `{prefix}data_loss`, `{prefix}gaps`, `{prefix}dead_letter`, and
+//! sample), `{prefix}data_loss`, `{prefix}gaps`, `{prefix}dead_letter`,
+//! `{prefix}commands` (one row per command, upserted from the command and its
+//! acks in any order: see [`commands`](crate::commands)), and
 //! `{prefix}schema_version` for the migrations. Storage differs where SQLite's
 //! types do: times are INTEGER nanoseconds (exact), `u64` columns hold INTEGER up
 //! to `i64::MAX` and 20-digit TEXT above it (order-preserving), and NaN and `-0.0`
@@ -35,11 +37,14 @@
 //! A dropped commit future leaves its blocking task running to the end: the
 //! transaction is committed or rolled back, never half-written.
 
+mod commands;
 mod store;
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use iiot_core::types::Timestamp;
 
 use rusqlite::Connection;
 use serde::{Deserialize, Serialize};
@@ -255,6 +260,23 @@ impl Sink for SqliteSink {
     async fn load_sequence_state(&mut self) -> Result<Vec<DeviceSequenceState>, SinkError> {
         self.run("load sequence state", |c, st| store::load(c, st))
             .await
+    }
+
+    async fn expire_unconfirmed_commands(
+        &mut self,
+        now: Timestamp,
+        grace: Duration,
+    ) -> Result<u64, SinkError> {
+        let result = self
+            .run("expire unconfirmed commands", move |c, st| {
+                commands::expire(c, st, now, grace).map_err(LoadError::Db)
+            })
+            .await;
+        if let Err(e) = &result {
+            metrics::counter!("iiot_ingest_sink_errors_total", "sink" => "sqlite", "kind" => e.kind().label())
+                .increment(1);
+        }
+        result
     }
 }
 

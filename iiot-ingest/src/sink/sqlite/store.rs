@@ -9,10 +9,14 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 
 use super::SqliteConfig;
 use crate::record::{CommitBatch, CommitReport, DeviceSequenceState, Gap, GapChange};
+use crate::sink::command_sql;
 use crate::sink::{ErrorCode, SinkError, SinkErrorKind};
 
 /// The migrations, in order. Never edit a released one: add the next.
-const MIGRATIONS: &[(&str, &str)] = &[("init", include_str!("migrations/0001_init.sql"))];
+const MIGRATIONS: &[(&str, &str)] = &[
+    ("init", include_str!("migrations/0001_init.sql")),
+    ("commands", include_str!("migrations/0002_commands.sql")),
+];
 
 /// The SQL of every statement, rendered once for the table prefix.
 #[derive(Debug, Clone)]
@@ -26,10 +30,14 @@ pub(super) struct Statements {
     insert_dead_letter: String,
     highest: String,
     gaps: String,
+    pub(super) upsert_command: String,
+    pub(super) upsert_ack: String,
+    pub(super) expire_commands: String,
 }
 
 impl Statements {
     pub(super) fn new(prefix: &str) -> Self {
+        let commands = format!("\"{prefix}commands\"");
         Self {
             prefix: prefix.to_owned(),
             insert_message: format!(
@@ -68,8 +76,16 @@ impl Statements {
                 "SELECT device_id, first_seq, last_seq, first_seen, announced \
                  FROM \"{prefix}gaps\" ORDER BY device_id, first_seq"
             ),
+            upsert_command: command_sql::upsert_command(&commands, &sqlite_ph),
+            upsert_ack: command_sql::upsert_ack(&commands, &sqlite_ph),
+            expire_commands: command_sql::expire_unconfirmed(&commands, &sqlite_ph),
         }
     }
+}
+
+/// SQLite's numbered placeholder.
+fn sqlite_ph(i: usize) -> String {
+    format!("?{i}")
 }
 
 /// The reaction to an SQLite error.
@@ -187,7 +203,7 @@ pub(crate) fn u64_from_sql(v: ValueRef<'_>) -> Result<u64, String> {
 }
 
 /// `value_type` and the six value columns of one sample.
-type ValueColumns = (
+pub(super) type ValueColumns = (
     Option<&'static str>,
     Option<f64>,
     Option<i64>,
@@ -197,7 +213,7 @@ type ValueColumns = (
     Option<Vec<u8>>,
 );
 
-fn value_columns(v: Option<&Value>) -> ValueColumns {
+pub(super) fn value_columns(v: Option<&Value>) -> ValueColumns {
     let Some(v) = v else {
         return (None, None, None, None, None, None, None);
     };
@@ -335,6 +351,7 @@ pub(super) fn write(
             ])?;
         }
     }
+    super::commands::write(&tx, st, batch)?;
     tx.commit()?;
     Ok(report)
 }

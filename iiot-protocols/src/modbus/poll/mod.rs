@@ -1,6 +1,7 @@
 //! The poller: one connection or bus, its plan, retries, quality and writes.
 
 mod breaker;
+mod command;
 mod io;
 mod link;
 mod source;
