@@ -439,6 +439,74 @@ async fn writes_go_through_the_map_with_fc5_fc6_fc15_fc16() {
     ));
 }
 
+/// The poller as the command executor's handler (issue 16): targets and value kinds
+/// from the map, writes through it, each write error mapped to refused or failed.
+#[tokio::test]
+async fn the_poller_is_a_command_handler_over_its_map() {
+    use iiot_core::command::{Action, ActionKind, CommandHandler, HandlerErrorKind, ValueKind};
+    use iiot_core::types::{AckReason, MessageId, TagPath};
+    let m = map(TYPES_MAP);
+    let s = start_sim(m.clone()).await;
+    let (h, poller, _rx) = Poller::new(fast(), m, TcpConnector::new(s.addr));
+    let cancel = CancellationToken::new();
+    let _stop = cancel.clone().drop_guard();
+    tokio::spawn(poller.run(cancel));
+    let tag = |n: &str| TagPath::new(n).unwrap();
+    let kind = |n: &str| h.target(&tag(n)).and_then(|t| t.writes);
+    assert_eq!(kind("pump"), Some(ValueKind::Bool));
+    assert_eq!(kind("level"), Some(ValueKind::Number), "scaled register");
+    assert_eq!(kind("setpoint"), Some(ValueKind::Number));
+    assert_eq!(kind("text"), Some(ValueKind::Text));
+    assert!(
+        h.target(&tag("u32/cdab")).is_none(),
+        "input registers are no target"
+    );
+    assert!(h.target(&tag("nope")).is_none());
+    let act = |n: &str, kind: ActionKind| Action {
+        command: MessageId::generate(),
+        target: tag(n),
+        kind,
+    };
+    assert_eq!(
+        h.execute(act("level", ActionKind::Write(Value::Double(21.5))))
+            .await,
+        Ok(Some(Value::Double(21.5)))
+    );
+    assert_eq!(s.sim.value("level"), Some(Value::Double(21.5)));
+    let refused = h
+        .execute(act("level", ActionKind::Write(Value::Double(1e9))))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        refused.kind,
+        HandlerErrorKind::Refused(AckReason::WrongType)
+    );
+    let invoke = h
+        .execute(act("pump", ActionKind::Invoke("reset".into())))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        invoke.kind,
+        HandlerErrorKind::Refused(AckReason::Unsupported)
+    );
+    s.sim
+        .set_fault(1, Some(Fault::Exception(ExceptionCode::IllegalDataValue)));
+    let exc = h
+        .execute(act("pump", ActionKind::Write(Value::Bool(true))))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(exc.kind, HandlerErrorKind::Refused(_)),
+        "nothing was written"
+    );
+    s.sim.set_fault(1, Some(Fault::NoResponse));
+    let lost = h
+        .execute(act("pump", ActionKind::Write(Value::Bool(true))))
+        .await
+        .unwrap_err();
+    assert_eq!(lost.kind, HandlerErrorKind::Failed, "outcome unknown");
+}
+
 #[tokio::test]
 async fn a_slow_answer_within_the_timeout_stays_good() {
     let m = map(TYPES_MAP);
