@@ -1,7 +1,8 @@
 //! The crate's one error type, [`Error`], which every operation error converts into.
 
+use crate::commands::{LedgerError, NotAcknowledged};
 use crate::outbox::{AppendError, DurableError, OpenError, OutboxError};
-use crate::runtime::ControlError;
+use crate::runtime::{ControlError, NoControlLane};
 
 /// Any error of iiot-edge, for callers that do not need to tell the operations apart.
 ///
@@ -47,6 +48,15 @@ pub enum Error {
     /// A control-lane message (ack, status) was not recorded.
     #[error(transparent)]
     Control(Box<ControlError>),
+    /// The command ledger could not be opened or written.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Commands were configured before the control lane their acks travel on.
+    #[error(transparent)]
+    NoControlLane(#[from] NoControlLane),
+    /// The command executor stopped before it acknowledged a delivery.
+    #[error(transparent)]
+    NotAcknowledged(#[from] NotAcknowledged),
 }
 
 /// The boxed variants convert from the unboxed operation error.

@@ -5,7 +5,9 @@
 //! store-and-forward outbox and its forwarder. Generic over `iiot-core`'s traits
 //! (a [`iiot_core::source::Source`] of readings, a
 //! [`iiot_core::publish::ConfirmedPublish`] transport); knows no concrete driver or
-//! transport. The command ledger and the OTA agent are not built yet.
+//! transport. Commands come down through [`commands`]: a durable ledger and an
+//! executor that acts at most once, in order, never after expiry, with acks on the
+//! control lane. The OTA agent is not built yet.
 //!
 //! A complete gateway: a PLC (the Modbus simulator of `iiot-protocols`, on a free
 //! port), the poller as the runtime's source, an outbox, and the MQTT session to a
@@ -114,6 +116,7 @@
 //! | [`outbox`] | durable, ordered, bounded store-and-forward queue (own log engine, or sled with the `sled` feature) |
 //! | [`forwarder`] | drains an outbox through a confirmed-publish transport |
 //! | [`runtime`] | the gateway as a library: sources, report by exception, batches, outbox, forwarder, shutdown |
+//! | [`commands`] | the command ledger and executor: at most once, in order, expiring, checked against the latest values |
 //! | [`Error`] | the crate's one error: every operation error converts into it with `?` |
 //!
 //! ## Features

@@ -13,8 +13,6 @@
 mod common;
 
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::process::{Command as Process, Stdio};
 use std::time::{Duration, Instant};
 
 use common::commands::{Handler, command, rig};
@@ -100,48 +98,14 @@ fn command_child() {
 }
 
 fn run_child(dir: &std::path::Path, trial: u64, kill_after: Duration) -> Vec<String> {
-    let mut child = Process::new(std::env::current_exe().unwrap())
-        .args([
-            "command_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir)
-        .env("IIOT_COMMAND_TRIAL", trial.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut deadline = None;
-    let mut lines = Vec::new();
-    loop {
-        let until = deadline.unwrap_or(give_up);
-        let Ok(line) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) else {
-            break;
-        };
-        if deadline.is_none() && line.ends_with("OPEN") {
-            deadline = Some(Instant::now() + kill_after);
-        }
-        lines.push(line);
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap();
-    lines.extend(rx.try_iter());
-    assert!(deadline.is_some(), "the child never opened: {lines:?}");
-    lines
+    common::child::run_until_killed(
+        "command_child",
+        &[
+            (CHILD_ENV, dir.display().to_string()),
+            ("IIOT_COMMAND_TRIAL", trial.to_string()),
+        ],
+        kill_after,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

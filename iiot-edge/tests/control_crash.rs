@@ -12,10 +12,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::future::Future;
-use std::io::{BufRead, BufReader};
 use std::num::NonZeroUsize;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::gateway::{Recorder, path};
 use iiot_core::codec::{Limits, protobuf};
@@ -134,47 +132,14 @@ fn control_child() {
 /// Runs the child until `kill_after` past its open, SIGKILLs it, and returns the
 /// control messages it acknowledged.
 fn run_child(dir: &std::path::Path, from: u64, kill_after: Duration) -> Vec<u64> {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "control_child",
-            "--exact",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_ENV, dir)
-        .env("IIOT_CONTROL_FROM", from.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let give_up = Instant::now() + Duration::from_secs(30);
-    let mut deadline = None;
-    let mut lines = Vec::new();
-    loop {
-        let until = deadline.unwrap_or(give_up);
-        let Ok(line) = rx.recv_timeout(until.saturating_duration_since(Instant::now())) else {
-            break;
-        };
-        if deadline.is_none() && line.ends_with("OPEN") {
-            deadline = Some(Instant::now() + kill_after);
-        }
-        lines.push(line);
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    reader.join().unwrap();
-    lines.extend(rx.try_iter());
-    assert!(deadline.is_some(), "the child never opened: {lines:?}");
+    let lines = common::child::run_until_killed(
+        "control_child",
+        &[
+            (CHILD_ENV, dir.display().to_string()),
+            ("IIOT_CONTROL_FROM", from.to_string()),
+        ],
+        kill_after,
+    );
     lines
         .iter()
         .filter_map(|l| l.split("CONTROL ").nth(1)?.trim().parse().ok())

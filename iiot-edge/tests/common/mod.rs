@@ -9,6 +9,7 @@ use iiot_core::publish::OutboundMessage;
 use iiot_core::types::{DeviceId, Sequence};
 use iiot_edge::outbox::{Durability, Outbox, OutboxConfig, Record};
 
+pub mod child;
 pub mod commands;
 pub mod gateway;
 
