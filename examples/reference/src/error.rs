@@ -38,6 +38,18 @@ pub enum AppError {
     /// The gateway's outbox could not be opened.
     #[error("outbox: {0}")]
     Outbox(#[from] iiot_edge::outbox::OpenError),
+    /// Bad command-line arguments (what is wrong, naming the flag).
+    #[error("{0}")]
+    Usage(String),
+    /// A command could not be issued.
+    #[error("command: {0}")]
+    Issue(#[from] iiot_ingest::commands::IssueError),
+    /// The command ledger could not be opened.
+    #[error("commands: {0}")]
+    Ledger(#[from] iiot_edge::commands::LedgerError),
+    /// The gateway could not be assembled (a runtime wiring rule broken).
+    #[error("gateway: {0}")]
+    Wiring(#[from] iiot_edge::runtime::NoControlLane),
     /// The MQTT session could not be built.
     #[error("MQTT: {0}")]
     Mqtt(#[from] iiot_protocols::mqtt::ConfigError),
@@ -69,11 +81,11 @@ impl AppError {
         }
     }
 
-    /// The process exit code for this error: 2 for configuration problems, 3 for a
-    /// rejected payload, 1 otherwise.
+    /// The process exit code for this error: 2 for configuration problems and bad
+    /// arguments, 3 for a rejected payload, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) => 2,
+            Self::Config(_) | Self::Usage(_) => 2,
             Self::Rejected { .. } => 3,
             _ => 1,
         }

@@ -23,6 +23,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod command;
 pub mod config;
 pub mod decode;
 pub mod demo;

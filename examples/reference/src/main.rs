@@ -7,6 +7,7 @@
 //! | `iiot ingest --config ingest.toml` | MQTT → pipeline → SQLite or PostgreSQL |
 //! | `iiot sim --config plc.toml` | the simulated PLC alone on a TCP port |
 //! | `iiot decode [FILE\|-]` | a Protobuf or JSON payload printed as JSON |
+//! | `iiot command send --device D --tag T --value V --ttl 30s` | one command through the broker, waiting for its final ack (exit 0 completed, 4 not, 5 no answer) |
 //!
 //! Global: `--metrics 127.0.0.1:PORT` serves Prometheus metrics; `RUST_LOG` filters
 //! the logs (stderr). Config files are TOML; an unknown key or a bad value stops the
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use iiot_reference::error::AppError;
-use iiot_reference::{decode, demo, gateway, ingest, observe, sim};
+use iiot_reference::{command, decode, demo, gateway, ingest, observe, sim};
 
 /// The iiot-rs reference deployment: PLC register to database row.
 #[derive(Debug, Parser)]
@@ -30,11 +31,11 @@ struct Cli {
     metrics: Option<SocketAddr>,
     /// What to run (default: demo).
     #[command(subcommand)]
-    command: Option<Command>,
+    command: Option<Task>,
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {
+enum Task {
     /// Everything in one process with a scripted broker outage; exits non-zero on loss.
     Demo(DemoArgs),
     /// The gateway: Modbus poll, deadband, outbox, MQTT forwarder.
@@ -45,6 +46,9 @@ enum Command {
     Sim(SimArgs),
     /// Prints a telemetry, status or data-loss payload (Protobuf or JSON) as JSON.
     Decode(decode::DecodeArgs),
+    /// Commands to a gateway: `iiot command send --device D --tag T --value V`.
+    #[command(subcommand)]
+    Command(Box<command::CommandCli>),
 }
 
 /// Arguments of the demo.
@@ -110,29 +114,32 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<ExitCode, AppError> {
     let command = cli
         .command
-        .unwrap_or_else(|| Command::Demo(DemoArgs::default_run()));
+        .unwrap_or_else(|| Task::Demo(DemoArgs::default_run()));
     // Config first, so a bad file fails before anything listens.
     match command {
-        Command::Decode(args) => decode::run(&args).map(|()| ExitCode::SUCCESS),
-        Command::Sim(args) => {
+        Task::Decode(args) => decode::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Command(cli) => match *cli {
+            command::CommandCli::Send(args) => command::send(&args).await.map(ExitCode::from),
+        },
+        Task::Sim(args) => {
             let cfg = sim::PlcSetup::load(&args.config)?;
             start_metrics(cli.metrics)?;
             sim::run(cfg, args.listen).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Ingest(args) => {
+        Task::Ingest(args) => {
             let cfg = ingest::IngestSetup::load(&args.config)?;
             start_metrics(cli.metrics)?;
             ingest::run(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Gateway(args) => {
+        Task::Gateway(args) => {
             let cfg = gateway::GatewaySetup::load(&args.config)?;
             start_metrics(cli.metrics)?;
             gateway::run(cfg).await?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Demo(args) => {
+        Task::Demo(args) => {
             start_metrics(cli.metrics)?;
             let report = demo::run(demo::DemoOptions {
                 duration: std::time::Duration::from_secs(args.duration),

@@ -792,6 +792,7 @@ impl<H: CommandHandler> Executor<H> {
         };
         let latency = p.received.elapsed();
         metrics::histogram!("iiot_gateway_command_latency_seconds").record(latency.as_secs_f64());
+        tracing::info!(command = %id, target = %p.command.target, ?state, reason = reason.map(AckReason::as_str), latency_ms = latency.as_millis() as u64, "commands: executed");
         let a = self.device_ack(id, state, reason, detail, result, Some(p.received_at));
         self.finalize(
             p.command.issued_at.unix_nanos(),

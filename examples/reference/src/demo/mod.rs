@@ -254,6 +254,7 @@ async fn scenario(
         produced_log: None,
         outbox: iiot_edge::outbox::OutboxConfig::default(),
         forwarder,
+        commands: gateway::CommandsSection::default(),
     };
     let gw_cancel = cancel.child_token();
     let mut gw = gateway::start(gw_setup, &gw_cancel).await?;

@@ -25,6 +25,7 @@ use std::time::Duration;
 
 use iiot_core::topic::UnsPath;
 use iiot_core::types::DeviceId;
+use iiot_edge::commands::{CommandConfig, LedgerConfig};
 use iiot_edge::forwarder::ForwarderConfig;
 use iiot_edge::outbox::OutboxConfig;
 use iiot_protocols::modbus::{PollerConfig, RegisterMap, TransportConfig};
@@ -138,6 +139,8 @@ impl GatewayMqtt {
         if let Some(g) = &m.gateway_id {
             cfg.set_gateway_id(g);
         }
+        // Commands are PUBACKed only once the ledger recorded them.
+        cfg.set_inbound_acks(iiot_protocols::mqtt::InboundAcks::Manual);
         cfg
     }
 }
@@ -183,6 +186,49 @@ struct GatewayFile {
     outbox: OutboxConfig,
     #[serde(default = "default_forwarder")]
     forwarder: ForwarderConfig,
+    #[serde(default)]
+    commands: CommandsSection,
+}
+
+/// `[commands]`: commands down to the PLC (see `iiot_edge::commands`). On by
+/// default: the gateway subscribes to its `commands/+` with manual acks, records
+/// every command in `{data_dir}/commands` before its PUBACK, executes it through
+/// the register map's writes and sends its ack on the control lane
+/// (`{data_dir}/control`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CommandsSection {
+    /// Take commands at all.
+    pub enabled: bool,
+    /// How long finished commands are remembered (and older ones refused).
+    #[serde(with = "iiot_core::duration::human")]
+    pub retention: Duration,
+    /// How many finished commands are remembered at most.
+    pub max_entries: usize,
+    /// `[commands.executor]`: skew, value age, handler timeout, queue, rate limit.
+    pub executor: CommandConfig,
+}
+
+impl Default for CommandsSection {
+    fn default() -> Self {
+        let l = LedgerConfig::default();
+        Self {
+            enabled: true,
+            retention: l.retention,
+            max_entries: l.max_entries,
+            executor: CommandConfig::default(),
+        }
+    }
+}
+
+impl CommandsSection {
+    /// The ledger's bounds.
+    pub fn ledger(&self) -> LedgerConfig {
+        LedgerConfig {
+            retention: self.retention,
+            max_entries: self.max_entries,
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -220,6 +266,8 @@ pub struct GatewaySetup {
     pub outbox: OutboxConfig,
     /// Forwarder pacing and back-off.
     pub forwarder: ForwarderConfig,
+    /// Commands.
+    pub commands: CommandsSection,
 }
 
 impl GatewaySetup {
@@ -280,6 +328,7 @@ impl GatewaySetup {
             produced_log: f.produced_log,
             outbox: f.outbox,
             forwarder: f.forwarder,
+            commands: f.commands,
         })
     }
 }

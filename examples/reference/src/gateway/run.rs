@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use iiot_core::types::BatchMetadata;
+use iiot_edge::commands::{ExecutorHandle, Ledger};
 use iiot_edge::forwarder::ForwarderHandle;
-use iiot_edge::outbox::Outbox;
+use iiot_edge::outbox::{Outbox, OutboxConfig, WhenFull};
 use iiot_edge::runtime::{BatchConfig, Gateway, GatewayBuilder, RuntimeCounters};
 use iiot_protocols::modbus::Poller;
-use iiot_protocols::mqtt::{Session, SessionHandle};
+use iiot_protocols::mqtt::{InboundDeliveries, Session, SessionHandle};
 use tokio_util::sync::CancellationToken;
 
 use super::GatewaySetup;
@@ -48,6 +49,11 @@ impl RunningGateway {
         self.gateway.stop_producing().await;
     }
 
+    /// The command executor (its counters), when commands are enabled.
+    pub fn commands(&self) -> Option<&ExecutorHandle> {
+        self.gateway.commands()
+    }
+
     /// Waits at most `timeout` for the outbox to be empty (everything confirmed).
     /// Returns whether it emptied.
     pub async fn drain(&self, timeout: Duration) -> bool {
@@ -75,7 +81,7 @@ pub async fn start(
     let outbox_dir = setup.data_dir.join("outbox");
     std::fs::create_dir_all(&setup.data_dir)
         .map_err(|e| AppError::io(format!("cannot create {}", setup.data_dir.display()), e))?;
-    let (session_handle, session, _inbound) =
+    let (session_handle, mut session, inbound) =
         Session::new(&setup.mqtt.session_config(&setup.path))?;
     let outbox = Outbox::open(&outbox_dir, device.clone(), setup.outbox.clone()).await?;
     let stats = outbox.stats();
@@ -90,7 +96,7 @@ pub async fn start(
         }
         None => None,
     };
-    let (_writes, poller, readings) = Poller::new(
+    let (writes, poller, readings) = Poller::new(
         setup.modbus.poller.clone(),
         setup.map,
         setup.modbus.transport.connector(),
@@ -99,8 +105,31 @@ pub async fn start(
     batch
         .set_max_samples(setup.batch.max_samples)
         .set_max_delay(setup.batch.max_delay);
-    let gateway = GatewayBuilder::new(setup.path.clone(), outbox.clone(), session_handle.clone())
-        .source(poller.into_source(readings, "modbus"))
+    let mut builder =
+        GatewayBuilder::new(setup.path.clone(), outbox.clone(), session_handle.clone())
+            .source(poller.into_source(readings, "modbus"));
+    if setup.commands.enabled {
+        // Acks travel on a control lane of their own: durable, never dropped for
+        // telemetry's room, never behind a telemetry backlog.
+        let mut control_cfg = OutboxConfig::default();
+        control_cfg.set_when_full(WhenFull::Block);
+        let control =
+            Outbox::open(setup.data_dir.join("control"), device.clone(), control_cfg).await?;
+        let ledger_dir = setup.data_dir.join("commands");
+        let ledger = Ledger::open(&ledger_dir, setup.commands.ledger())?;
+        tracing::info!(path = %ledger_dir.display(), stats = ?ledger.stats(), "command ledger open");
+        let filter = format!("{}/commands/+", setup.path);
+        session.subscribe_on_connect(&[filter], iiot_core::publish::QoS::AtLeastOnce)?;
+        builder = builder
+            .control_lane(control, setup.forwarder.clone())
+            .commands(
+                InboundDeliveries::new(session_handle.clone(), inbound),
+                ledger,
+                writes,
+                setup.commands.executor.clone(),
+            )?;
+    }
+    let gateway = builder
         .batch(batch)
         .metadata(BatchMetadata {
             firmware_version: setup.mqtt.firmware_version.clone(),

@@ -76,7 +76,13 @@ impl ChildGuard {
     /// Spawns the binary with `args`, stdout and stderr piped; read stderr with
     /// [`ChildGuard::kill_and_stderr`].
     pub fn spawn_with_stderr(args: &[&str]) -> Self {
+        Self::spawn_logging(args, "warn")
+    }
+
+    /// As [`ChildGuard::spawn_with_stderr`], logging at `filter` (`RUST_LOG`).
+    pub fn spawn_logging(args: &[&str], filter: &str) -> Self {
         let mut child = bin()
+            .env("RUST_LOG", filter)
             .args(args)
             .env("NO_COLOR", "1")
             .stdout(Stdio::piped())
