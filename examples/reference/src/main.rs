@@ -36,7 +36,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Task {
-    /// Everything in one process with a scripted broker outage; exits non-zero on loss.
+    /// Everything in one process with a scripted broker outage and commands; exits
+    /// non-zero on loss, a double execution or an unanswered command.
     Demo(DemoArgs),
     /// The gateway: Modbus poll, deadband, outbox, MQTT forwarder.
     Gateway(ConfigArg),
@@ -149,7 +150,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
             })
             .await?;
             println!("{report}");
-            Ok(if report.lost == 0 {
+            Ok(if report.ok() {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(4)

@@ -16,7 +16,7 @@ fn sample_configs_load() {
     IngestSetup::load(&sample_config("ingest.toml")).unwrap();
     let g = GatewaySetup::load(&sample_config("gateway.toml")).unwrap();
     assert_eq!(g.path.device_id().as_str(), "plc-01");
-    assert_eq!(g.map.tags().len(), 5);
+    assert_eq!(g.map.tags().len(), 6);
     assert_eq!(g.produced_log, None, "the produced log is off by default");
 }
 

@@ -91,10 +91,10 @@ async fn the_sdk_poller_reads_every_tag_good() {
     let task = tokio::spawn(poller.run(cancel.clone()));
     let mut seen = std::collections::BTreeMap::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while seen.len() < 5 {
+    while seen.len() < 6 {
         let r = tokio::time::timeout_at(deadline, readings.recv())
             .await
-            .expect("all five tags within 10 s")
+            .expect("all six tags within 10 s")
             .expect("poller running");
         assert!(r.sample.quality().is_good(), "{r:?}");
         seen.insert(r.sample.tag().to_string(), r.sample.value().cloned());

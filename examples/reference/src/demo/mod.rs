@@ -7,6 +7,7 @@
 //! producing, recovery with paced replay; then polling stops, the outbox drains and
 //! the SQLite rows are compared with what the gateway produced.
 
+mod commands;
 mod net;
 
 use std::path::PathBuf;
@@ -22,6 +23,7 @@ use iiot_protocols::modbus::{PollerConfig, RegisterMap, TransportConfig};
 use iiot_protocols::mqtt::{MqttConfig, Session};
 use tokio_util::sync::CancellationToken;
 
+pub use commands::{CommandOutcomes, Operator, SETPOINT};
 pub use net::{Relay, start_broker};
 
 use crate::error::AppError;
@@ -67,6 +69,16 @@ pub struct DemoReport {
     pub data_dir: PathBuf,
     /// Whether the data directory is left behind.
     pub kept: bool,
+    /// What became of the commands the script sent.
+    pub commands: CommandOutcomes,
+}
+
+impl DemoReport {
+    /// Whether the run kept every promise: nothing lost, no command acted twice,
+    /// every command answered.
+    pub fn ok(&self) -> bool {
+        self.lost == 0 && self.commands.double_executions == 0 && self.commands.unanswered == 0
+    }
 }
 
 impl std::fmt::Display for DemoReport {
@@ -82,6 +94,15 @@ impl std::fmt::Display for DemoReport {
             self.longest_outage.as_secs_f64()
         )?;
         writeln!(f, "  backlog peak           {} batches", self.backlog_peak)?;
+        let c = &self.commands;
+        writeln!(f, "  commands sent          {}", c.sent)?;
+        writeln!(f, "  commands completed     {}", c.completed)?;
+        writeln!(f, "  duplicate acks         {}", c.duplicate_acks)?;
+        writeln!(f, "  commands expired       {}", c.expired)?;
+        writeln!(f, "  commands rejected      {}", c.rejected)?;
+        writeln!(f, "  commands unanswered    {}", c.unanswered)?;
+        writeln!(f, "  PLC writes             {}", c.plc_writes)?;
+        writeln!(f, "  double executions      {}", c.double_executions)?;
         let state = if self.kept { "kept" } else { "removed" };
         write!(
             f,
@@ -229,7 +250,7 @@ async fn scenario(
     forwarder.set_backoff(Duration::from_millis(200), Duration::from_secs(1));
     forwarder.set_replay_rate(std::num::NonZeroU32::new(20));
     let gw_setup = GatewaySetup {
-        path,
+        path: path.clone(),
         map: plant_map()?,
         modbus: ModbusSection {
             transport: TransportConfig::Tcp {
@@ -258,6 +279,9 @@ async fn scenario(
     };
     let gw_cancel = cancel.child_token();
     let mut gw = gateway::start(gw_setup, &gw_cancel).await?;
+    // The operator talks to the broker directly (the outage cuts the gateway only).
+    let mut operator = Operator::start(&broker_url, &path).await?;
+    let mut commands_sent = false;
 
     // The script.
     let (outage_at, outage_len) = outage_window(duration);
@@ -272,6 +296,15 @@ async fn scenario(
     while started.elapsed() < duration {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let t = started.elapsed();
+        if !commands_sent && connection.borrow().is_connected() && t >= outage_at / 2 {
+            commands_sent = true;
+            let twice = operator.setpoint(40.0, Duration::from_secs(30), 2).await?;
+            let stale = operator.stale_setpoint(45.0).await?;
+            let high = operator.setpoint(150.0, Duration::from_secs(30), 1).await?;
+            eprintln!(
+                "iiot demo: commands: {twice} (delivered twice), {stale} (already expired), {high} (above its maximum)"
+            );
+        }
         if cut_at.is_none() && t >= outage_at {
             eprintln!(
                 "iiot demo: broker outage starts ({:.0} s)",
@@ -279,6 +312,8 @@ async fn scenario(
             );
             relay.cut();
             cut_at = Some(Instant::now());
+            let during = operator.setpoint(60.0, Duration::from_secs(60), 1).await?;
+            eprintln!("iiot demo: command {during} sent during the outage");
         }
         if let Some(c) = cut_at
             && !restored
@@ -317,6 +352,13 @@ async fn scenario(
         longest_outage = cut_at.map_or(Duration::ZERO, |c| c.elapsed());
     }
 
+    // Every command answered? The PLC's write count says how often they acted.
+    let plc_sim = plc.sim.clone();
+    let commands = operator
+        .outcomes(Duration::from_secs(20), move || plc_sim.writes())
+        .await;
+    drop(operator);
+
     // Stop producing, drain, and let ingest commit everything.
     gw.stop_producing().await;
     let produced = gw.counters.samples.load(Ordering::Relaxed);
@@ -349,6 +391,7 @@ async fn scenario(
         backlog_peak,
         data_dir: PathBuf::new(),
         kept: false,
+        commands,
     })
 }
 

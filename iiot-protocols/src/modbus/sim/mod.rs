@@ -99,6 +99,7 @@ struct Shared {
     map: RegisterMap,
     state: Mutex<State>,
     requests: AtomicU64,
+    writes: AtomicU64,
 }
 
 /// The simulator: a cloneable handle to its registers, generators and faults.
@@ -126,6 +127,7 @@ impl Simulator {
                 map,
                 state: Mutex::new(state),
                 requests: AtomicU64::new(0),
+                writes: AtomicU64::new(0),
             }),
         }
     }
@@ -171,6 +173,12 @@ impl Simulator {
     /// Requests served so far (every request, answered or not).
     pub fn requests(&self) -> u64 {
         self.shared.requests.load(Ordering::Relaxed)
+    }
+
+    /// Write requests (FC5, FC6, FC15, FC16) served so far, answered or refused:
+    /// what a test compares with the commands it expects to have acted.
+    pub fn writes(&self) -> u64 {
+        self.shared.writes.load(Ordering::Relaxed)
     }
 
     /// Sets a tag's value, encoded through the map.
@@ -271,6 +279,15 @@ impl Simulator {
     /// The exception the device answers with.
     pub fn process(&self, unit: u8, request: &Request<'_>) -> Result<Response, ExceptionCode> {
         self.shared.requests.fetch_add(1, Ordering::Relaxed);
+        if matches!(
+            request,
+            Request::WriteSingleCoil(..)
+                | Request::WriteMultipleCoils(..)
+                | Request::WriteSingleRegister(..)
+                | Request::WriteMultipleRegisters(..)
+        ) {
+            self.shared.writes.fetch_add(1, Ordering::Relaxed);
+        }
         let mut s = self.state();
         let (strict, max_read) = (s.strict, s.max_read);
         let bank = s.banks.entry(unit).or_default();
