@@ -377,3 +377,50 @@ async fn the_pipeline_sweeps_overdue_commands_periodically() {
     cancel.cancel();
     task.await.unwrap().unwrap();
 }
+
+/// An ack is committed at once, with whatever telemetry waits in the batch: the
+/// issuer waiting for it never waits for the telemetry batching delay (virtual
+/// time: a telemetry-only batch waits its full delay).
+#[tokio::test(start_paused = true)]
+async fn an_ack_does_not_wait_for_the_batching_delay() {
+    let (source, feed) = MemorySource::new(16);
+    let sink = MemorySink::new();
+    let cfg = PipelineConfig {
+        batch_max_delay: Duration::from_secs(30),
+        idle_flush: Duration::from_secs(30),
+        command_sweep_interval: Duration::ZERO,
+        ..PipelineConfig::default()
+    };
+    let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), cfg);
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(pipeline.run(cancel.clone()));
+    let t0 = tokio::time::Instant::now();
+    let b = batch("plc-01", 1);
+    feed.send(
+        path("plc-01").telemetry().to_string(),
+        protobuf::encode_telemetry(&b),
+    )
+    .await
+    .unwrap();
+    wait(&mut handle, |s| s.acked == 1).await;
+    assert!(
+        t0.elapsed() >= Duration::from_secs(30),
+        "telemetry alone waits its delay"
+    );
+    let t1 = tokio::time::Instant::now();
+    feed.send(
+        path("plc-01").telemetry().to_string(),
+        protobuf::encode_telemetry(&batch("plc-01", 2)),
+    )
+    .await
+    .unwrap();
+    send_ack(&feed, &ack("plc-01", 1, CommandState::Completed, 3)).await;
+    wait(&mut handle, |s| s.acked == 3).await;
+    assert!(
+        t1.elapsed() < Duration::from_secs(1),
+        "the ack (and the batch before it) committed at once: {:?}",
+        t1.elapsed()
+    );
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 /// | field | default | what |
 /// |---|---|---|
 /// | `batch_max_rows` | 5 000 | commit once the batch holds this many samples |
-/// | `batch_max_delay` | 200 ms | commit at the latest this long after the batch's first message |
+/// | `batch_max_delay` | 200 ms | commit at the latest this long after the batch's first message (a batch holding a command ack commits at once) |
 /// | `idle_flush` | 10 ms | commit early when no message arrived for this long (a broker that limits un-acked messages in flight waits for our acks) |
 /// | `max_in_flight` | 1 000 | deliveries held un-acked; at the limit the pipeline stops pulling (back-pressure) |
 /// | `dedupe_window` | 10 min | how long a `(device_id, message_id)` is remembered in memory |

@@ -186,7 +186,11 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
                 r = self.source.recv(), if can_pull => match r {
                     Ok(Some(d)) => {
                         self.process(d);
-                        let full = self.rows >= self.config.batch_max_rows.get()
+                        // A command's ack never waits for the telemetry batching
+                        // delay: whoever issued it is waiting for it.
+                        let urgent = !self.work.batch.command_acks.is_empty();
+                        let full = urgent
+                            || self.rows >= self.config.batch_max_rows.get()
                             || self.pending.len() >= self.config.max_in_flight.get();
                         if full && matches!(self.flush(&cancel).await?, Outcome::Cancelled) {
                             return Ok(self.stats);
