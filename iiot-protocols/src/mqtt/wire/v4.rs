@@ -57,6 +57,8 @@ pub(super) fn build(o: &Options, last_will: Option<Will>) -> (AsyncClient, Wire)
     let (client, mut eventloop) = AsyncClient::new(options, o.request_queue);
     let mut net = eventloop.network_options();
     net.set_connection_timeout(secs(o.connect_timeout));
+    // Small packets, latency-bound: no Nagle delay (see v5.rs).
+    net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
     (
         client,

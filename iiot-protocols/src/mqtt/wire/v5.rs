@@ -86,6 +86,11 @@ pub(super) fn build(o: &Options, last_will: Option<Will>) -> (AsyncClient, Wire)
     if let Some(w) = last_will {
         options.set_last_will(will(w));
     }
+    // Small packets, latency-bound: no Nagle delay (with the peer's delayed ACK it
+    // held a publish or PUBACK back by up to 40 ms).
+    let mut net = options.network_options();
+    net.set_tcp_nodelay(true);
+    options.set_network_options(net);
     let (client, eventloop) = AsyncClient::new(options, o.request_queue);
     (
         client,
