@@ -424,3 +424,46 @@ async fn unreachable_broker_is_unavailable() {
     assert!(matches!(err, SinkError::Unavailable { .. }), "{err}");
     assert!(started.elapsed() < Duration::from_secs(5));
 }
+
+/// Commands and acks (issue 16) come back from the commands topic: keyed by device
+/// id, tagged `event = command` / `command_ack`, values the original Protobuf.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_and_acks_come_back_on_the_commands_topic() {
+    use iiot_core::codec::protobuf::{decode_command, decode_command_ack};
+    use iiot_core::types::{CommandState, Value};
+    use iiot_ingest::record::{AcceptedAck, AcceptedCommand};
+    use iiot_ingest::sink::kafka::{EVENT_COMMAND, EVENT_COMMAND_ACK};
+    let env: KafkaEnv = broker_or_skip!();
+    let (mut cfg, names) = config(&env.addr, "commands");
+    let commands_topic = names.2.replace(".events", ".commands");
+    cfg.set_commands_topic(&commands_topic);
+    let mut sink = KafkaSink::connect(cfg).await.unwrap();
+    let cmd = common::commands::set_command("dev-a", 7, "pump/speed", Value::Double(80.0), 30);
+    let mut done = common::commands::ack("dev-a", 7, CommandState::Completed, 3);
+    done.result = Some(Value::Double(80.0));
+    let mut batch = CommitBatch::default();
+    batch.commands.push(AcceptedCommand {
+        command: cmd.clone(),
+        topic: "acme/s1/a1/l1/plc/dev-a/commands/x".into(),
+        received_at: ts(T0),
+    });
+    batch.command_acks.push(AcceptedAck {
+        ack: done.clone(),
+        topic: "acme/s1/a1/l1/plc/dev-a/commands/x/ack".into(),
+        received_at: ts(T0 + 1),
+    });
+    sink.commit(&batch).await.unwrap();
+    let got = fetch_all(&env.addr, &commands_topic).await;
+    assert_eq!(got.len(), 2, "{got:?}");
+    let by_event: BTreeMap<String, &Fetched> =
+        got.iter().map(|f| (f.header(HEADER_EVENT), f)).collect();
+    let c = by_event[EVENT_COMMAND];
+    assert_eq!(c.key(), "dev-a");
+    let value = c.record.value.as_deref().unwrap();
+    assert_eq!(decode_command(value, &Limits::default()).unwrap(), cmd);
+    let a = by_event[EVENT_COMMAND_ACK];
+    assert_eq!(a.key(), "dev-a");
+    assert_eq!(a.partition, c.partition, "one device, one partition");
+    let value = a.record.value.as_deref().unwrap();
+    assert_eq!(decode_command_ack(value, &Limits::default()).unwrap(), done);
+}

@@ -76,17 +76,30 @@ fn pct(v: &mut [Duration]) -> (f64, f64) {
 
 fn report(name: &str, v: &mut [Duration]) -> f64 {
     let (p50, p99) = pct(v);
-    println!("{name:<34} p50 {p50:>9.0} µs   p99 {p99:>9.0} µs   (n = {})", v.len());
+    println!(
+        "{name:<34} p50 {p50:>9.0} µs   p99 {p99:>9.0} µs   (n = {})",
+        v.len()
+    );
     p50
 }
 
-async fn platform(id: &str) -> (SessionHandle, iiot_protocols::mqtt::Inbound, CancellationToken) {
+async fn platform(
+    id: &str,
+) -> (
+    SessionHandle,
+    iiot_protocols::mqtt::Inbound,
+    CancellationToken,
+) {
     let mut cfg = MqttConfig::platform(mqtt_url(), id);
     cfg.set_clean_session(true);
     let (h, s, inbound) = Session::new(&cfg).unwrap();
     let cancel = CancellationToken::new();
     tokio::spawn(s.run(cancel.clone()));
-    assert!(h.wait_connected(Duration::from_secs(10)).await, "no broker at {}", mqtt_url());
+    assert!(
+        h.wait_connected(Duration::from_secs(10)).await,
+        "no broker at {}",
+        mqtt_url()
+    );
     (h, inbound, cancel)
 }
 
@@ -100,7 +113,9 @@ async fn mqtt_echo(count: usize) -> Vec<Duration> {
     a.subscribe(resp.clone(), QoS::AtLeastOnce).await.unwrap();
     let echo = tokio::spawn(async move {
         while let Some(m) = b_in.recv().await {
-            let _ = b.publish(OutboundMessage::new(resp.clone(), m.payload)).await;
+            let _ = b
+                .publish(OutboundMessage::new(resp.clone(), m.payload))
+                .await;
         }
     });
     let mut out = Vec::with_capacity(count);
@@ -169,7 +184,9 @@ async fn open_lanes(dir: &std::path::Path, device: &DeviceId) -> (Outbox, Outbox
         .unwrap();
     let mut cc = OutboxConfig::default();
     cc.set_when_full(WhenFull::Block);
-    let control = Outbox::open(dir.join("control"), device.clone(), cc).await.unwrap();
+    let control = Outbox::open(dir.join("control"), device.clone(), cc)
+        .await
+        .unwrap();
     (telemetry, control)
 }
 
@@ -199,7 +216,11 @@ async fn executor_alone(count: usize) -> Vec<Duration> {
         let before = control.stats().next_seq;
         let t = Instant::now();
         sender
-            .deliver(path.command(c.id).to_string(), protobuf::encode_command(&c), false)
+            .deliver(
+                path.command(c.id).to_string(),
+                protobuf::encode_command(&c),
+                false,
+            )
             .await
             .unwrap();
         // Done when the ack is durable on the control lane.
@@ -310,7 +331,12 @@ async fn round_trip(count: usize) -> (Vec<Duration>, f64) {
     let gw = GatewayBuilder::new(path.clone(), telemetry, gh.clone())
         .source(poller.into_source(readings, "modbus"))
         .control_lane(control, ForwarderConfig::default())
-        .commands(InboundDeliveries::new(gh.clone(), inbound), ledger, writes, no_limit())
+        .commands(
+            InboundDeliveries::new(gh.clone(), inbound),
+            ledger,
+            writes,
+            no_limit(),
+        )
         .unwrap()
         .task(move |c| gs.run(c))
         .start(&cancel);
@@ -364,11 +390,23 @@ fn main() {
         .unwrap();
     rt.block_on(async {
         let count = n();
-        println!("command round trip, {count} commands per measurement, Mosquitto at {}", mqtt_url());
+        println!(
+            "command round trip, {count} commands per measurement, Mosquitto at {}",
+            mqtt_url()
+        );
         let echo = report("mqtt echo (publish + echo)", &mut mqtt_echo(count).await);
-        let exec = report("executor (ledger + control lane)", &mut executor_alone(count).await);
-        let modbus = report("modbus write (FC16 to the sim)", &mut modbus_write(count).await);
-        let sink = report("sink commit (one ack, SQLite)", &mut sink_commit(count).await);
+        let exec = report(
+            "executor (ledger + control lane)",
+            &mut executor_alone(count).await,
+        );
+        let modbus = report(
+            "modbus write (FC16 to the sim)",
+            &mut modbus_write(count).await,
+        );
+        let sink = report(
+            "sink commit (one ack, SQLite)",
+            &mut sink_commit(count).await,
+        );
         let (mut rt_v, rate) = round_trip(count).await;
         let whole = report("round trip (issue → ack stored)", &mut rt_v);
         let parts = echo + exec + modbus + sink;
