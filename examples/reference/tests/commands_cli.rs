@@ -8,15 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Output;
 
-use common::{ChildGuard, mqtt_available, mqtt_url, run, sample_config, write};
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
+use common::{ChildGuard, mqtt_available, mqtt_url, run, sample_config, unique, write};
 
 struct Plant {
     enterprise: String,
@@ -83,26 +75,13 @@ fn setup(dir: &Path) -> (Plant, ChildGuard) {
         .unwrap();
     let enterprise = unique("cmd");
     let device = unique("plc");
-    let text = std::fs::read_to_string(sample_config("gateway.toml"))
-        .unwrap()
-        .replace("device_id = \"plc-01\"", &format!("device_id = {device:?}"))
-        .replace(
-            "enterprise = \"acme\"",
-            &format!("enterprise = {enterprise:?}"),
-        )
-        .replace(
-            "register_map = \"plant-map.toml\"",
-            &format!("register_map = {map:?}"),
-        )
-        .replace(
-            "data_dir = \"iiot-gateway-data\"",
-            &format!("data_dir = {:?}", dir.join("gw").display().to_string()),
-        )
-        .replace("port = 5020", &format!("port = {}", plc_addr.port()))
-        .replace(
-            "url = \"mqtt://127.0.0.1:1883\"",
-            &format!("url = {:?}", mqtt_url()),
-        );
+    let text = common::gateway_toml(
+        &device,
+        &enterprise,
+        Path::new(&map),
+        &dir.join("gw"),
+        plc_addr.port(),
+    );
     let cfg = write(dir, "gateway.toml", &text);
     let plant = Plant {
         enterprise,

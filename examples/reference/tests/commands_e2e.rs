@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{ChildGuard, mqtt_available, mqtt_url, sample_config, write};
+use common::{ChildGuard, mqtt_available, mqtt_url, unique, write};
 use iiot_core::codec::{Limits, protobuf};
 use iiot_core::publish::QoS;
 use iiot_core::topic::UnsPath;
@@ -60,14 +60,6 @@ fn python() -> Option<String> {
         Ok(s) => skip(format!("{py} cannot import pymodbus ({s})")),
         Err(e) => skip(format!("cannot run {py}: {e}")),
     }
-}
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
 }
 
 /// Starts the counting peer; returns it, its port and its write counter.
@@ -135,29 +127,7 @@ async fn each_accepted_command_is_exactly_one_write_on_a_foreign_server() {
     let map = write(dir.path(), "map.toml", MAP);
     let enterprise = unique("e2e");
     let device = unique("plc");
-    let text = std::fs::read_to_string(sample_config("gateway.toml"))
-        .unwrap()
-        .replace("device_id = \"plc-01\"", &format!("device_id = {device:?}"))
-        .replace(
-            "enterprise = \"acme\"",
-            &format!("enterprise = {enterprise:?}"),
-        )
-        .replace(
-            "register_map = \"plant-map.toml\"",
-            &format!("register_map = {:?}", map.display().to_string()),
-        )
-        .replace(
-            "data_dir = \"iiot-gateway-data\"",
-            &format!(
-                "data_dir = {:?}",
-                dir.path().join("gw").display().to_string()
-            ),
-        )
-        .replace("port = 5020", &format!("port = {port}"))
-        .replace(
-            "url = \"mqtt://127.0.0.1:1883\"",
-            &format!("url = {:?}", mqtt_url()),
-        )
+    let text = common::gateway_toml(&device, &enterprise, &map, &dir.path().join("gw"), port)
         .replace(
             "rate_limit = { commands = 20, per = \"1s\" }",
             "rate_limit = { commands = 1000, per = \"1s\" }",

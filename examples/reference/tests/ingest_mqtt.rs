@@ -6,20 +6,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{ChildGuard, free_port, mqtt_available, mqtt_url, scrape, write};
+use common::{ChildGuard, free_port, mqtt_available, mqtt_url, scrape, unique, write};
 use iiot_core::codec::protobuf;
 use iiot_core::publish::{ConfirmedPublish, OutboundMessage};
 use iiot_core::types::{DeviceId, Sample, Sequence, TagPath, TelemetryBatch, Timestamp};
 use iiot_protocols::mqtt::{MqttConfig, Session};
 use tokio_util::sync::CancellationToken;
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// Where the rows are counted.
 enum Store {

@@ -25,20 +25,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
 
-use common::{ChildGuard, free_port, mqtt_available, mqtt_url, sample_config, scrape, write};
+use common::{
+    ChildGuard, free_port, mqtt_available, mqtt_url, sample_config, scrape, unique, write,
+};
 use iiot_core::types::MessageId;
 use iiot_protocols::mqtt::{MqttConfig, Session};
 use iiot_reference::demo::Relay;
 use iiot_reference::gateway::{ProducedEntry, ProducedSample};
 use tokio_util::sync::CancellationToken;
-
-fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or_default();
-    format!("{prefix}-{}-{nanos}", std::process::id())
-}
 
 /// Where ingest writes.
 enum Store {
@@ -652,27 +646,14 @@ async fn scenario(dir: &std::path::Path, store: &Store) {
     let _ = probe_task.await;
 
     // The gateway, killed once.
-    let text = std::fs::read_to_string(sample_config("gateway.toml"))
-        .unwrap()
-        .replace("device_id = \"plc-01\"", &format!("device_id = {device:?}"))
-        .replace(
-            "enterprise = \"acme\"",
-            &format!("enterprise = {enterprise:?}"),
-        )
-        .replace(
-            "register_map = \"plant-map.toml\"",
-            &format!("register_map = {map:?}"),
-        )
-        .replace(
-            "data_dir = \"iiot-gateway-data\"",
-            &format!("data_dir = {:?}", dir.join("gw").display().to_string()),
-        )
-        .replace("port = 5020", &format!("port = {}", plc_addr.port()))
-        .replace(
-            "url = \"mqtt://127.0.0.1:1883\"",
-            &format!("url = {:?}", mqtt_url()),
-        )
-        .replace("max_delay = \"1s\"", "max_delay = \"100ms\"");
+    let text = common::gateway_toml(
+        &device,
+        &enterprise,
+        Path::new(&map),
+        &dir.join("gw"),
+        plc_addr.port(),
+    )
+    .replace("max_delay = \"1s\"", "max_delay = \"100ms\"");
     let produced_log = dir.join("produced.jsonl");
     let text = format!(
         "produced_log = {:?}\n{text}",

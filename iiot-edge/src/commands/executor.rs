@@ -92,7 +92,8 @@ pub struct Executor<H> {
     limits: Limits,
     counters: Arc<CommandCounters>,
     queue: VecDeque<Pending>,
-    /// Start instants of recent handler calls (the rate limit's window).
+    /// Start instants of recent handler calls (the rate limit's window; at most
+    /// its count, kept only with a rate limit).
     recent: VecDeque<Instant>,
 }
 
@@ -700,7 +701,9 @@ impl<H: CommandHandler> Executor<H> {
                     continue;
                 }
             }
-            self.recent.push_back(mono);
+            if self.config.rate_limit.is_some() {
+                self.recent.push_back(mono);
+            }
             self.counters.executed.fetch_add(1, Ordering::Relaxed);
             metrics::counter!("iiot_gateway_commands_executed_total").increment(1);
             let handler = self.handler.clone();

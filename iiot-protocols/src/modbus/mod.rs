@@ -9,7 +9,9 @@
 //! [`Sample`](iiot_core::types::Sample)s — Good with a value, or Bad with a typed
 //! [`ReadFailure`] — filtered by each tag's deadband. In a gateway, hand the poller to the
 //! runtime of `iiot-edge` instead ([`Poller::into_source`]): it then emits every reading
-//! and the runtime applies the same deadbands.
+//! and the runtime applies the same deadbands. Its [`PollerHandle`] is also a
+//! [`CommandHandler`](iiot_core::command::CommandHandler): the map's coils and holding
+//! registers are the targets of commands, written with FC5/FC6/FC15/FC16.
 //!
 //! The crate docs run a complete example against the map-driven simulator (`sim::Simulator`,
 //! feature `modbus-sim`).

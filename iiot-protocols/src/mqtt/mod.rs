@@ -35,6 +35,9 @@
 //!   [`SubscribeError`] with the reason code, listed in
 //!   [`SessionHandle::refused`] and counted in `iiot_mqtt_subscribe_refused_total`;
 //!   subscriptions are restored when the broker lost the session.
+//! - **Commands in.** [`InboundDeliveries`] makes a manual-ack session the
+//!   [`Inbox`](iiot_core::command::Inbox) of `iiot-edge`'s command executor: a
+//!   command's PUBACK goes out once the executor's ledger recorded it.
 //! - **Two inbound modes** ([`InboundAcks`]). Auto: PUBACK on receipt. Manual:
 //!   each QoS 1 delivery carries an [`AckToken`]; its PUBACK goes out only when
 //!   the application hands it to [`SessionHandle::ack`], in delivery order, never

@@ -238,3 +238,44 @@ pub async fn drop_ingest_tables(url: &str, prefix: &str) {
             .await;
     }
 }
+
+/// A name unique to this test process and moment, for client ids, devices and UNS
+/// levels on the shared broker.
+pub fn unique(prefix: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    format!("{prefix}-{}-{nanos}", std::process::id())
+}
+
+/// The sample `gateway.toml` rewritten for a test: its device id, enterprise,
+/// register map, data directory, PLC port and the test broker.
+pub fn gateway_toml(
+    device: &str,
+    enterprise: &str,
+    map: &Path,
+    data_dir: &Path,
+    plc_port: u16,
+) -> String {
+    std::fs::read_to_string(sample_config("gateway.toml"))
+        .unwrap()
+        .replace("device_id = \"plc-01\"", &format!("device_id = {device:?}"))
+        .replace(
+            "enterprise = \"acme\"",
+            &format!("enterprise = {enterprise:?}"),
+        )
+        .replace(
+            "register_map = \"plant-map.toml\"",
+            &format!("register_map = {:?}", map.display().to_string()),
+        )
+        .replace(
+            "data_dir = \"iiot-gateway-data\"",
+            &format!("data_dir = {:?}", data_dir.display().to_string()),
+        )
+        .replace("port = 5020", &format!("port = {plc_port}"))
+        .replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            &format!("url = {:?}", mqtt_url()),
+        )
+}
