@@ -308,10 +308,12 @@ async fn round_trip(count: usize) -> (Vec<Duration>, f64) {
     let addr = server.local_addr().unwrap();
     tokio::spawn(server.run(cancel.clone()));
     // Ingest: the device's acks into SQLite.
-    let mut sc = MqttSourceConfig::default();
-    sc.url = mqtt_url();
-    sc.client_id = unique("bench-ingest");
-    sc.filters = vec![format!("{path}/commands/+/ack")];
+    let sc = MqttSourceConfig {
+        url: mqtt_url(),
+        client_id: unique("bench-ingest"),
+        filters: vec![format!("{path}/commands/+/ack")],
+        ..MqttSourceConfig::default()
+    };
     let source = MqttSource::start(&sc).unwrap();
     let sink = SqliteSink::open(SqliteConfig::new(dir.path().join("i.sqlite3")))
         .await
