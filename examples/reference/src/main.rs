@@ -87,7 +87,11 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    observe::init_tracing();
+    if matches!(cli.command, Some(Task::Command(_))) {
+        observe::init_tracing_at("warn");
+    } else {
+        observe::init_tracing();
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

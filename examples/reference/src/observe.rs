@@ -10,8 +10,15 @@ use crate::error::AppError;
 /// Logs go to stderr (stdout carries command output), filtered by `RUST_LOG`
 /// (default `info`, with the embedded broker silent and the MQTT client library at `warn`).
 pub fn init_tracing() {
+    init_tracing_at("info");
+}
+
+/// As [`init_tracing`], with `level` as the default instead of `info` (a one-shot
+/// command such as `iiot command send` logs warnings only unless `RUST_LOG` says
+/// otherwise: its answer is its output).
+pub fn init_tracing_at(level: &str) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,rumqttd=off,rumqttc=warn"));
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},rumqttd=off,rumqttc=warn")));
     // A second initialisation (tests calling in-process) is harmless; ignore it.
     // Colour only on a terminal (and never with NO_COLOR): a log file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
