@@ -339,3 +339,59 @@ async fn heartbeat_carries_backlog_and_last_good_read() {
     );
     assert!(gw.shutdown(&cancel, Duration::from_secs(10)).await);
 }
+
+/// A transport that confirms only what a test lets through (a permit per message).
+#[derive(Clone)]
+struct Gated(Arc<tokio::sync::Semaphore>, Recorder);
+
+impl ConfirmedPublish for Gated {
+    async fn publish_confirmed(&self, m: OutboundMessage) -> Result<(), PublishError> {
+        self.0.acquire().await.unwrap().forget();
+        self.1.publish_confirmed(m).await
+    }
+}
+
+/// A clean shutdown drains the control lane too: an ack the broker has not
+/// confirmed makes `shutdown` wait (and report `false` when its drain time runs
+/// out); once confirmed, `shutdown` reports it empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_drains_the_control_lane() {
+    async fn start(
+        dir: &std::path::Path,
+        gate: &Gated,
+    ) -> (iiot_edge::runtime::Gateway, CancellationToken) {
+        let device = DeviceId::new("dev-1").unwrap();
+        let telemetry = Outbox::open(dir.join("t"), device.clone(), OutboxConfig::default())
+            .await
+            .unwrap();
+        let control = Outbox::open(dir.join("c"), device, OutboxConfig::default())
+            .await
+            .unwrap();
+        let cancel = CancellationToken::new();
+        let gw = GatewayBuilder::new(path(), telemetry, gate.clone())
+            .control_lane(control, iiot_edge::forwarder::ForwarderConfig::default())
+            .start(&cancel);
+        (gw, cancel)
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let recorder = Recorder::default();
+    let gate = Gated(Arc::new(tokio::sync::Semaphore::new(0)), recorder.clone());
+    let ack = OutboundMessage::new(format!("{}/commands/x/ack", path()), "ack");
+    // Never confirmed: the drain time runs out and shutdown says so.
+    let (gw, cancel) = start(dir.path(), &gate).await;
+    gw.control().unwrap().publish(ack.clone()).await.unwrap();
+    assert!(
+        !gw.shutdown(&cancel, Duration::from_millis(300)).await,
+        "the ack is still waiting"
+    );
+    assert!(recorder.0.lock().unwrap().is_empty());
+    // Next run: the broker confirms; shutdown waits for it and reports empty.
+    let (gw, cancel) = start(dir.path(), &gate).await;
+    gate.0.add_permits(10);
+    assert!(gw.shutdown(&cancel, Duration::from_secs(10)).await);
+    assert_eq!(
+        recorder.0.lock().unwrap().len(),
+        1,
+        "the ack left before the stop"
+    );
+}

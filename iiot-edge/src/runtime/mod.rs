@@ -650,14 +650,17 @@ impl Gateway {
         }
     }
 
-    /// Waits until the forwarder delivered everything in the outbox (records and
-    /// loss events), at most `timeout`; returns whether it did. Looks at the
-    /// outbox's counters every 50 ms.
+    /// Waits until the forwarders delivered everything in the outbox and in the
+    /// control lane's outbox (records and loss events), at most `timeout`; returns
+    /// whether they did. Looks at the outboxes' counters every 50 ms.
     pub async fn drain(&self, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
+        let empty = |o: &Outbox| {
+            let s = o.stats();
+            s.backlog_records == 0 && s.pending_records == 0 && s.pending_losses == 0
+        };
         loop {
-            let s = self.outbox.stats();
-            if s.backlog_records == 0 && s.pending_records == 0 && s.pending_losses == 0 {
+            if empty(&self.outbox) && self.control.as_ref().is_none_or(|c| empty(c.outbox())) {
                 return true;
             }
             if tokio::time::Instant::now() >= deadline {
@@ -679,14 +682,15 @@ impl Gateway {
         self.outbox.close().await;
     }
 
-    /// Stops the sources, drains the outbox for at most `drain` (what remains is
-    /// sent by the next run), cancels `cancel` and joins. Returns whether the
-    /// outbox was empty.
+    /// Stops the sources, drains the outbox and the control lane for at most
+    /// `drain` (what remains is sent by the next run), cancels `cancel` and joins.
+    /// Returns whether both were empty.
     pub async fn shutdown(mut self, cancel: &CancellationToken, drain: Duration) -> bool {
         self.stop_producing().await;
         let empty = self.drain(drain).await;
         if !empty {
             tracing::warn!(backlog = ?self.outbox.stats().backlog_records,
+                control = ?self.control.as_ref().map(|c| c.outbox().stats().backlog_records),
                 "outbox not empty at shutdown; the next run sends the rest");
         }
         cancel.cancel();
