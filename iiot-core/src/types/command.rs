@@ -323,13 +323,15 @@ pub enum AckReason {
     Unsupported,
     /// The device's queue of pending commands is full.
     QueueFull,
+    /// The equipment refused the action (a Modbus exception); nothing was done.
+    DeviceRefused,
     /// A reason number this build does not know.
     Unknown(i32),
 }
 
 impl AckReason {
     /// Every named reason, in wire order.
-    pub const ALL: [Self; 22] = [
+    pub const ALL: [Self; 23] = [
         Self::Malformed,
         Self::WrongDevice,
         Self::TooLarge,
@@ -352,6 +354,7 @@ impl AckReason {
         Self::LedgerUnavailable,
         Self::Unsupported,
         Self::QueueFull,
+        Self::DeviceRefused,
     ];
 
     /// The wire number (`AckReason` in command.proto).
@@ -403,6 +406,7 @@ impl AckReason {
             Self::LedgerUnavailable => "ledger_unavailable",
             Self::Unsupported => "unsupported",
             Self::QueueFull => "queue_full",
+            Self::DeviceRefused => "device_refused",
             Self::Unknown(_) => "unknown",
         }
     }

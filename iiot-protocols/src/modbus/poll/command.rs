@@ -41,7 +41,7 @@ impl CommandHandler for PollerHandle {
         match self.write(action.target.as_str(), &value).await {
             Ok(WriteOutcome::Written) => Ok(Some(value)),
             Ok(WriteOutcome::Refused(code)) => Err(HandlerError::refused(
-                AckReason::HandlerFailed,
+                AckReason::DeviceRefused,
                 format!(
                     "the device refused the write with exception {code:?}; nothing was written"
                 ),
