@@ -254,7 +254,7 @@ async fn bad_input_gets_a_typed_rejection_or_a_dead_letter_never_a_call() {
         AckReason::StaleValue,
     ));
     for (i, (topic, payload, retain, state, reason)) in cases.into_iter().enumerate() {
-        r.send_raw(&topic, payload, retain).await;
+        r.send_raw(&topic, payload.clone(), retain).await;
         let a = r.ack().await;
         assert_eq!(
             (a.state, a.reason),
@@ -263,6 +263,19 @@ async fn bad_input_gets_a_typed_rejection_or_a_dead_letter_never_a_call() {
             a.detail
         );
         assert!(a.detail.is_some(), "case {i} says why");
+        // Its id is now known: the same delivery again is answered from the ledger
+        // (also a payload without a readable issue time, kept by its receipt time).
+        // (A too-old command is not kept: it is older than the window.)
+        if reason != AckReason::TooOld {
+            r.send_raw(&topic, payload, retain).await;
+            let again = r.ack().await;
+            assert!(again.duplicate, "case {i}: {again:?}");
+            assert_eq!(
+                (again.state, again.reason),
+                (state, Some(reason)),
+                "case {i}"
+            );
+        }
     }
     // A topic without a command id: a dead letter, acknowledged, no ack.
     r.send_raw(&format!("{}/commands", path()), b"x".to_vec(), false)

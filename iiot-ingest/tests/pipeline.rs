@@ -1,9 +1,12 @@
 //! The pipeline over an in-memory source and sink: exact outcomes for mixed
 //! input, ack-after-commit, retries, poison isolation, back-pressure, restart.
 
+mod common;
+
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
+use common::sink::GatedSink;
 use iiot_core::codec::{DecodeError, json, protobuf};
 use iiot_core::quality::Quality;
 use iiot_core::topic::UnsPath;
@@ -14,7 +17,6 @@ use iiot_core::types::{
 use iiot_core::version::data_loss_topic;
 use iiot_ingest::record::DeadLetterReason;
 use iiot_ingest::sink::memory::MemorySink;
-use iiot_ingest::sink::{Sink, SinkError};
 use iiot_ingest::source::memory::{MemoryFeed, MemorySource};
 use iiot_ingest::{Pipeline, PipelineConfig, PipelineStats};
 use tokio_util::sync::CancellationToken;
@@ -202,43 +204,12 @@ async fn mixed_input_gives_exact_rows_dead_letters_and_gaps() {
     assert_eq!(acked.lock().unwrap().len(), 14);
 }
 
-/// A sink that refuses to commit until released, to observe ack-after-commit and
-/// back-pressure.
-#[derive(Clone)]
-struct GatedSink {
-    inner: MemorySink,
-    gate: std::sync::Arc<tokio::sync::Semaphore>,
-}
-
-impl Sink for GatedSink {
-    async fn commit(
-        &mut self,
-        b: &iiot_ingest::record::CommitBatch,
-    ) -> Result<iiot_ingest::record::CommitReport, SinkError> {
-        let permit = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| SinkError::unavailable("gate closed").with_source(e))?;
-        permit.forget();
-        self.inner.commit(b).await
-    }
-    async fn load_sequence_state(
-        &mut self,
-    ) -> Result<Vec<iiot_ingest::record::DeviceSequenceState>, SinkError> {
-        self.inner.load_sequence_state().await
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn acks_only_after_commit_and_stops_pulling_at_max_in_flight() {
     let (source, feed) = MemorySource::new(5);
     let acked = source.acked();
     let inner = MemorySink::new();
-    let sink = GatedSink {
-        inner: inner.clone(),
-        gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
-    };
+    let sink = GatedSink::new(inner.clone());
     let cfg = PipelineConfig {
         max_in_flight: NonZeroUsize::new(10).unwrap(),
         batch_max_delay: Duration::from_secs(10),

@@ -5,10 +5,10 @@
 
 mod common;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use common::commands::{ack, set_command};
+use common::sink::GatedSink;
 use iiot_core::codec::protobuf;
 use iiot_core::topic::UnsPath;
 use iiot_core::types::{
@@ -59,31 +59,6 @@ fn config() -> PipelineConfig {
     }
 }
 
-/// Commits only when given permits, so a test can look between receipt and
-/// commit; counts the commits it was asked for.
-#[derive(Clone)]
-struct GatedSink {
-    inner: MemorySink,
-    gate: Arc<tokio::sync::Semaphore>,
-    asked: Arc<tokio::sync::watch::Sender<u32>>,
-}
-
-impl Sink for GatedSink {
-    async fn commit(&mut self, b: &CommitBatch) -> Result<CommitReport, SinkError> {
-        self.asked.send_modify(|n| *n += 1);
-        let permit = self
-            .gate
-            .acquire()
-            .await
-            .map_err(|e| SinkError::unavailable("gate closed").with_source(e))?;
-        permit.forget();
-        self.inner.commit(b).await
-    }
-    async fn load_sequence_state(&mut self) -> Result<Vec<DeviceSequenceState>, SinkError> {
-        self.inner.load_sequence_state().await
-    }
-}
-
 /// A command and its acks (one a duplicate) arrive through the pipeline: none
 /// is acknowledged to the source before the sink committed them; then all are,
 /// in delivery order, and the commands table holds the final state.
@@ -92,11 +67,7 @@ async fn command_and_acks_are_committed_before_they_are_acknowledged() {
     let (source, feed) = MemorySource::new(16);
     let acked = source.acked();
     let inner = MemorySink::new();
-    let sink = GatedSink {
-        inner: inner.clone(),
-        gate: Arc::new(tokio::sync::Semaphore::new(0)),
-        asked: Arc::new(tokio::sync::watch::channel(0).0),
-    };
+    let sink = GatedSink::new(inner.clone());
     let mut commits_asked = sink.asked.subscribe();
     let (mut handle, pipeline) = Pipeline::new(source, sink.clone(), config());
     let cancel = CancellationToken::new();

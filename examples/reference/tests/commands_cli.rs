@@ -61,18 +61,7 @@ fn sent_id(out: &Output) -> String {
 
 fn setup(dir: &Path) -> (Plant, ChildGuard) {
     let map = sample_config("plant-map.toml").display().to_string();
-    let plc = write(
-        dir,
-        "plc.toml",
-        &format!("listen = \"127.0.0.1:0\"\nregister_map = {map:?}\n"),
-    );
-    let mut sim = ChildGuard::spawn(&["sim", "--config", plc.to_str().unwrap()]);
-    let plc_addr: std::net::SocketAddr = sim
-        .read_line()
-        .strip_prefix("listening on ")
-        .unwrap()
-        .parse()
-        .unwrap();
+    let (sim, plc_addr) = common::start_plc(dir);
     let enterprise = unique("cmd");
     let device = unique("plc");
     let text = common::gateway_toml(

@@ -246,6 +246,42 @@ pub enum CommandState {
 }
 
 impl CommandState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [Self; 10] = [
+        Self::Pending,
+        Self::Queued,
+        Self::Delivered,
+        Self::Validating,
+        Self::Executing,
+        Self::Completed,
+        Self::Rejected,
+        Self::Failed,
+        Self::Expired,
+        Self::Interrupted,
+    ];
+
+    /// The snake_case name (its serde form), e.g. `completed`: for tables, metric
+    /// labels and logs. Stable: stored by sinks, never change one.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Queued => "queued",
+            Self::Delivered => "delivered",
+            Self::Validating => "validating",
+            Self::Executing => "executing",
+            Self::Completed => "completed",
+            Self::Rejected => "rejected",
+            Self::Failed => "failed",
+            Self::Expired => "expired",
+            Self::Interrupted => "interrupted",
+        }
+    }
+
+    /// The state named `name` ([`CommandState::as_str`]), if any.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
     /// Whether no transition leaves this state.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -478,18 +514,17 @@ mod tests {
         assert!(!range.holds(&Value::Bool(true)) && !range.holds(&Value::String("2".into())));
     }
 
-    const ALL: [S; 10] = [
-        S::Pending,
-        S::Queued,
-        S::Delivered,
-        S::Validating,
-        S::Executing,
-        S::Completed,
-        S::Rejected,
-        S::Failed,
-        S::Expired,
-        S::Interrupted,
-    ];
+    const ALL: [S; 10] = S::ALL;
+
+    #[test]
+    fn names_are_the_serde_names() {
+        for st in ALL {
+            let json = serde_json::to_string(&st).unwrap();
+            assert_eq!(json, format!("\"{}\"", st.as_str()));
+            assert_eq!(S::from_name(st.as_str()), Some(st));
+        }
+        assert_eq!(S::from_name("nope"), None);
+    }
 
     #[test]
     fn lifecycle_table() {

@@ -468,7 +468,11 @@ impl<H: CommandHandler> Executor<H> {
             Ok(c) => (Some(c), None),
             Err((c, r)) => (c, Some(r)),
         };
-        let issued_at = command.as_ref().map_or(0, |c| c.issued_at.unix_nanos());
+        // A payload without a readable issue time is kept (and pruned) by its
+        // receipt time; with 0 it was pruned at once and its id forgotten.
+        let issued_at = command
+            .as_ref()
+            .map_or(now.unix_nanos(), |c| c.issued_at.unix_nanos());
         if let Some(r) = refusal {
             tracing::info!(command = %topic_id, reason = %r.reason, detail = %r.detail, "commands: refused");
             let a = self.device_ack(

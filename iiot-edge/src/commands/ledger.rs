@@ -82,7 +82,8 @@ pub enum LedgerError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Entry {
     pub state: CommandState,
-    /// `issued_at` of the command, Unix ns (0 when it could not be read).
+    /// `issued_at` of the command, Unix ns (its receipt time when it could not be
+    /// read, so that its id is kept for the window like any other).
     pub issued_at: i64,
     /// When the device first received it, Unix ns.
     pub received_at: i64,

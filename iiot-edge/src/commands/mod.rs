@@ -111,7 +111,9 @@
 //! };
 //! // Acknowledged (to the transport) once the ledger holds it.
 //! commands.deliver(path.command(c.id).to_string(), protobuf::encode_command(&c), false).await?;
+//! # let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
 //! while ledger.state_of(c.id)? != Some(CommandState::Completed) {
+//! #   assert!(std::time::Instant::now() < deadline, "the command never completed");
 //!     tokio::task::yield_now().await;
 //! }
 //! gateway.shutdown(&cancel, std::time::Duration::from_secs(5)).await;

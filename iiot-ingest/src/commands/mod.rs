@@ -54,8 +54,6 @@ mod issuer;
 mod table;
 
 pub use issuer::{CommandIssuer, CommandRequest, IssueError, expiry_of};
-pub use table::{
-    CommandRecord, CommandTable, EXPIRED_UNCONFIRMED, OpKind, TrackedState, state_label,
-};
+pub use table::{CommandRecord, CommandTable, EXPIRED_UNCONFIRMED, OpKind, TrackedState};
 #[cfg(any(feature = "postgres", feature = "sqlite"))]
 pub(crate) use table::{OPEN_BELOW, STATE_RANKS};

@@ -100,56 +100,24 @@ pub(crate) fn rank_of(label: &str) -> Option<u8> {
         .map(|(_, r)| *r)
 }
 
-/// The snake_case label of a [`CommandState`] (its serde name).
-pub fn state_label(s: CommandState) -> &'static str {
-    match s {
-        CommandState::Pending => "pending",
-        CommandState::Queued => "queued",
-        CommandState::Delivered => "delivered",
-        CommandState::Validating => "validating",
-        CommandState::Executing => "executing",
-        CommandState::Completed => "completed",
-        CommandState::Rejected => "rejected",
-        CommandState::Failed => "failed",
-        CommandState::Expired => "expired",
-        CommandState::Interrupted => "interrupted",
-        _ => "unknown",
-    }
-}
-
 impl TrackedState {
     /// The `state` column: a [`CommandState`]'s snake_case name
-    /// ([`state_label`]) or [`EXPIRED_UNCONFIRMED`].
+    /// ([`CommandState::as_str`]) or [`EXPIRED_UNCONFIRMED`].
     ///
     /// **Stability:** stored; never change a label.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::State(s) => state_label(s),
+            Self::State(s) => s.as_str(),
             Self::ExpiredUnconfirmed => EXPIRED_UNCONFIRMED,
         }
     }
 
     /// The inverse of [`TrackedState::as_str`] (for readers of the table).
     pub fn from_label(s: &str) -> Option<Self> {
-        use CommandState as S;
         if s == EXPIRED_UNCONFIRMED {
             return Some(Self::ExpiredUnconfirmed);
         }
-        [
-            S::Pending,
-            S::Queued,
-            S::Delivered,
-            S::Validating,
-            S::Executing,
-            S::Completed,
-            S::Rejected,
-            S::Failed,
-            S::Expired,
-            S::Interrupted,
-        ]
-        .into_iter()
-        .find(|st| state_label(*st) == s)
-        .map(Self::State)
+        CommandState::from_name(s).map(Self::State)
     }
 
     /// Whether the state is final: a device's terminal state or the platform's

@@ -53,7 +53,6 @@ pub use config::PipelineConfig;
 pub use stats::PipelineStats;
 
 use self::work::{Work, id_mismatch, split};
-use crate::commands::state_label;
 use crate::dedupe::DedupeWindow;
 use crate::gaps::GapTracker;
 use crate::record::{
@@ -498,7 +497,7 @@ impl<S: Source, K: Sink> Pipeline<S, K> {
             metrics::counter!("iiot_ingest_commands_total").increment(batch.commands.len() as u64);
         }
         for a in &batch.command_acks {
-            metrics::counter!("iiot_ingest_command_acks_total", "state" => state_label(a.ack.state))
+            metrics::counter!("iiot_ingest_command_acks_total", "state" => a.ack.state.as_str())
                 .increment(1);
         }
         for dl in &batch.dead_letters {

@@ -240,3 +240,44 @@ pub fn sqlite_count(conn: &rusqlite::Connection, prefix: &str, table: &str) -> i
     )
     .unwrap()
 }
+
+/// A memory sink that commits only when given permits (`gate`), so a test can look
+/// between receipt and commit (ack-after-commit, back-pressure); `asked` counts the
+/// commits the pipeline asked for.
+#[derive(Clone)]
+pub struct GatedSink {
+    pub inner: iiot_ingest::sink::memory::MemorySink,
+    pub gate: std::sync::Arc<tokio::sync::Semaphore>,
+    pub asked: std::sync::Arc<tokio::sync::watch::Sender<u32>>,
+}
+
+impl GatedSink {
+    /// A closed gate in front of `inner`.
+    pub fn new(inner: iiot_ingest::sink::memory::MemorySink) -> Self {
+        Self {
+            inner,
+            gate: std::sync::Arc::new(tokio::sync::Semaphore::new(0)),
+            asked: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        }
+    }
+}
+
+impl iiot_ingest::sink::Sink for GatedSink {
+    async fn commit(
+        &mut self,
+        b: &CommitBatch,
+    ) -> Result<iiot_ingest::record::CommitReport, iiot_ingest::sink::SinkError> {
+        self.asked.send_modify(|n| *n += 1);
+        let permit =
+            self.gate.acquire().await.map_err(|e| {
+                iiot_ingest::sink::SinkError::unavailable("gate closed").with_source(e)
+            })?;
+        permit.forget();
+        self.inner.commit(b).await
+    }
+    async fn load_sequence_state(
+        &mut self,
+    ) -> Result<Vec<iiot_ingest::record::DeviceSequenceState>, iiot_ingest::sink::SinkError> {
+        self.inner.load_sequence_state().await
+    }
+}

@@ -279,3 +279,22 @@ pub fn gateway_toml(
             &format!("url = {:?}", mqtt_url()),
         )
 }
+
+/// `iiot sim` on the sample plant map and a free port (its config written to
+/// `dir/plc.toml`): the process and the address it listens on.
+pub fn start_plc(dir: &Path) -> (ChildGuard, std::net::SocketAddr) {
+    let map = sample_config("plant-map.toml").display().to_string();
+    let plc = write(
+        dir,
+        "plc.toml",
+        &format!("listen = \"127.0.0.1:0\"\nregister_map = {map:?}\n"),
+    );
+    let mut sim = ChildGuard::spawn(&["sim", "--config", plc.to_str().unwrap()]);
+    let addr = sim
+        .read_line()
+        .strip_prefix("listening on ")
+        .unwrap()
+        .parse()
+        .unwrap();
+    (sim, addr)
+}

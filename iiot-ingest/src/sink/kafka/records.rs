@@ -13,7 +13,6 @@ use iiot_core::types::{DataLoss, DeviceId, MessageId, Timestamp};
 use rskafka::chrono::{DateTime, Utc};
 use rskafka::record::Record;
 
-use crate::commands::state_label;
 use crate::recent::RecentSet;
 use crate::record::{
     AcceptedAck, AcceptedBatch, AcceptedCommand, CommitBatch, DeadLetter, Gap, GapChange,
@@ -194,7 +193,7 @@ pub(crate) fn build(
         let key = AckKey::CommandAck(
             k.device_id.clone(),
             k.command_id,
-            state_label(k.state),
+            k.state.as_str(),
             k.time.unix_nanos(),
             k.duplicate,
         );
@@ -330,7 +329,7 @@ pub(crate) fn command_ack_record(a: &AcceptedAck) -> Record {
             (HEADER_EVENT, EVENT_COMMAND_ACK.to_owned()),
             (HEADER_COMMAND_ID, k.command_id.to_string()),
             (HEADER_DEVICE_ID, k.device_id.as_str().to_owned()),
-            (HEADER_STATE, state_label(k.state).to_owned()),
+            (HEADER_STATE, k.state.as_str().to_owned()),
             (HEADER_DUPLICATE, k.duplicate.to_string()),
             (HEADER_TOPIC, a.topic.clone()),
             (HEADER_RECEIVED_AT, a.received_at.to_rfc3339()),

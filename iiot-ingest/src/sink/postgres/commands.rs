@@ -13,7 +13,7 @@ use tokio_postgres::{Statement, Transaction};
 use super::StepError;
 use super::commit::storable_text;
 use super::types::{PgTime, PgU64};
-use crate::commands::{OpKind, TrackedState, state_label};
+use crate::commands::{OpKind, TrackedState};
 use crate::record::CommitBatch;
 
 /// `value_type` and the six value columns, typed for statement parameters
@@ -99,7 +99,7 @@ pub(super) async fn write(
         let params: [&(dyn ToSql + Sync); 16] = [
             &k.device_id.as_str(),
             &&id[..],
-            &state_label(k.state),
+            &k.state.as_str(),
             &k.reason.map(AckReason::as_str),
             &detail,
             &r.value_type,

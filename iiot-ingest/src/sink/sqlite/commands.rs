@@ -7,7 +7,7 @@ use iiot_core::types::{AckReason, CommandState, Timestamp};
 use rusqlite::{Connection, params};
 
 use super::store::{Statements, value_columns};
-use crate::commands::{OpKind, TrackedState, state_label};
+use crate::commands::{OpKind, TrackedState};
 use crate::record::CommitBatch;
 
 /// Upserts the commands and (non-duplicate) acks of `batch`, in order, inside
@@ -49,7 +49,7 @@ pub(super) fn write(tx: &Connection, st: &Statements, batch: &CommitBatch) -> ru
             stmt.execute(params![
                 k.device_id.as_str(),
                 &k.command_id.to_bytes()[..],
-                state_label(k.state),
+                k.state.as_str(),
                 k.reason.map(AckReason::as_str),
                 k.detail,
                 rt,
