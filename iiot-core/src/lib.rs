@@ -49,6 +49,7 @@
 //! | [`version`] | schema-version router: decode or reject with the original bytes |
 //! | [`publish`] | the confirmed-publish trait between outbox and transport |
 //! | [`command`] | the command traits between transport, executor and what acts on the plant |
+//! | [`ota`] | the image-fetch trait of firmware updates, rollout waves and abort rules |
 //! | [`source`] | the source-of-readings traits between drivers and the gateway runtime, report by exception |
 //! | [`backoff`] | the exponential backoff rule (doubling, cap, jitter) every retry loop uses |
 //! | [`Error`] | the crate's one error: every operation error above converts into it with `?` |
@@ -67,6 +68,7 @@ pub mod backoff;
 pub mod codec;
 pub mod command;
 pub mod duration;
+pub mod ota;
 pub mod proto;
 pub mod publish;
 pub mod quality;

@@ -10,8 +10,8 @@ use iiot_core::codec::{DecodeError, LimitError, Limits, protobuf};
 use iiot_core::proto::v1 as pb;
 use iiot_core::types::{
     AckReason, Command, CommandAck, CommandState, ConfigDesired, ConfigReported, Constraints,
-    DeviceId, Expect, Interlock, ManifestBody, ManifestSignature, MessageId, Operation, OtaState,
-    OtaStatus, SignatureAlgorithm, SignedManifest, TagPath, Timestamp, Value,
+    DeviceId, Expect, Interlock, ManifestBody, ManifestSignature, MessageId, Operation, OtaReason,
+    OtaState, OtaStatus, SignatureAlgorithm, SignedManifest, TagPath, Timestamp, Value,
 };
 use iiot_core::version::{Message, MessageKind, Router};
 use proptest::prelude::*;
@@ -251,6 +251,8 @@ fn ota_status_round_trip() {
         time: ts(3),
         detail: Some("health check failed: modbus poll".into()),
         bytes_done: Some(1_048_576),
+        reason: Some(OtaReason::HealthCheckFailed),
+        running_version: Some("2.4.0".into()),
     };
     assert_eq!(
         protobuf::decode_ota_status(&protobuf::encode_ota_status(&s), &Limits::default()).unwrap(),

@@ -117,6 +117,7 @@
 //! | [`forwarder`] | drains an outbox through a confirmed-publish transport |
 //! | [`runtime`] | the gateway as a library: sources, report by exception, batches, outbox, forwarder, shutdown |
 //! | [`commands`] | the command ledger and executor: at most once, in order, expiring, checked against the latest values |
+//! | [`ota`] | firmware updates: trust store and manifest verification, A/B slots with trial boot and roll back, the OTA agent |
 //! | [`Error`] | the crate's one error: every operation error converts into it with `?` |
 //!
 //! ## Features
@@ -159,6 +160,7 @@
 
 pub mod commands;
 pub mod forwarder;
+pub mod ota;
 pub mod outbox;
 pub mod runtime;
 

@@ -1,5 +1,7 @@
 //! The crate's one error type, [`Error`], which every operation error converts into.
 
+#[cfg(feature = "http")]
+use crate::http::HttpConfigError;
 #[cfg(feature = "modbus-sim")]
 use crate::modbus::sim::SimError;
 #[cfg(any(feature = "modbus-tcp", feature = "modbus-rtu"))]
@@ -23,7 +25,7 @@ use crate::mqtt::{AckError, ConfigError, IdentityError, SubscribeError};
 ///
 /// A variant exists only with the feature of its driver: `Codec`, `Map`, `Tag`, `Write`
 /// and `Io` with `modbus-tcp` or `modbus-rtu`, `Sim` with `modbus-sim`, `Config`,
-/// `Identity`, `Subscribe` and `Ack` with `mqtt`.
+/// `Identity`, `Subscribe` and `Ack` with `mqtt`, `Http` with `http`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -80,6 +82,12 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
     #[error(transparent)]
     Ack(#[from] AckError),
+    /// An HTTP(S) image fetcher configuration is unusable (a CA, certificate or
+    /// key that cannot be read, a bad token).
+    #[cfg(feature = "http")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+    #[error(transparent)]
+    Http(#[from] HttpConfigError),
 }
 
 // Every iiot-core error converts too, through `Error::Core`.

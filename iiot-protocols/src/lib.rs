@@ -1,8 +1,8 @@
 //! # iiot-protocols: drivers that talk to other machines
 //!
-//! Modbus (tokio-modbus) and the MQTT core (rumqttc + rustls; the OPC-UA client is not built yet),
-//! each behind a cargo feature. The drivers produce and consume `iiot-core`
-//! types. They land with their issues.
+//! Modbus (tokio-modbus), the MQTT core (rumqttc + rustls) and the HTTP(S) fetch of firmware
+//! images (reqwest + rustls; the OPC-UA client is not built yet), each behind a cargo feature.
+//! The drivers produce and consume `iiot-core` types. They land with their issues.
 //!
 //! ## Features
 //!
@@ -13,6 +13,7 @@
 //! | `modbus-sim` | no | `modbus::sim`: the map-driven Modbus TCP simulator (tokio-modbus server, value generators, fault injection) for tests and demos; implies `modbus-tcp` |
 //! | `mqtt` | yes | [`mqtt`]: the MQTT core over rumqttc + rustls (MQTT 5 by default, 3.1.1 selectable): device session (identity check, LWT and birth), platform clients, confirmed publish with broker refusals as typed errors, manual or auto acks |
 //! | `embedded-broker` | no | `mqtt::embedded`: an MQTT 5 broker inside the process (rumqttd) on a free loopback port, for demos, examples and tests; implies `mqtt` |
+//! | `http` | no | `http`: `HttpFetch`, the HTTP(S) `ImageFetch` of OTA (reqwest + rustls): Range resume, private CA, bearer token, mTLS |
 //!
 //! With `default-features = false` and no feature the crate holds only [`Error`]. Every
 //! operation error of the enabled drivers (and of iiot-core) converts into [`Error`] with `?`.
@@ -68,6 +69,10 @@ pub mod modbus;
 #[cfg(feature = "mqtt")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mqtt")))]
 pub mod mqtt;
+
+#[cfg(feature = "http")]
+#[cfg_attr(docsrs, doc(cfg(feature = "http")))]
+pub mod http;
 
 mod error;
 pub use error::Error;

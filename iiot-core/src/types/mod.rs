@@ -22,7 +22,8 @@ pub use config::{ConfigDesired, ConfigReported};
 pub use data_loss::{DataLoss, DataLossReason};
 pub use ids::{DeviceId, MessageId, SegmentProblem, Sequence, TagPath, check_segment};
 pub use ota::{
-    ManifestBody, ManifestSignature, OtaState, OtaStatus, SignatureAlgorithm, SignedManifest,
+    ManifestBody, ManifestSignature, OtaReason, OtaState, OtaStatus, SignatureAlgorithm,
+    SignedManifest,
 };
 pub use status::{Backlog, SourceHealth, Status};
 pub use telemetry::{BatchMetadata, Sample, TelemetryBatch};

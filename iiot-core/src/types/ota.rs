@@ -100,8 +100,166 @@ pub struct OtaStatus {
     pub state: OtaState,
     /// When.
     pub time: Timestamp,
-    /// Why rejected, failed or rolled back.
+    /// Why rejected, failed or rolled back, for people.
     pub detail: Option<String>,
     /// Bytes downloaded so far.
     pub bytes_done: Option<u64>,
+    /// Why rejected, failed or rolled back, machine-readable.
+    pub reason: Option<OtaReason>,
+    /// The version the device runs at this status, when known.
+    pub running_version: Option<String>,
+}
+
+macro_rules! ota_reasons {
+    ($( $(#[$doc:meta])* $name:ident = $label:literal ),+ $(,)?) => {
+        /// Why an update was rejected, failed or rolled back: the machine-readable
+        /// partner of [`OtaStatus::detail`]. A number this build does not know (from a
+        /// newer device) decodes as [`OtaReason::Unknown`], never as an error.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum OtaReason {
+            $( $(#[$doc])* $name, )+
+            /// A reason number this build does not know.
+            Unknown(i32),
+        }
+
+        impl OtaReason {
+            /// Every named reason, in wire order (wire number = index + 1).
+            pub const ALL: &'static [Self] = &[$( Self::$name, )+];
+
+            /// A short snake_case name for metrics labels, tables and logs.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( Self::$name => $label, )+
+                    Self::Unknown(_) => "unknown",
+                }
+            }
+        }
+    };
+}
+
+ota_reasons! {
+    /// The manifest is larger than the device accepts.
+    ManifestTooLarge = "manifest_too_large",
+    /// The manifest (envelope or signed body) could not be decoded.
+    ManifestMalformed = "manifest_malformed",
+    /// A signature is truncated or not a valid encoding for its algorithm.
+    SignatureMalformed = "signature_malformed",
+    /// A signature names a key the trust store does not hold.
+    UnknownKey = "unknown_key",
+    /// A signature was made by a revoked key.
+    KeyRevoked = "key_revoked",
+    /// A signature was made by a key outside its validity window.
+    KeyExpired = "key_expired",
+    /// A signature's algorithm label differs from its key's algorithm.
+    AlgorithmMismatch = "algorithm_mismatch",
+    /// A signature does not verify over the body (wrong key, tampered bytes).
+    SignatureInvalid = "signature_invalid",
+    /// Fewer distinct trusted keys signed than the threshold requires.
+    ThresholdNotMet = "threshold_not_met",
+    /// Built for another device type.
+    WrongDeviceType = "wrong_device_type",
+    /// The device's hardware revision is below the image's minimum.
+    HardwareTooOld = "hardware_too_old",
+    /// Older than the running version.
+    Downgrade = "downgrade",
+    /// The running version itself.
+    SameVersion = "same_version",
+    /// Not newer than the persisted anti-rollback minimum.
+    BelowMinimum = "below_minimum",
+    /// The manifest's expiry time has passed.
+    ManifestExpired = "manifest_expired",
+    /// The inactive slot cannot hold the image.
+    InsufficientSpace = "insufficient_space",
+    /// The server sent more bytes than the manifest declares.
+    ImageTooLong = "image_too_long",
+    /// The image ended before its declared size.
+    ImageTooShort = "image_too_short",
+    /// The image's SHA-256 differs from the manifest's.
+    HashMismatch = "hash_mismatch",
+    /// The download fell below the throughput floor (slow retrieval).
+    DownloadStalled = "download_stalled",
+    /// The download did not finish within its deadline.
+    DownloadDeadline = "download_deadline",
+    /// The image server could not be reached or refused the request.
+    DownloadFailed = "download_failed",
+    /// Writing the slot or the update state failed.
+    StorageFailed = "storage_failed",
+    /// The trial slot did not come up within its boot count.
+    BootLimit = "boot_limit",
+    /// The application's health check failed on the trial slot.
+    HealthCheckFailed = "health_check_failed",
+    /// The trial was not confirmed within its deadline.
+    ConfirmDeadline = "confirm_deadline",
+    /// A newer manifest replaced this update before it was installed.
+    Superseded = "superseded",
+    /// A trial is running; a new update waits until it is confirmed or rolled back.
+    Busy = "busy",
+    /// The manifest's schema version is one this device does not know.
+    UnsupportedSchema = "unsupported_schema",
+    /// The image URL is one the device cannot fetch.
+    UnsupportedUrl = "unsupported_url",
+    /// Delivered on another device's topic.
+    NotForThisDevice = "not_for_this_device",
+}
+
+impl OtaReason {
+    /// The wire number (`OtaReason` in ota.proto).
+    pub fn to_wire(self) -> i32 {
+        match self {
+            Self::Unknown(n) => n,
+            named => Self::ALL
+                .iter()
+                .position(|r| *r == named)
+                .map_or(0, |i| i as i32 + 1),
+        }
+    }
+
+    /// From the wire number; `0` (unspecified) is `None`.
+    pub fn from_wire(n: i32) -> Option<Self> {
+        match n {
+            0 => None,
+            n => Some(
+                usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| Self::ALL.get(i).copied())
+                    .unwrap_or(Self::Unknown(n)),
+            ),
+        }
+    }
+
+    /// Whether the update ended because of what was sent (manifest, signature,
+    /// image), as opposed to the device, the network or the trial.
+    pub fn is_rejection(self) -> bool {
+        self.to_wire() >= 1 && self.to_wire() <= Self::HashMismatch.to_wire()
+            || matches!(
+                self,
+                Self::UnsupportedSchema | Self::UnsupportedUrl | Self::NotForThisDevice
+            )
+    }
+}
+
+impl std::fmt::Display for OtaReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Unknown(n) => write!(f, "unknown reason {n}"),
+            r => f.write_str(r.as_str()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::OtaReason;
+
+    #[test]
+    fn reason_numbers_round_trip_and_unknown_numbers_are_kept() {
+        for (i, r) in OtaReason::ALL.iter().enumerate() {
+            assert_eq!(r.to_wire(), i as i32 + 1);
+            assert_eq!(OtaReason::from_wire(r.to_wire()), Some(*r));
+        }
+        assert_eq!(OtaReason::from_wire(0), None);
+        assert_eq!(OtaReason::from_wire(999), Some(OtaReason::Unknown(999)));
+        assert_eq!(OtaReason::Unknown(999).to_wire(), 999);
+    }
 }

@@ -77,6 +77,7 @@
 mod batcher;
 mod control;
 mod latest;
+mod route;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -101,9 +102,11 @@ use tokio_util::sync::CancellationToken;
 pub use batcher::{BatchConfig, BatchObserver, RuntimeCounters};
 pub use control::{ControlError, ControlLane};
 pub use latest::{Latest, LatestValues};
+pub use route::{InboxRouter, RoutedInbox};
 
 use crate::commands::{CommandConfig, Executor, ExecutorHandle, Ledger};
 use crate::forwarder::{Forwarder, ForwarderConfig, ForwarderHandle};
+use crate::ota::{OtaAgent, OtaHandle, OtaSetup};
 use crate::outbox::Outbox;
 use batcher::{BatchTarget, batch_loop};
 
@@ -114,6 +117,7 @@ type ControlStart = Box<dyn FnOnce(Outbox, CancellationToken) -> Task + Send>;
 type HeartbeatStart = Box<dyn FnOnce(Heartbeat, CancellationToken) -> Task + Send>;
 type CommandsStart =
     Box<dyn FnOnce(ControlLane, LatestValues, CancellationToken) -> (ExecutorHandle, Task) + Send>;
+type OtaStart = Box<dyn FnOnce(ControlLane, CancellationToken) -> (OtaHandle, Task) + Send>;
 
 /// What the runtime knows of one source, shared by its sink and the heartbeat.
 #[derive(Debug, Default)]
@@ -254,6 +258,7 @@ pub struct GatewayBuilder<P, O = ()> {
     control: Option<(Outbox, ControlStart)>,
     heartbeat: Option<HeartbeatStart>,
     commands: Option<CommandsStart>,
+    ota: Option<OtaStart>,
 }
 
 impl<P, O> std::fmt::Debug for GatewayBuilder<P, O> {
@@ -286,6 +291,7 @@ impl<P: ConfirmedPublish + 'static> GatewayBuilder<P, ()> {
             control: None,
             heartbeat: None,
             commands: None,
+            ota: None,
         }
     }
 }
@@ -364,6 +370,37 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             (handle, task)
         });
         self.commands = Some(start);
+        Ok(self)
+    }
+
+    /// Takes firmware manifests from `inbox` (e.g. the MQTT session's manual-ack
+    /// deliveries on the device's `ota/notification`) and runs them through the
+    /// OTA agent of [`crate::ota`]; its statuses go on the control lane. Observe
+    /// it, and learn when it needs a reboot, through [`Gateway::ota`].
+    ///
+    /// # Errors
+    /// [`NoControlLane`] when no control lane was configured yet.
+    pub fn ota<I, B, F, H>(
+        mut self,
+        inbox: I,
+        setup: OtaSetup<B, F, H>,
+    ) -> Result<Self, NoControlLane>
+    where
+        I: iiot_core::command::Inbox,
+        B: crate::ota::SlotBackend,
+        F: iiot_core::ota::ImageFetch,
+        H: crate::ota::HealthCheck,
+    {
+        if self.control.is_none() {
+            return Err(NoControlLane);
+        }
+        let path = self.path.clone();
+        let start: OtaStart = Box::new(move |control, cancel| {
+            let (handle, agent) = OtaAgent::new(path, setup, control);
+            let task: Task = Box::pin(agent.run(inbox, cancel));
+            (handle, task)
+        });
+        self.ota = Some(start);
         Ok(self)
     }
 }
@@ -496,6 +533,7 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             control: self.control,
             heartbeat: self.heartbeat,
             commands: self.commands,
+            ota: self.ota,
         }
     }
 
@@ -522,6 +560,14 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
         let commands = match (self.commands, &control, &latest) {
             (Some(start), Some(lane), Some(latest)) => {
                 let (handle, task) = start(lane.clone(), latest.clone(), cancel.clone());
+                tasks.push(tokio::spawn(task));
+                Some(handle)
+            }
+            _ => None,
+        };
+        let ota = match (self.ota, &control) {
+            (Some(start), Some(lane)) => {
+                let (handle, task) = start(lane.clone(), cancel.clone());
                 tasks.push(tokio::spawn(task));
                 Some(handle)
             }
@@ -572,6 +618,7 @@ impl<P: ConfirmedPublish + 'static, O: BatchObserver> GatewayBuilder<P, O> {
             outbox: self.outbox,
             control,
             commands,
+            ota,
             latest,
             forwarder: status,
             counters,
@@ -588,6 +635,7 @@ pub struct Gateway {
     outbox: Outbox,
     control: Option<ControlLane>,
     commands: Option<ExecutorHandle>,
+    ota: Option<OtaHandle>,
     latest: Option<LatestValues>,
     forwarder: ForwarderHandle,
     counters: Arc<RuntimeCounters>,
@@ -621,6 +669,11 @@ impl Gateway {
     /// The command executor's handle, when [`GatewayBuilder::commands`] set one up.
     pub fn commands(&self) -> Option<&ExecutorHandle> {
         self.commands.as_ref()
+    }
+
+    /// The OTA agent's handle, when [`GatewayBuilder::ota`] set one up.
+    pub fn ota(&self) -> Option<&OtaHandle> {
+        self.ota.as_ref()
     }
 
     /// The latest reading of every tag (kept when commands are set up).

@@ -12,6 +12,7 @@ use iiot_edge::outbox::{Durability, Outbox, OutboxConfig, Record};
 pub mod child;
 pub mod commands;
 pub mod gateway;
+pub mod ota;
 
 pub fn device() -> DeviceId {
     DeviceId::new("plc-01").unwrap()

@@ -8,8 +8,8 @@ use super::util::{device_id, opt_text, prost_error, timestamp};
 use crate::codec::{DecodeError, LimitError, Limits, SCHEMA_VERSION};
 use crate::proto::v1 as pb;
 use crate::types::{
-    ManifestBody, ManifestSignature, OtaState, OtaStatus, SignatureAlgorithm, SignedManifest,
-    ValidationError,
+    ManifestBody, ManifestSignature, OtaReason, OtaState, OtaStatus, SignatureAlgorithm,
+    SignedManifest, ValidationError,
 };
 
 /// Most signatures accepted on one manifest.
@@ -205,6 +205,8 @@ pub fn encode_ota_status(s: &OtaStatus) -> Vec<u8> {
         time_unix_ns: s.time.unix_nanos(),
         detail: s.detail.clone(),
         bytes_done: s.bytes_done,
+        reason: s.reason.map(OtaReason::to_wire),
+        running_version: s.running_version.clone(),
     }
     .encode_to_vec()
 }
@@ -224,5 +226,7 @@ pub fn decode_ota_status(buf: &[u8], limits: &Limits) -> Result<OtaStatus, Decod
         time: timestamp("time_unix_ns", m.time_unix_ns)?,
         detail: opt_text(limits, "detail", m.detail)?,
         bytes_done: m.bytes_done,
+        reason: m.reason.and_then(OtaReason::from_wire),
+        running_version: opt_text(limits, "running_version", m.running_version)?,
     })
 }
