@@ -62,6 +62,9 @@ pub enum AppError {
     /// The ingest pipeline stopped on an error.
     #[error("ingest: {0}")]
     Pipeline(#[from] iiot_ingest::PipelineError),
+    /// Firmware updates could not be set up (slots, agent record, image client).
+    #[error("ota: {0}")]
+    Ota(String),
     /// A background task panicked or was aborted.
     #[error("task {task} failed: {detail}")]
     Task {

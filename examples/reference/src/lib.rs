@@ -9,7 +9,9 @@
 //! | [`sim`] (+ [`plant`]) | `iiot sim`: the simulated PLC |
 //! | [`decode`] | `iiot decode`: payloads as JSON |
 //! | [`ingest`] | `iiot ingest`: MQTT to SQLite/PostgreSQL |
-//! | [`gateway`] | `iiot gateway`: Modbus to MQTT through the outbox |
+//! | [`gateway`] | `iiot gateway`: Modbus to MQTT through the outbox; commands and firmware updates down |
+//! | [`ota_cli`] | `iiot ota keygen \| sign \| attach \| verify`: firmware signing keys and manifests, `openssl`-compatible |
+//! | [`command`] | `iiot command send`: one command through the broker |
 //! | [`config`] | TOML loading with errors naming file and key |
 //! | [`observe`] | tracing and the Prometheus endpoint |
 //!
@@ -31,6 +33,7 @@ pub mod error;
 pub mod gateway;
 pub mod ingest;
 pub mod observe;
+pub mod ota_cli;
 pub mod plant;
 pub mod sim;
 

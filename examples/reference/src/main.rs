@@ -8,6 +8,10 @@
 //! | `iiot sim --config plc.toml` | the simulated PLC alone on a TCP port |
 //! | `iiot decode [FILE\|-]` | a Protobuf or JSON payload printed as JSON |
 //! | `iiot command send --device D --tag T --value V --ttl 30s` | one command through the broker, waiting for its final ack (exit 0 completed, 4 not, 5 no answer) |
+//! | `iiot ota keygen --algorithm ecdsa-p256\|ed25519 --out DIR [--id ID]` | a firmware signing key pair as PEM files `openssl` reads (exit 2 if one exists) |
+//! | `iiot ota sign --image FILE --version V --firmware-id F --device-type T [--key KEY.pem ...] --out M [--body-out BODY]` | a signed firmware manifest, or without `--key` only the body for `openssl` to sign (exit 2 on a bad key or file) |
+//! | `iiot ota attach --body BODY --signature pub=PUB.pem,sig=SIG[,id=ID] ... --out M` | a signed manifest from `openssl`-made signatures, each verified first (exit 3 if one does not) |
+//! | `iiot ota verify --manifest M --trust PUB.pem ... --device-type T [--image FILE]` | checks a manifest as a device would (exit 0 valid, 3 rejected with the reason, 2 bad arguments or files) |
 //!
 //! Global: `--metrics 127.0.0.1:PORT` serves Prometheus metrics; `RUST_LOG` filters
 //! the logs (stderr). Config files are TOML; an unknown key or a bad value stops the
@@ -20,7 +24,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use iiot_reference::error::AppError;
-use iiot_reference::{command, decode, demo, gateway, ingest, observe, sim};
+use iiot_reference::{command, decode, demo, gateway, ingest, observe, ota_cli, sim};
 
 /// The iiot-rs reference deployment: PLC register to database row.
 #[derive(Debug, Parser)]
@@ -50,6 +54,9 @@ enum Task {
     /// Commands to a gateway: `iiot command send --device D --tag T --value V`.
     #[command(subcommand)]
     Command(Box<command::CommandCli>),
+    /// Firmware manifests: `iiot ota keygen | sign | attach | verify`.
+    #[command(subcommand)]
+    Ota(Box<ota_cli::OtaCli>),
 }
 
 /// Arguments of the demo.
@@ -126,6 +133,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Task::Command(cli) => match *cli {
             command::CommandCli::Send(args) => command::send(&args).await.map(ExitCode::from),
         },
+        Task::Ota(cli) => Ok(ExitCode::from(ota_cli::run(&cli))),
         Task::Sim(args) => {
             let cfg = sim::PlcSetup::load(&args.config)?;
             start_metrics(cli.metrics)?;
@@ -141,8 +149,10 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
         Task::Gateway(args) => {
             let cfg = gateway::GatewaySetup::load(&args.config)?;
             start_metrics(cli.metrics)?;
-            gateway::run(cfg).await?;
-            Ok(ExitCode::SUCCESS)
+            Ok(match gateway::run(cfg).await? {
+                gateway::GatewayExit::Signal => ExitCode::SUCCESS,
+                gateway::GatewayExit::Reboot => ExitCode::from(gateway::ota::REBOOT_EXIT_CODE),
+            })
         }
         Task::Demo(args) => {
             start_metrics(cli.metrics)?;

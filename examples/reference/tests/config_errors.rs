@@ -259,3 +259,57 @@ fn a_missing_file_is_named() {
     assert!(e.contains("/nonexistent/ingest.toml"), "{e}");
     let _ = Path::new("/");
 }
+
+/// `[ota]` of the sample, switched on with a trusted key written as `iiot ota
+/// keygen` writes it, loads; switched on without keys, with a threshold no keys
+/// can meet, or with a key file that is not a public key, it stops at start
+/// naming the key (issue 17).
+#[test]
+fn ota_section_loads_when_enabled_with_keys_and_names_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "plant-map.toml",
+        &std::fs::read_to_string(sample_config("plant-map.toml")).unwrap(),
+    );
+    let key = iiot_edge::ota::SigningKey::generate(iiot_core::types::SignatureAlgorithm::Ed25519);
+    std::fs::create_dir_all(dir.path().join("keys")).unwrap();
+    write(dir.path(), "keys/release-1.pub.pem", &key.public().to_pem());
+    write(dir.path(), "keys/not-a-key.pem", "hello");
+    let sample = std::fs::read_to_string(sample_config("gateway.toml")).unwrap();
+    let enabled = sample
+        .replace("[ota]\nenabled = false", "[ota]\nenabled = true")
+        .replace("# [[ota.trusted_keys]]", "[[ota.trusted_keys]]")
+        .replace("# id = \"release-1\"", "id = \"release-1\"")
+        .replace("# path = \"keys/", "path = \"keys/");
+    assert_ne!(enabled, sample);
+    let g = GatewaySetup::load(&write(dir.path(), "gateway.toml", &enabled)).unwrap();
+    let ota = g.ota.expect("[ota] is on");
+    assert_eq!(ota.trust.threshold("plc"), 1);
+    assert!(ota.trust.key("release-1").is_some());
+    assert_eq!(ota.config.device_type, "plc");
+
+    let cases = [
+        (
+            sample.replace("[ota]\nenabled = false", "[ota]\nenabled = true"),
+            "ota.trusted_keys",
+        ),
+        (
+            enabled.replace("threshold = 1 ", "threshold = 2 "),
+            "ota.threshold",
+        ),
+        (
+            enabled.replace("keys/release-1.pub.pem", "keys/not-a-key.pem"),
+            "ota.trusted_keys[0].path",
+        ),
+        (
+            enabled.replace("firmware_version = \"0.1.0\"", "firmware_version = \"v1\""),
+            "mqtt.firmware_version",
+        ),
+    ];
+    for (text, key) in cases {
+        assert_ne!(text, enabled);
+        let err = GatewaySetup::load(&write(dir.path(), "gateway.toml", &text)).unwrap_err();
+        assert!(err.to_string().contains(key), "{key}: {err}");
+    }
+}

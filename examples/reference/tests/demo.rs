@@ -1,6 +1,8 @@
 //! The demo scenario, short: embedded broker, simulated PLC, gateway with outbox,
 //! ingest to SQLite, a broker outage of a few seconds; nothing may be lost (issue 8),
-//! and the script's commands act exactly as often as they completed (issue 16).
+//! the script's commands act exactly as often as they completed (issue 16), and
+//! its firmware updates end as they must: confirmed, forged rejected, failing
+//! rolled back (issue 17).
 
 #![allow(clippy::float_cmp)] // the report prints whole counts; exact comparison is meant
 
@@ -76,5 +78,40 @@ fn short_demo_loses_nothing_across_an_outage() {
             "rejected:above_max"
         ],
         "{report}"
+    );
+    // Firmware (issue 17): 1.1.0 downloaded over HTTP, tried and confirmed; a
+    // forged manifest refused by its signature; 1.2.0 whose self-test fails tried
+    // and rolled back; 1.1.0 runs at the end. The slots say the same.
+    let line = |name: &str| -> String {
+        report
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .map_or_else(
+                || panic!("no {name} in {report}"),
+                |rest| rest.trim().to_owned(),
+            )
+    };
+    assert_eq!(line("ota confirmed"), "1.1.0", "{report}");
+    assert_eq!(
+        line("ota forged"),
+        "rejected (signature_invalid)",
+        "{report}"
+    );
+    assert_eq!(
+        line("ota rolled back"),
+        "1.2.0 (health_check_failed)",
+        "{report}"
+    );
+    assert_eq!(line("ota running"), "1.1.0 after 3 reboots", "{report}");
+    let slots: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("slots/slots.json")).unwrap())
+            .unwrap();
+    assert_eq!(slots["min_version"], "1.1.0", "{slots}");
+    assert_eq!(slots["trial"], serde_json::Value::Null, "{slots}");
+    let active = slots["active"].as_str().unwrap();
+    assert_eq!(
+        slots["images"][usize::from(active == "b")]["version"],
+        "1.1.0",
+        "{slots}"
     );
 }

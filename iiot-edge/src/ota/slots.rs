@@ -353,9 +353,28 @@ impl FileSlots {
 
     /// The file of `slot`.
     pub fn slot_path(&self, slot: Slot) -> PathBuf {
-        self.dir.join(match slot {
+        Self::slot_file(&self.dir, slot)
+    }
+
+    /// The file of `slot` in the slots directory `dir`.
+    pub fn slot_file(dir: &Path, slot: Slot) -> PathBuf {
+        dir.join(match slot {
             Slot::A => "slot-a.img",
             Slot::B => "slot-b.img",
+        })
+    }
+
+    /// Reads the boot state persisted in `dir` without opening the slots (for
+    /// observers: a health check, a status page).
+    ///
+    /// # Errors
+    /// [`SlotError`] when it is missing or unreadable.
+    pub fn read_state(dir: &Path) -> Result<BootState, SlotError> {
+        let path = dir.join(STATE_FILE);
+        let bytes = std::fs::read(&path).map_err(io(format!("read {}", path.display())))?;
+        serde_json::from_slice(&bytes).map_err(|e| SlotError::Corrupt {
+            path,
+            reason: e.to_string(),
         })
     }
 

@@ -8,7 +8,9 @@
 //! the SQLite rows are compared with what the gateway produced.
 
 mod commands;
+mod images;
 mod net;
+mod ota;
 
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -25,6 +27,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use commands::{CommandOutcomes, Operator, SETPOINT};
 pub use net::{Relay, start_broker};
+pub use ota::OtaOutcomes;
 
 use crate::error::AppError;
 use crate::gateway::{self, BatchSection, GatewayMqtt, GatewaySetup, ModbusSection};
@@ -71,13 +74,18 @@ pub struct DemoReport {
     pub kept: bool,
     /// What became of the commands the script sent.
     pub commands: CommandOutcomes,
+    /// What became of the firmware updates.
+    pub ota: OtaOutcomes,
 }
 
 impl DemoReport {
     /// Whether the run kept every promise: nothing lost, no command acted twice,
-    /// every command answered.
+    /// every command answered, every firmware update ended as it must.
     pub fn ok(&self) -> bool {
-        self.lost == 0 && self.commands.double_executions == 0 && self.commands.unanswered == 0
+        self.lost == 0
+            && self.commands.double_executions == 0
+            && self.commands.unanswered == 0
+            && self.ota.ok()
     }
 }
 
@@ -103,6 +111,28 @@ impl std::fmt::Display for DemoReport {
         writeln!(f, "  commands unanswered    {}", c.unanswered)?;
         writeln!(f, "  PLC writes             {}", c.plc_writes)?;
         writeln!(f, "  double executions      {}", c.double_executions)?;
+        let o = &self.ota;
+        let or_none = |v: &Option<String>| v.clone().unwrap_or_else(|| "none".into());
+        writeln!(f, "  ota confirmed          {}", or_none(&o.confirmed))?;
+        writeln!(
+            f,
+            "  ota forged             {}",
+            o.forged
+                .map_or_else(|| "NOT rejected".into(), |r| format!("rejected ({r})"))
+        )?;
+        writeln!(
+            f,
+            "  ota rolled back        {}",
+            o.rolled_back
+                .as_ref()
+                .map_or_else(|| "none".into(), |(v, r)| format!("{v} ({r})"))
+        )?;
+        writeln!(
+            f,
+            "  ota running            {} after {} reboots",
+            or_none(&o.running),
+            o.reboots
+        )?;
         let state = if self.kept { "kept" } else { "removed" };
         write!(
             f,
@@ -246,37 +276,14 @@ async fn scenario(
         task: "demo",
         detail: e.to_string(),
     })?;
-    let mut forwarder = gateway::default_forwarder();
-    forwarder.set_backoff(Duration::from_millis(200), Duration::from_secs(1));
-    forwarder.set_replay_rate(std::num::NonZeroU32::new(20));
-    let gw_setup = GatewaySetup {
-        path: path.clone(),
-        map: plant_map()?,
-        modbus: ModbusSection {
-            transport: TransportConfig::Tcp {
-                host: plc.addr.ip().to_string(),
-                port: plc.addr.port(),
-            },
-            poller: PollerConfig::default(),
-        },
-        mqtt: GatewayMqtt {
-            url: format!("mqtt://{}", relay.addr()),
-            keepalive: Duration::from_secs(5),
-            firmware_version: Some("0.1.0-demo".into()),
-            gateway_id: Some("gw-demo".into()),
-            reconnect_max: Duration::from_secs(1),
-            ..GatewayMqtt::default()
-        },
-        batch: BatchSection {
-            max_samples: std::num::NonZeroUsize::new(50).unwrap_or(std::num::NonZeroUsize::MIN),
-            max_delay: Duration::from_millis(250),
-        },
-        data_dir: data_dir.to_owned(),
-        produced_log: None,
-        outbox: iiot_edge::outbox::OutboxConfig::default(),
-        forwarder,
-        commands: gateway::CommandsSection::default(),
-    };
+    let plc_addr = plc.addr;
+    let gw_setup = demo_gateway(
+        &path,
+        plc_addr,
+        &format!("mqtt://{}", relay.addr()),
+        data_dir,
+        None,
+    )?;
     let gw_cancel = cancel.child_token();
     let mut gw = gateway::start(gw_setup, &gw_cancel).await?;
     // The operator talks to the broker directly (the outage cuts the gateway only).
@@ -382,6 +389,22 @@ async fn scenario(
         detail: e.to_string(),
     })??;
     let stored = count_rows(&db, DEVICE)?;
+
+    // Firmware updates, after the telemetry is counted: each reboot starts the
+    // gateway again on its data directory.
+    let key =
+        iiot_edge::ota::SigningKey::generate(iiot_core::types::SignatureAlgorithm::EcdsaP256Sha256);
+    let ota_cfg = ota::setup_config(&key);
+    let ota = ota::run(&broker_url, &path, data_dir, &key, || {
+        demo_gateway(
+            &path,
+            plc_addr,
+            &broker_url,
+            data_dir,
+            Some(ota_cfg.clone()),
+        )
+    })
+    .await?;
     Ok(DemoReport {
         produced,
         stored,
@@ -392,6 +415,50 @@ async fn scenario(
         data_dir: PathBuf::new(),
         kept: false,
         commands,
+        ota,
+    })
+}
+
+/// The demo's gateway: polls the PLC at `plc`, talks MQTT to `url`, keeps its
+/// stores in `data_dir`, takes firmware updates with `ota`.
+fn demo_gateway(
+    path: &UnsPath,
+    plc: std::net::SocketAddr,
+    url: &str,
+    data_dir: &std::path::Path,
+    ota: Option<gateway::ota::OtaSetupConfig>,
+) -> Result<GatewaySetup, AppError> {
+    let mut forwarder = gateway::default_forwarder();
+    forwarder.set_backoff(Duration::from_millis(200), Duration::from_secs(1));
+    forwarder.set_replay_rate(std::num::NonZeroU32::new(20));
+    Ok(GatewaySetup {
+        path: path.clone(),
+        map: plant_map()?,
+        modbus: ModbusSection {
+            transport: TransportConfig::Tcp {
+                host: plc.ip().to_string(),
+                port: plc.port(),
+            },
+            poller: PollerConfig::default(),
+        },
+        mqtt: GatewayMqtt {
+            url: url.to_owned(),
+            keepalive: Duration::from_secs(5),
+            firmware_version: Some("0.1.0-demo".into()),
+            gateway_id: Some("gw-demo".into()),
+            reconnect_max: Duration::from_secs(1),
+            ..GatewayMqtt::default()
+        },
+        batch: BatchSection {
+            max_samples: std::num::NonZeroUsize::new(50).unwrap_or(std::num::NonZeroUsize::MIN),
+            max_delay: Duration::from_millis(250),
+        },
+        data_dir: data_dir.to_owned(),
+        produced_log: None,
+        outbox: iiot_edge::outbox::OutboxConfig::default(),
+        forwarder,
+        commands: gateway::CommandsSection::default(),
+        ota,
     })
 }
 

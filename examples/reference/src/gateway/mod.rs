@@ -13,11 +13,12 @@
 //! `iiot_reference_gateway_samples_total` metric) and, with `produced_log` set,
 //! recorded line by line in a file that outlives the process ([`produced`]).
 
+pub mod ota;
 pub mod produced;
 mod run;
 
 pub use produced::{ProducedEntry, ProducedLog, ProducedSample};
-pub use run::{GatewayCounters, RunningGateway, run, start};
+pub use run::{GatewayCounters, GatewayExit, RunningGateway, run, start};
 
 use std::num::{NonZeroU32, NonZeroUsize};
 use std::path::{Path, PathBuf};
@@ -188,6 +189,8 @@ struct GatewayFile {
     forwarder: ForwarderConfig,
     #[serde(default)]
     commands: CommandsSection,
+    #[serde(default)]
+    ota: ota::OtaSection,
 }
 
 /// `[commands]`: commands down to the PLC (see `iiot_edge::commands`). On by
@@ -268,6 +271,8 @@ pub struct GatewaySetup {
     pub forwarder: ForwarderConfig,
     /// Commands.
     pub commands: CommandsSection,
+    /// Firmware updates (`None`: off).
+    pub ota: Option<ota::OtaSetupConfig>,
 }
 
 impl GatewaySetup {
@@ -318,6 +323,17 @@ impl GatewaySetup {
             ));
         }
         let map = config::load_register_map(file, "register_map", &f.register_map)?;
+        let ota = f.ota.check(file, &u.device_type)?;
+        if ota.is_some()
+            && let Some(v) = &f.mqtt.firmware_version
+            && semver::Version::parse(v).is_err()
+        {
+            return Err(ConfigError::invalid(
+                file,
+                "mqtt.firmware_version",
+                format!("{v:?} must be a semantic version (x.y.z) when [ota] is enabled"),
+            ));
+        }
         Ok(Self {
             path,
             map,
@@ -329,6 +345,7 @@ impl GatewaySetup {
             outbox: f.outbox,
             forwarder: f.forwarder,
             commands: f.commands,
+            ota,
         })
     }
 }

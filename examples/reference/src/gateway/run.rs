@@ -8,14 +8,15 @@ use std::time::Duration;
 use iiot_core::types::BatchMetadata;
 use iiot_edge::commands::{ExecutorHandle, Ledger};
 use iiot_edge::forwarder::ForwarderHandle;
+use iiot_edge::ota::{OtaHandle, OtaSetup, SlotBackend as _};
 use iiot_edge::outbox::{Outbox, OutboxConfig, WhenFull};
-use iiot_edge::runtime::{BatchConfig, Gateway, GatewayBuilder, RuntimeCounters};
+use iiot_edge::runtime::{BatchConfig, Gateway, GatewayBuilder, InboxRouter, RuntimeCounters};
 use iiot_protocols::modbus::Poller;
 use iiot_protocols::mqtt::{InboundDeliveries, Session, SessionHandle};
 use tokio_util::sync::CancellationToken;
 
-use super::GatewaySetup;
 use super::produced::{Produced, ProducedEntry, ProducedLog};
+use super::{GatewaySetup, ota};
 use crate::error::AppError;
 
 /// What the gateway produced so far: the runtime's counters (a batch counts once
@@ -52,6 +53,17 @@ impl RunningGateway {
     /// The command executor (its counters), when commands are enabled.
     pub fn commands(&self) -> Option<&ExecutorHandle> {
         self.gateway.commands()
+    }
+
+    /// The OTA agent, when updates are enabled.
+    pub fn ota(&self) -> Option<&OtaHandle> {
+        self.gateway.ota()
+    }
+
+    /// Stops everything: stops polling, drains for at most `drain`, cancels
+    /// `cancel` and joins.
+    pub async fn shutdown(self, cancel: &CancellationToken, drain: Duration) {
+        self.gateway.shutdown(cancel, drain).await;
     }
 
     /// Waits at most `timeout` for the outbox to be empty (everything confirmed).
@@ -105,36 +117,69 @@ pub async fn start(
     batch
         .set_max_samples(setup.batch.max_samples)
         .set_max_delay(setup.batch.max_delay);
+    let mut metadata = BatchMetadata {
+        firmware_version: setup.mqtt.firmware_version.clone(),
+        gateway_id: setup.mqtt.gateway_id.clone(),
+    };
     let mut builder =
         GatewayBuilder::new(setup.path.clone(), outbox.clone(), session_handle.clone())
             .source(poller.into_source(readings, "modbus"));
+    let ota_enabled = setup.ota.is_some();
+    let mut filters = Vec::new();
     if setup.commands.enabled {
-        // Acks travel on a control lane of their own: durable, never dropped for
-        // telemetry's room, never behind a telemetry backlog.
+        filters.push(format!("{}/commands/+", setup.path));
+    }
+    if ota_enabled {
+        filters.push(setup.path.ota_notification().to_string());
+    }
+    if !filters.is_empty() {
+        session.subscribe_on_connect(&filters, iiot_core::publish::QoS::AtLeastOnce)?;
+        // Acks and OTA statuses travel on a control lane of their own: durable,
+        // never dropped for telemetry's room, never behind a telemetry backlog.
         let mut control_cfg = OutboxConfig::default();
         control_cfg.set_when_full(WhenFull::Block);
         let control =
             Outbox::open(setup.data_dir.join("control"), device.clone(), control_cfg).await?;
+        builder = builder.control_lane(control, setup.forwarder.clone());
+    }
+    // One session delivers both classes: split them by topic.
+    let deliveries = InboundDeliveries::new(session_handle.clone(), inbound);
+    let (router, commands_inbox, ota_inbox) = InboxRouter::new(deliveries, &setup.path, 64);
+    builder = builder.task(move |c| router.run(c));
+    if setup.commands.enabled {
         let ledger_dir = setup.data_dir.join("commands");
         let ledger = Ledger::open(&ledger_dir, setup.commands.ledger())?;
         tracing::info!(path = %ledger_dir.display(), stats = ?ledger.stats(), "command ledger open");
-        let filter = format!("{}/commands/+", setup.path);
-        session.subscribe_on_connect(&[filter], iiot_core::publish::QoS::AtLeastOnce)?;
-        builder = builder
-            .control_lane(control, setup.forwarder.clone())
-            .commands(
-                InboundDeliveries::new(session_handle.clone(), inbound),
-                ledger,
-                writes,
-                setup.commands.executor.clone(),
-            )?;
+        builder = builder.commands(
+            commands_inbox,
+            ledger,
+            writes,
+            setup.commands.executor.clone(),
+        )?;
+    }
+    if let Some(o) = &setup.ota {
+        let slots_dir = setup.data_dir.join("slots");
+        let factory = setup.mqtt.firmware_version.as_deref().unwrap_or("0.0.0");
+        let slots = ota::open_slots(&slots_dir, o.slot_capacity, factory).map_err(AppError::Ota)?;
+        let running = slots_running(&slots);
+        tracing::info!(path = %slots_dir.display(), running = %running, "firmware slots open");
+        metadata.firmware_version = Some(running);
+        let fetch = ota::fetcher(&o.http).map_err(AppError::Ota)?;
+        let health = ota::health_check(session_handle.clone(), slots_dir);
+        let ota_setup = OtaSetup::open(
+            setup.data_dir.join("ota"),
+            slots,
+            fetch,
+            health,
+            o.trust.clone(),
+            o.config.clone(),
+        )
+        .map_err(|e| AppError::Ota(e.to_string()))?;
+        builder = builder.ota(ota_inbox, ota_setup)?;
     }
     let gateway = builder
         .batch(batch)
-        .metadata(BatchMetadata {
-            firmware_version: setup.mqtt.firmware_version.clone(),
-            gateway_id: setup.mqtt.gateway_id.clone(),
-        })
+        .metadata(metadata)
         .forwarder(setup.forwarder.clone())
         // The retained status with the outbox backlog and the poller's last good read.
         .heartbeat(Duration::from_secs(60))
@@ -150,13 +195,29 @@ pub async fn start(
     })
 }
 
-/// Runs the gateway until Ctrl-C / SIGTERM, then stops polling, gives the
-/// forwarder a few seconds to empty the outbox (what remains is sent by the next
-/// run) and shuts down.
+fn slots_running(slots: &iiot_edge::ota::FileSlots) -> String {
+    slots
+        .state()
+        .running_image()
+        .map_or_else(|| "0.0.0".into(), |i| i.version.to_string())
+}
+
+/// Why `iiot gateway` stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayExit {
+    /// Ctrl-C or SIGTERM.
+    Signal,
+    /// A firmware update needs a restart (exit code [`ota::REBOOT_EXIT_CODE`]).
+    Reboot,
+}
+
+/// Runs the gateway until Ctrl-C / SIGTERM (or until a firmware update needs a
+/// restart), then stops polling, gives the forwarder a few seconds to empty the
+/// outbox (what remains is sent by the next run) and shuts down.
 ///
 /// # Errors
 /// As [`start`].
-pub async fn run(setup: GatewaySetup) -> Result<(), AppError> {
+pub async fn run(setup: GatewaySetup) -> Result<GatewayExit, AppError> {
     let cancel = CancellationToken::new();
     let device = setup.path.device_id().to_string();
     let gw = start(setup, &cancel).await?;
@@ -166,10 +227,26 @@ pub async fn run(setup: GatewaySetup) -> Result<(), AppError> {
         let _ = writeln!(out, "gateway {device} running");
         let _ = out.flush();
     }
-    crate::shutdown_signal().await;
+    let ota = gw.ota().cloned();
+    let reboot = async move {
+        match ota {
+            Some(h) => h.reboot_required().await,
+            None => std::future::pending().await,
+        }
+    };
+    let exit = tokio::select! {
+        () = crate::shutdown_signal() => GatewayExit::Signal,
+        () = reboot => GatewayExit::Reboot,
+    };
+    if exit == GatewayExit::Reboot {
+        tracing::warn!(
+            code = ota::REBOOT_EXIT_CODE,
+            "firmware update: restarting into the new state (start `iiot gateway` again; systemd Restart=always does)"
+        );
+    }
     let counters = gw.counters.clone();
     gw.gateway.shutdown(&cancel, Duration::from_secs(5)).await;
     let produced = counters.samples.load(Ordering::Relaxed);
     tracing::info!(produced, "gateway stopped");
-    Ok(())
+    Ok(exit)
 }

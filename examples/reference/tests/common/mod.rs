@@ -201,6 +201,19 @@ impl ChildGuard {
     pub fn exited(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
+
+    /// Its exit code once it exits on its own, looking every 20 ms for at most
+    /// `timeout`; `None` when it still runs (or died by a signal).
+    pub fn exit_code(&mut self, timeout: std::time::Duration) -> Option<i32> {
+        let end = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < end {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
 }
 
 /// `IIOT_PG_URL` when PostgreSQL answers there; otherwise prints why and returns
