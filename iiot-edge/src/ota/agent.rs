@@ -156,6 +156,8 @@ enum Job {
         task: JoinHandle<Result<ImageInfo, DownloadEnd>>,
         cancel: CancellationToken,
         body: ManifestBody,
+        /// Publishes the download's progress statuses; ends after the download.
+        progress: JoinHandle<()>,
     },
     Health {
         task: JoinHandle<Result<(), Rejection>>,
@@ -280,7 +282,9 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                     None => break,
                 },
                 r = wait_job(&mut job) => {
-                    job = None;
+                    if let Some(j) = job.take() {
+                        j.finished().await;
+                    }
                     self.on_job_end(r).await;
                 }
             }
@@ -321,7 +325,6 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                 .map(|i| (i.firmware_id.clone(), i.version.to_string()))
                 .or_else(|| self.pending_ids())
                 .unwrap_or_default();
-            self.clear_pending().await;
             self.report(
                 OtaState::RolledBack,
                 &fw,
@@ -331,6 +334,7 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                 None,
             )
             .await;
+            self.clear_pending().await;
         }
         if let Some(t) = &state.trial {
             let img = state.image(t.slot).cloned();
@@ -363,34 +367,38 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
         }
         // No trial runs.
         let pending = self.record.pending.clone()?;
+        // The active slot holds the update: confirmed, whatever the phase says (a
+        // crash between marking the slot for trial and recording that leaves
+        // `Downloading`; the manifest would then be refused as not newer).
+        let confirmed = state
+            .image(state.active)
+            .is_some_and(|i| i.sha256 == pending.sha256);
         match pending.phase {
-            Phase::Trial => {
-                // The trial ended while we were down: confirmed, or rolled back.
-                let confirmed = state
-                    .image(state.active)
-                    .is_some_and(|i| i.sha256 == pending.sha256);
+            _ if confirmed => {
+                self.report(
+                    OtaState::Confirmed,
+                    &pending.firmware_id,
+                    &pending.version,
+                    None,
+                    None,
+                    None,
+                )
+                .await;
                 self.clear_pending().await;
-                if confirmed {
-                    self.report(
-                        OtaState::Confirmed,
-                        &pending.firmware_id,
-                        &pending.version,
-                        None,
-                        None,
-                        None,
-                    )
-                    .await;
-                } else {
-                    self.report(
-                        OtaState::RolledBack,
-                        &pending.firmware_id,
-                        &pending.version,
-                        Some(OtaReason::BootLimit),
-                        None,
-                        None,
-                    )
-                    .await;
-                }
+                None
+            }
+            Phase::Trial => {
+                // The trial ended while we were down: rolled back.
+                self.report(
+                    OtaState::RolledBack,
+                    &pending.firmware_id,
+                    &pending.version,
+                    Some(OtaReason::BootLimit),
+                    None,
+                    None,
+                )
+                .await;
+                self.clear_pending().await;
                 None
             }
             Phase::Downloading => {
@@ -408,7 +416,6 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                     Ok(v) => Some(self.start_download(v.body)),
                     Err(r) => {
                         let _ = blocking(&self.backend, |b| b.truncate(0)).await;
-                        self.clear_pending().await;
                         self.report(
                             OtaState::Rejected,
                             &pending.firmware_id,
@@ -418,6 +425,7 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                             None,
                         )
                         .await;
+                        self.clear_pending().await;
                         None
                     }
                 }
@@ -566,7 +574,7 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
         let progress: super::download::Progress = Box::new(move |done| {
             let _ = ptx.send(done);
         });
-        tokio::spawn(async move {
+        let progress_task = tokio::spawn(async move {
             while let Some(done) = prx.recv().await {
                 let s = OtaStatus {
                     device_id: device.clone(),
@@ -593,7 +601,12 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
             progress,
             cancel.clone(),
         ));
-        Job::Download { task, cancel, body }
+        Job::Download {
+            task,
+            cancel,
+            body,
+            progress: progress_task,
+        }
     }
 
     fn start_health(&self, confirm_by: Timestamp) -> Job {
@@ -648,7 +661,6 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                     OtaState::Failed
                 };
                 tracing::warn!(reason = %r.reason, detail = %r.detail, "ota: download ended");
-                self.clear_pending().await;
                 self.report(
                     state,
                     &body.firmware_id,
@@ -658,6 +670,7 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                     None,
                 )
                 .await;
+                self.clear_pending().await;
             }
             JobEnd::Health(r) => {
                 let (fw, v) = lock(&self.backend)
@@ -690,7 +703,6 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
         if let Err(e) = marked {
             tracing::error!(error = %e, "ota: cannot mark the slot for trial");
             let _ = blocking(&self.backend, |b| b.truncate(0)).await;
-            self.clear_pending().await;
             self.report(
                 OtaState::Failed,
                 &fw,
@@ -700,6 +712,7 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
                 None,
             )
             .await;
+            self.clear_pending().await;
             return;
         }
         if let Some(p) = &mut self.record.pending {
@@ -721,15 +734,18 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
     async fn confirm(&mut self, fw: &str, v: &str) {
         match blocking(&self.backend, SlotBackend::confirm).await {
             Ok(()) => {
-                self.clear_pending().await;
                 let running = lock(&self.backend)
                     .state()
                     .running_image()
                     .map(|i| i.version.clone());
                 self.state.send_modify(|s| s.running = running);
                 tracing::info!(firmware = fw, version = v, "ota: trial confirmed");
+                // In the control lane before the record forgets the update: a
+                // crash in between reports it again on the next boot (the lane
+                // delivers at least once anyway), never not at all.
                 self.report(OtaState::Confirmed, fw, v, None, None, None)
                     .await;
+                self.clear_pending().await;
             }
             Err(e) => {
                 tracing::error!(error = %e, "ota: cannot confirm the trial");
@@ -744,7 +760,6 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
             // The boot loader falls back on its own once the boots run out.
             tracing::error!(error = %e, "ota: cannot roll back");
         }
-        self.clear_pending().await;
         tracing::warn!(firmware = fw, version = v, %reason, detail, "ota: trial rolled back");
         self.report(
             OtaState::RolledBack,
@@ -755,6 +770,7 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
             None,
         )
         .await;
+        self.clear_pending().await;
         self.state.send_modify(|s| s.reboot_required = true);
     }
 
@@ -842,11 +858,28 @@ async fn wait_job(job: &mut Option<Job>) -> JobEnd {
 }
 
 impl Job {
+    /// After its task ended: a download's last progress statuses go in the
+    /// control lane before whatever is reported next (`Verifying`, a refusal).
+    async fn finished(self) {
+        if let Self::Download { progress, .. } = self {
+            let _ = progress.await;
+        }
+    }
+
+    /// Stops it. A download's progress statuses not yet in the control lane
+    /// are dropped: none may follow what is reported next (`Superseded`).
     async fn stop(self) {
         match self {
-            Self::Download { task, cancel, .. } => {
+            Self::Download {
+                task,
+                cancel,
+                progress,
+                ..
+            } => {
                 cancel.cancel();
                 let _ = task.await;
+                progress.abort();
+                let _ = progress.await;
             }
             Self::Health { task, cancel } => {
                 cancel.cancel();
