@@ -483,13 +483,22 @@ impl SlotBackend for FileSlots {
 
     fn write(&mut self, data: &[u8]) -> Result<(), SlotError> {
         let capacity = self.capacity;
-        let f = self.writer()?;
-        let at = f.stream_position().map_err(io("slot position"))?;
+        let slot = self.writable()?;
+        let at = self
+            .writer()?
+            .stream_position()
+            .map_err(io("slot position"))?;
         let size = at + data.len() as u64;
         if size > capacity {
             return Err(SlotError::NoSpace { size, capacity });
         }
-        f.write_all(data).map_err(io("write slot"))
+        if self.state.image(slot).is_some() {
+            // Its verified image is about to change: forget it first.
+            let mut next = self.state.clone();
+            next.images[slot.index()] = None;
+            self.persist(next)?;
+        }
+        self.writer()?.write_all(data).map_err(io("write slot"))
     }
 
     fn sync(&mut self) -> Result<(), SlotError> {
