@@ -10,6 +10,26 @@ mod config;
 mod data_loss;
 mod ids;
 mod ota;
+
+/// Reason enums on the wire: named values numbered 1.. in declaration order, 0
+/// unspecified, any other number kept as it came.
+mod wire_enum {
+    pub(super) fn to_wire<T: PartialEq + Copy>(all: &[T], v: T) -> i32 {
+        all.iter().position(|r| *r == v).map_or(0, |i| i as i32 + 1)
+    }
+
+    pub(super) fn from_wire<T: Copy>(all: &[T], n: i32, unknown: fn(i32) -> T) -> Option<T> {
+        match n {
+            0 => None,
+            n => Some(
+                usize::try_from(n - 1)
+                    .ok()
+                    .and_then(|i| all.get(i).copied())
+                    .unwrap_or(unknown(n)),
+            ),
+        }
+    }
+}
 mod status;
 mod telemetry;
 mod time;

@@ -208,24 +208,13 @@ impl OtaReason {
     pub fn to_wire(self) -> i32 {
         match self {
             Self::Unknown(n) => n,
-            named => Self::ALL
-                .iter()
-                .position(|r| *r == named)
-                .map_or(0, |i| i as i32 + 1),
+            named => super::wire_enum::to_wire(Self::ALL, named),
         }
     }
 
     /// From the wire number; `0` (unspecified) is `None`.
     pub fn from_wire(n: i32) -> Option<Self> {
-        match n {
-            0 => None,
-            n => Some(
-                usize::try_from(n - 1)
-                    .ok()
-                    .and_then(|i| Self::ALL.get(i).copied())
-                    .unwrap_or(Self::Unknown(n)),
-            ),
-        }
+        super::wire_enum::from_wire(Self::ALL, n, Self::Unknown)
     }
 
     /// Whether the update ended because of what was sent (manifest, signature,
