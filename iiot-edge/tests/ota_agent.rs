@@ -264,15 +264,15 @@ async fn a_trial_not_confirmed_in_time_rolls_back_and_a_manifest_meanwhile_is_bu
         slots(dir.path(), 1 << 20),
         FileFetch::new(),
         not_yet,
-        trust,
+        trust.clone(),
         cfg,
     )
     .await;
     assert_eq!(rig.status().await.state, OtaState::TrialBoot);
     let other = image(5_000, 9);
     let url2 = write_image(dir.path(), "fw2.bin", &other);
-    rig.deliver(sign(&body_for(&other, "1.5.0", &url2), &[("k1", &k1)]))
-        .await;
+    let busy = sign(&body_for(&other, "1.5.0", &url2), &[("k1", &k1)]);
+    rig.deliver(busy.clone()).await;
     let s = rig.status().await;
     assert_eq!(
         (s.state, s.reason, s.version.as_str()),
@@ -283,6 +283,21 @@ async fn a_trial_not_confirmed_in_time_rolls_back_and_a_manifest_meanwhile_is_bu
         (s.state, s.reason),
         (OtaState::RolledBack, Some(OtaReason::ConfirmDeadline))
     );
+    rig.stop().await;
+    // After the reboot the same manifest, sent again as the Busy status asked, is
+    // taken (a Busy manifest is not remembered as handled).
+    let mut rig = OtaRig::start(
+        dir.path(),
+        slots(dir.path(), 1 << 20),
+        FileFetch::new(),
+        healthy,
+        trust,
+        config(),
+    )
+    .await;
+    rig.deliver(busy).await;
+    let seen = rig.until(OtaState::Installed).await;
+    assert!(seen.iter().all(|s| s.version == "1.5.0"), "{seen:?}");
     rig.stop().await;
 }
 

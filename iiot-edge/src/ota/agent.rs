@@ -492,10 +492,9 @@ impl<B: SlotBackend, F: ImageFetch, H: HealthCheck> OtaAgent<B, F, H> {
         };
         let (fw, ver) = (v.body.firmware_id.clone(), v.body.version.to_string());
         if matches!(job, Some(Job::Health { .. })) || lock(&self.backend).state().trial.is_some() {
-            self.record.last_digest = Some(digest);
-            if self.save().await.is_ok() {
-                ack(d.ack).await;
-            }
+            // Not remembered as handled: the same manifest sent again after the
+            // trial must be taken then.
+            ack(d.ack).await;
             self.report(
                 OtaState::Rejected,
                 &fw,
