@@ -93,8 +93,20 @@ pub async fn start(
     let outbox_dir = setup.data_dir.join("outbox");
     std::fs::create_dir_all(&setup.data_dir)
         .map_err(|e| AppError::io(format!("cannot create {}", setup.data_dir.display()), e))?;
-    let (session_handle, mut session, inbound) =
-        Session::new(&setup.mqtt.session_config(&setup.path))?;
+    // The firmware slots first: the version this boot runs goes into the birth,
+    // the heartbeat and every batch.
+    let mut slots = None;
+    let mut mqtt = setup.mqtt.clone();
+    if let Some(o) = &setup.ota {
+        let slots_dir = setup.data_dir.join("slots");
+        let factory = setup.mqtt.firmware_version.as_deref().unwrap_or("0.0.0");
+        let s = ota::open_slots(&slots_dir, o.slot_capacity, factory).map_err(AppError::Ota)?;
+        let running = slots_running(&s);
+        tracing::info!(path = %slots_dir.display(), running = %running, "firmware slots open");
+        mqtt.firmware_version = Some(running);
+        slots = Some((s, slots_dir));
+    }
+    let (session_handle, mut session, inbound) = Session::new(&mqtt.session_config(&setup.path))?;
     let outbox = Outbox::open(&outbox_dir, device.clone(), setup.outbox.clone()).await?;
     let stats = outbox.stats();
     tracing::info!(path = %outbox_dir.display(), backlog = stats.backlog_records, next_seq = %stats.next_seq, "outbox open");
@@ -117,8 +129,8 @@ pub async fn start(
     batch
         .set_max_samples(setup.batch.max_samples)
         .set_max_delay(setup.batch.max_delay);
-    let mut metadata = BatchMetadata {
-        firmware_version: setup.mqtt.firmware_version.clone(),
+    let metadata = BatchMetadata {
+        firmware_version: mqtt.firmware_version.clone(),
         gateway_id: setup.mqtt.gateway_id.clone(),
     };
     let mut builder =
@@ -157,13 +169,7 @@ pub async fn start(
             setup.commands.executor.clone(),
         )?;
     }
-    if let Some(o) = &setup.ota {
-        let slots_dir = setup.data_dir.join("slots");
-        let factory = setup.mqtt.firmware_version.as_deref().unwrap_or("0.0.0");
-        let slots = ota::open_slots(&slots_dir, o.slot_capacity, factory).map_err(AppError::Ota)?;
-        let running = slots_running(&slots);
-        tracing::info!(path = %slots_dir.display(), running = %running, "firmware slots open");
-        metadata.firmware_version = Some(running);
+    if let (Some(o), Some((slots, slots_dir))) = (&setup.ota, slots) {
         let fetch = ota::fetcher(&o.http).map_err(AppError::Ota)?;
         let health = ota::health_check(session_handle.clone(), slots_dir);
         let ota_setup = OtaSetup::open(
@@ -195,10 +201,15 @@ pub async fn start(
     })
 }
 
+/// The version this boot will run once the agent counted it: the trial image
+/// while the trial has boots left, the active one otherwise.
 fn slots_running(slots: &iiot_edge::ota::FileSlots) -> String {
-    slots
-        .state()
-        .running_image()
+    let s = slots.state();
+    let slot = match &s.trial {
+        Some(t) if t.boots < t.max_boots => t.slot,
+        _ => s.active,
+    };
+    s.image(slot)
         .map_or_else(|| "0.0.0".into(), |i| i.version.to_string())
 }
 
