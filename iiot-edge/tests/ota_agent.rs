@@ -14,7 +14,9 @@ use bytes::Bytes;
 use common::ota::{OtaRig, body_for, config, keys, sign, slots};
 use iiot_core::ota::{FetchError, ImageBody, ImageFetch, Opened};
 use iiot_core::types::{OtaReason, OtaState};
-use iiot_edge::ota::{FileFetch, Health, OtaConfig, Slot, SlotBackend as _};
+use iiot_edge::ota::{
+    FileFetch, Health, HealthCheck, OtaConfig, Slot, SlotBackend as _, TrustStore,
+};
 
 fn image(len: usize, seed: u8) -> Vec<u8> {
     (0..len)
@@ -26,6 +28,26 @@ fn write_image(dir: &Path, name: &str, bytes: &[u8]) -> String {
     let p = dir.join(name);
     std::fs::write(&p, bytes).unwrap();
     p.to_str().unwrap().to_owned()
+}
+
+/// One "boot" of the test device: file slots of `capacity` under `dir`, images
+/// from local files.
+async fn boot<H: HealthCheck>(
+    dir: &Path,
+    capacity: u64,
+    health: H,
+    trust: TrustStore,
+    cfg: OtaConfig,
+) -> OtaRig {
+    OtaRig::start(
+        dir,
+        slots(dir, capacity),
+        FileFetch::new(),
+        health,
+        trust,
+        cfg,
+    )
+    .await
 }
 
 async fn healthy() -> Health {
@@ -46,15 +68,7 @@ async fn an_update_downloads_boots_on_trial_and_is_confirmed() {
     let (k1, _, trust) = keys();
     let manifest = sign(&body_for(&img, "1.1.0", &url), &[("k1", &k1)]);
 
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 8 << 20),
-        FileFetch::new(),
-        healthy,
-        trust.clone(),
-        config(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 8 << 20, healthy, trust.clone(), config()).await;
     rig.deliver(manifest.clone()).await;
     let seen = rig.until(OtaState::Installed).await;
     assert_eq!(
@@ -88,15 +102,7 @@ async fn an_update_downloads_boots_on_trial_and_is_confirmed() {
     );
 
     // Reboot: the trial slot runs, the health check passes, it is confirmed.
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 8 << 20),
-        FileFetch::new(),
-        healthy,
-        trust.clone(),
-        config(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 8 << 20, healthy, trust.clone(), config()).await;
     let seen = rig.until(OtaState::Confirmed).await;
     assert_eq!(states(&seen), [OtaState::TrialBoot, OtaState::Confirmed]);
     assert_eq!(seen[1].running_version.as_deref(), Some("1.1.0"));
@@ -125,29 +131,13 @@ async fn a_failing_health_check_rolls_back_and_the_old_slot_runs_again() {
     let url = write_image(dir.path(), "fw.bin", &img);
     let (k1, _, trust) = keys();
     let manifest = sign(&body_for(&img, "1.2.0", &url), &[("k1", &k1)]);
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        healthy,
-        trust.clone(),
-        config(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, healthy, trust.clone(), config()).await;
     rig.deliver(manifest).await;
     rig.until(OtaState::Installed).await;
     rig.stop().await;
 
     let broken = || async { Health::Failed("the PLC does not answer".into()) };
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        broken,
-        trust.clone(),
-        config(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, broken, trust.clone(), config()).await;
     let seen = rig.until(OtaState::RolledBack).await;
     let last = seen.last().unwrap();
     assert_eq!(last.reason, Some(OtaReason::HealthCheckFailed));
@@ -186,48 +176,21 @@ async fn a_trial_that_never_gets_healthy_falls_back_after_its_boots() {
     let (k1, _, trust) = keys();
     let mut cfg = config();
     cfg.max_boots = 2;
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        healthy,
-        trust.clone(),
-        cfg.clone(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, healthy, trust.clone(), cfg.clone()).await;
     rig.deliver(sign(&body_for(&img, "1.3.0", &url), &[("k1", &k1)]))
         .await;
     rig.until(OtaState::Installed).await;
     rig.stop().await;
     let not_yet = || async { Health::NotYet("still starting".into()) };
-    for boot in 1..=2 {
-        let mut rig = OtaRig::start(
-            dir.path(),
-            slots(dir.path(), 1 << 20),
-            FileFetch::new(),
-            not_yet,
-            trust.clone(),
-            cfg.clone(),
-        )
-        .await;
+    for n in 1..=2 {
+        let mut rig = boot(dir.path(), 1 << 20, not_yet, trust.clone(), cfg.clone()).await;
         let s = rig.status().await;
         assert_eq!(s.state, OtaState::TrialBoot);
-        assert_eq!(
-            s.detail.as_deref(),
-            Some(format!("boot {boot} of 2").as_str())
-        );
+        assert_eq!(s.detail.as_deref(), Some(format!("boot {n} of 2").as_str()));
         // Power cut during the trial: stopped without a health verdict.
         rig.stop().await;
     }
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        not_yet,
-        trust,
-        cfg,
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, not_yet, trust, cfg).await;
     let s = rig.status().await;
     assert_eq!(
         (s.state, s.reason),
@@ -245,29 +208,13 @@ async fn a_trial_not_confirmed_in_time_rolls_back_and_a_manifest_meanwhile_is_bu
     let (k1, _, trust) = keys();
     let mut cfg = config();
     cfg.confirm_within = Duration::from_secs(2);
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        healthy,
-        trust.clone(),
-        cfg.clone(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, healthy, trust.clone(), cfg.clone()).await;
     rig.deliver(sign(&body_for(&img, "1.4.0", &url), &[("k1", &k1)]))
         .await;
     rig.until(OtaState::Installed).await;
     rig.stop().await;
     let not_yet = || async { Health::NotYet("still starting".into()) };
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        not_yet,
-        trust.clone(),
-        cfg,
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, not_yet, trust.clone(), cfg).await;
     assert_eq!(rig.status().await.state, OtaState::TrialBoot);
     let other = image(5_000, 9);
     let url2 = write_image(dir.path(), "fw2.bin", &other);
@@ -286,15 +233,7 @@ async fn a_trial_not_confirmed_in_time_rolls_back_and_a_manifest_meanwhile_is_bu
     rig.stop().await;
     // After the reboot the same manifest, sent again as the Busy status asked, is
     // taken (a Busy manifest is not remembered as handled).
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        healthy,
-        trust,
-        config(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, healthy, trust, config()).await;
     rig.deliver(busy).await;
     let seen = rig.until(OtaState::Installed).await;
     assert!(seen.iter().all(|s| s.version == "1.5.0"), "{seen:?}");
@@ -507,15 +446,7 @@ async fn manifest_rejections_go_upstream_and_leave_the_slots_unchanged() {
         let _ = slots(dir.path(), 1 << 20);
         snapshot(dir.path())
     };
-    let mut rig = OtaRig::start(
-        dir.path(),
-        slots(dir.path(), 1 << 20),
-        FileFetch::new(),
-        healthy,
-        trust,
-        config(),
-    )
-    .await;
+    let mut rig = boot(dir.path(), 1 << 20, healthy, trust, config()).await;
     let cases = [
         (
             sign(&body_for(&img, "1.1.0", &url), &[("k1", &stranger)]),

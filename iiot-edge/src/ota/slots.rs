@@ -385,6 +385,16 @@ impl FileSlots {
         Ok(())
     }
 
+    /// Forgets the verified image of `slot` (persisted) before its bytes change.
+    fn forget_image(&mut self, slot: Slot) -> Result<(), SlotError> {
+        if self.state.image(slot).is_none() {
+            return Ok(());
+        }
+        let mut next = self.state.clone();
+        next.images[slot.index()] = None;
+        self.persist(next)
+    }
+
     fn writable(&self) -> Result<Slot, SlotError> {
         self.state
             .writable()
@@ -469,12 +479,7 @@ impl SlotBackend for FileSlots {
 
     fn truncate(&mut self, len: u64) -> Result<(), SlotError> {
         let slot = self.writable()?;
-        if self.state.image(slot).is_some() {
-            // Its verified image is about to change: forget it first.
-            let mut next = self.state.clone();
-            next.images[slot.index()] = None;
-            self.persist(next)?;
-        }
+        self.forget_image(slot)?;
         let f = self.writer()?;
         f.set_len(len).map_err(io("truncate slot"))?;
         f.seek(SeekFrom::Start(len)).map_err(io("seek slot"))?;
@@ -492,12 +497,7 @@ impl SlotBackend for FileSlots {
         if size > capacity {
             return Err(SlotError::NoSpace { size, capacity });
         }
-        if self.state.image(slot).is_some() {
-            // Its verified image is about to change: forget it first.
-            let mut next = self.state.clone();
-            next.images[slot.index()] = None;
-            self.persist(next)?;
-        }
+        self.forget_image(slot)?;
         self.writer()?.write_all(data).map_err(io("write slot"))
     }
 
