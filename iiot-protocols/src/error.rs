@@ -12,6 +12,10 @@ use crate::modbus::{
 };
 #[cfg(feature = "mqtt")]
 use crate::mqtt::{AckError, ConfigError, IdentityError, SubscribeError};
+#[cfg(feature = "opcua-sim")]
+use crate::opcua::sim::OpcUaSimError;
+#[cfg(feature = "opcua")]
+use crate::opcua::{ConvertError, OpcUaConfigError, OpcUaError};
 
 /// Any error of iiot-protocols, for callers that do not need to tell the operations apart.
 ///
@@ -25,7 +29,8 @@ use crate::mqtt::{AckError, ConfigError, IdentityError, SubscribeError};
 ///
 /// A variant exists only with the feature of its driver: `Codec`, `Map`, `Tag`, `Write`
 /// and `Io` with `modbus-tcp` or `modbus-rtu`, `Sim` with `modbus-sim`, `Config`,
-/// `Identity`, `Subscribe` and `Ack` with `mqtt`, `Http` with `http`.
+/// `Identity`, `Subscribe` and `Ack` with `mqtt`, `Http` with `http`, `OpcUa`,
+/// `OpcUaConfig` and `OpcUaConvert` with `opcua`, `OpcUaSim` with `opcua-sim`.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -88,6 +93,26 @@ pub enum Error {
     #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
     #[error(transparent)]
     Http(#[from] HttpConfigError),
+    /// An OPC-UA operation failed (connect, read, write, browse).
+    #[cfg(feature = "opcua")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opcua")))]
+    #[error(transparent)]
+    OpcUa(#[from] OpcUaError),
+    /// An OPC-UA configuration is unusable.
+    #[cfg(feature = "opcua")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opcua")))]
+    #[error(transparent)]
+    OpcUaConfig(#[from] OpcUaConfigError),
+    /// A node id string or an OPC-UA value could not be converted.
+    #[cfg(feature = "opcua")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opcua")))]
+    #[error(transparent)]
+    OpcUaConvert(#[from] ConvertError),
+    /// The OPC-UA simulator failed.
+    #[cfg(feature = "opcua-sim")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "opcua-sim")))]
+    #[error(transparent)]
+    OpcUaSim(#[from] OpcUaSimError),
 }
 
 // Every iiot-core error converts too, through `Error::Core`.

@@ -1,7 +1,7 @@
 //! # iiot-protocols: drivers that talk to other machines
 //!
-//! Modbus (tokio-modbus), the MQTT core (rumqttc + rustls) and the HTTP(S) fetch of firmware
-//! images (reqwest + rustls; the OPC-UA client is not built yet), each behind a cargo feature.
+//! Modbus (tokio-modbus), OPC-UA (async-opcua), the MQTT core (rumqttc + rustls) and the
+//! HTTP(S) fetch of firmware images (reqwest + rustls), each behind a cargo feature.
 //! The drivers produce and consume `iiot-core` types. They land with their issues.
 //!
 //! ## Features
@@ -11,6 +11,8 @@
 //! | `modbus-tcp` | yes | [`modbus`]: register maps, codec, planner, poller and writes over Modbus TCP (`TcpConnector`) or any byte stream (`FnConnector`) |
 //! | `modbus-rtu` | yes | [`modbus`] (all of the above) plus RTU: the serial connector (`RtuConnector`, tokio-serial) and shared-bus scheduling |
 //! | `modbus-sim` | no | `modbus::sim`: the map-driven Modbus TCP simulator (tokio-modbus server, value generators, fault injection) for tests and demos; implies `modbus-tcp` |
+//! | `opcua` | yes | [`opcua`]: the OPC-UA client over async-opcua (MPL-2.0; see the module docs for the license and the `rsa` advisory): subscriptions as a gateway source with the status code as quality, secure channels, recovery after restarts, browse to a tag map, read and write (commands) |
+//! | `opcua-sim` | no | `opcua::sim`: an OPC-UA server inside the process (async-opcua's), optionally with secure endpoints, for demos and tests; implies `opcua` |
 //! | `mqtt` | yes | [`mqtt`]: the MQTT core over rumqttc + rustls (MQTT 5 by default, 3.1.1 selectable): device session (identity check, LWT and birth), platform clients, confirmed publish with broker refusals as typed errors, manual or auto acks |
 //! | `embedded-broker` | no | `mqtt::embedded`: an MQTT 5 broker inside the process (rumqttd) on a free loopback port, for demos, examples and tests; implies `mqtt` |
 //! | `http` | no | `http`: `HttpFetch`, the HTTP(S) `ImageFetch` of OTA (reqwest + rustls): Range resume, private CA, bearer token, mTLS |
@@ -73,6 +75,10 @@ pub mod mqtt;
 #[cfg(feature = "http")]
 #[cfg_attr(docsrs, doc(cfg(feature = "http")))]
 pub mod http;
+
+#[cfg(feature = "opcua")]
+#[cfg_attr(docsrs, doc(cfg(feature = "opcua")))]
+pub mod opcua;
 
 mod error;
 pub use error::Error;

@@ -4,3 +4,4 @@
 
 pub mod modbus;
 pub mod modbus_rtu;
+pub mod opcua;
