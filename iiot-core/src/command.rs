@@ -198,6 +198,41 @@ pub trait CommandHandler: Send + Sync + 'static {
     ) -> impl Future<Output = Result<Option<Value>, HandlerError>> + Send;
 }
 
+/// Two handlers as one, for a gateway with two sources of targets (a Modbus PLC and an
+/// OPC-UA server): a tag is the first handler's when the first knows it, else the
+/// second's. Give each tag to one handler only; a tag both know goes to the first.
+impl<A: CommandHandler, B: CommandHandler> CommandHandler for (A, B) {
+    fn target(&self, tag: &TagPath) -> Option<Target> {
+        self.0.target(tag).or_else(|| self.1.target(tag))
+    }
+
+    async fn execute(&self, action: Action) -> Result<Option<Value>, HandlerError> {
+        if self.0.target(&action.target).is_some() {
+            self.0.execute(action).await
+        } else {
+            self.1.execute(action).await
+        }
+    }
+}
+
+/// An optional handler: `None` has no targets (every command to it is Rejected as an
+/// unknown target by the executor, which asks [`CommandHandler::target`] first).
+impl<H: CommandHandler> CommandHandler for Option<H> {
+    fn target(&self, tag: &TagPath) -> Option<Target> {
+        self.as_ref()?.target(tag)
+    }
+
+    async fn execute(&self, action: Action) -> Result<Option<Value>, HandlerError> {
+        match self {
+            Some(h) => h.execute(action).await,
+            None => Err(HandlerError::refused(
+                AckReason::UnknownTarget,
+                format!("no handler for {}", action.target),
+            )),
+        }
+    }
+}
+
 /// One message a transport delivered.
 #[derive(Debug)]
 pub struct Delivery<A> {
@@ -237,4 +272,66 @@ pub struct NoAck;
 
 impl Acknowledge for NoAck {
     async fn ack(self) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Knows one tag; records that it acted.
+    struct One(&'static str, std::sync::Mutex<u32>);
+
+    impl CommandHandler for One {
+        fn target(&self, tag: &TagPath) -> Option<Target> {
+            (tag.as_str() == self.0).then(|| Target::writable(ValueKind::Number))
+        }
+        async fn execute(&self, action: Action) -> Result<Option<Value>, HandlerError> {
+            *self.1.lock().unwrap() += 1;
+            match action.kind {
+                ActionKind::Write(v) => Ok(Some(v)),
+                ActionKind::Invoke(_) => Err(HandlerError::unsupported("no")),
+            }
+        }
+    }
+
+    fn write(tag: &str) -> Action {
+        Action {
+            command: MessageId::generate(),
+            target: TagPath::new(tag).unwrap(),
+            kind: ActionKind::Write(Value::Double(1.0)),
+        }
+    }
+
+    fn block_on<F: Future>(f: F) -> F::Output {
+        // The handlers here never wait: one poll with a no-op waker finishes them.
+        let mut f = std::pin::pin!(f);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match f.as_mut().poll(&mut cx) {
+            std::task::Poll::Ready(v) => v,
+            std::task::Poll::Pending => panic!("a test handler waited"),
+        }
+    }
+
+    #[test]
+    fn a_pair_routes_each_tag_to_the_handler_that_knows_it() {
+        let pair = (One("a", 0.into()), Some(One("b", 0.into())));
+        assert!(pair.target(&TagPath::new("a").unwrap()).is_some());
+        assert!(pair.target(&TagPath::new("b").unwrap()).is_some());
+        assert!(pair.target(&TagPath::new("c").unwrap()).is_none());
+        block_on(pair.execute(write("b"))).unwrap();
+        block_on(pair.execute(write("a"))).unwrap();
+        block_on(pair.execute(write("a"))).unwrap();
+        assert_eq!(*pair.0.1.lock().unwrap(), 2);
+        assert_eq!(*pair.1.as_ref().unwrap().1.lock().unwrap(), 1);
+
+        let none: (One, Option<One>) = (One("a", 0.into()), None);
+        assert!(none.target(&TagPath::new("b").unwrap()).is_none());
+        let e = block_on(none.execute(write("b"))).unwrap_err();
+        assert_eq!(e.kind, HandlerErrorKind::Refused(AckReason::UnknownTarget));
+        assert_eq!(
+            *none.0.1.lock().unwrap(),
+            0,
+            "the first handler did not act"
+        );
+    }
 }

@@ -65,6 +65,12 @@ pub enum AppError {
     /// Firmware updates could not be set up (slots, agent record, image client).
     #[error("ota: {0}")]
     Ota(String),
+    /// An OPC-UA server could not be reached or refused an operation.
+    #[error("OPC-UA: {0}")]
+    OpcUa(#[from] iiot_protocols::opcua::OpcUaError),
+    /// An OPC-UA configuration is unusable.
+    #[error("OPC-UA: {0}")]
+    OpcUaConfig(#[from] iiot_protocols::opcua::OpcUaConfigError),
     /// A background task panicked or was aborted.
     #[error("task {task} failed: {detail}")]
     Task {
@@ -88,7 +94,7 @@ impl AppError {
     /// arguments, 3 for a rejected payload, 1 otherwise.
     pub fn exit_code(&self) -> u8 {
         match self {
-            Self::Config(_) | Self::Usage(_) => 2,
+            Self::Config(_) | Self::Usage(_) | Self::OpcUaConfig(_) => 2,
             Self::Rejected { .. } => 3,
             _ => 1,
         }

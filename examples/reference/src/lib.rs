@@ -9,7 +9,8 @@
 //! | [`sim`] (+ [`plant`]) | `iiot sim`: the simulated PLC |
 //! | [`decode`] | `iiot decode`: payloads as JSON |
 //! | [`ingest`] | `iiot ingest`: MQTT to SQLite/PostgreSQL |
-//! | [`gateway`] | `iiot gateway`: Modbus to MQTT through the outbox; commands and firmware updates down |
+//! | [`gateway`] | `iiot gateway`: Modbus and OPC-UA to MQTT through the outbox; commands and firmware updates down |
+//! | [`browse`] | `iiot browse --endpoint URL`: an OPC-UA server's variables as a tag map |
 //! | [`ota_cli`] | `iiot ota keygen \| sign \| attach \| verify`: firmware signing keys and manifests, `openssl`-compatible |
 //! | [`command`] | `iiot command send`: one command through the broker |
 //! | [`config`] | TOML loading with errors naming file and key |
@@ -21,10 +22,12 @@
 //! |---|---|---|
 //! | `sled` | no | the outbox's sled engine (`iiot-edge/sled`), for a gateway whose outbox store sled created; without it such a store is refused with an error naming the feature |
 //!
-//! The simulated PLC needs iiot-protocols' `modbus-sim`, which this crate always enables.
+//! The simulated PLC needs iiot-protocols' `modbus-sim` and the demo's OPC-UA server its
+//! `opcua-sim`, which this crate always enables.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod browse;
 pub mod command;
 pub mod config;
 pub mod decode;

@@ -3,7 +3,8 @@
 //! | command | what |
 //! |---|---|
 //! | `iiot` / `iiot demo` | broker, simulated PLC, gateway and ingest in one process, with a scripted outage |
-//! | `iiot gateway --config gateway.toml` | Modbus poll → outbox → MQTT |
+//! | `iiot gateway --config gateway.toml` | Modbus poll and OPC-UA subscription → outbox → MQTT |
+//! | `iiot browse --endpoint opc.tcp://HOST:PORT/ [--from NODE] [--depth N]` | an OPC-UA server's variables printed as a tag map for `opcua_map` |
 //! | `iiot ingest --config ingest.toml` | MQTT → pipeline → SQLite or PostgreSQL |
 //! | `iiot sim --config plc.toml` | the simulated PLC alone on a TCP port |
 //! | `iiot decode [FILE\|-]` | a Protobuf or JSON payload printed as JSON |
@@ -24,7 +25,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 
 use iiot_reference::error::AppError;
-use iiot_reference::{command, decode, demo, gateway, ingest, observe, ota_cli, sim};
+use iiot_reference::{browse, command, decode, demo, gateway, ingest, observe, ota_cli, sim};
 
 /// The iiot-rs reference deployment: PLC register to database row.
 #[derive(Debug, Parser)]
@@ -43,8 +44,10 @@ enum Task {
     /// Everything in one process with a scripted broker outage and commands; exits
     /// non-zero on loss, a double execution or an unanswered command.
     Demo(DemoArgs),
-    /// The gateway: Modbus poll, deadband, outbox, MQTT forwarder.
+    /// The gateway: Modbus poll, OPC-UA subscription, deadband, outbox, MQTT forwarder.
     Gateway(ConfigArg),
+    /// Prints an OPC-UA server's variables as a tag map (`opcua_map` of gateway.toml).
+    Browse(browse::BrowseArgs),
     /// The ingest worker: MQTT, pipeline, SQLite or PostgreSQL.
     Ingest(ConfigArg),
     /// The simulated PLC alone on a TCP port.
@@ -94,7 +97,7 @@ struct SimArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if matches!(cli.command, Some(Task::Command(_))) {
+    if matches!(cli.command, Some(Task::Command(_) | Task::Browse(_))) {
         observe::init_tracing_at("warn");
     } else {
         observe::init_tracing();
@@ -130,6 +133,7 @@ async fn run(cli: Cli) -> Result<ExitCode, AppError> {
     // Config first, so a bad file fails before anything listens.
     match command {
         Task::Decode(args) => decode::run(&args).map(|()| ExitCode::SUCCESS),
+        Task::Browse(args) => browse::run(&args).await.map(|()| ExitCode::SUCCESS),
         Task::Command(cli) => match *cli {
             command::CommandCli::Send(args) => command::send(&args).await.map(ExitCode::from),
         },

@@ -13,12 +13,35 @@ pub fn init_tracing() {
     init_tracing_at("info");
 }
 
+/// Libraries whose own logs repeat what our messages say better: the embedded broker,
+/// and async-opcua, which logs a missing certificate as an ERROR even on a channel
+/// without security and every failed reconnect (the OPC-UA source logs one warning per
+/// outage instead). `RUST_LOG=opcua_client=debug` brings them back.
+const QUIET: &str = "rumqttd=off,rumqttc=warn,opcua_client=off,opcua_core=off,opcua_crypto=off,opcua_server=error,opcua_nodes=error";
+
 /// As [`init_tracing`], with `level` as the default instead of `info` (a one-shot
 /// command such as `iiot command send` logs warnings only unless `RUST_LOG` says
 /// otherwise: its answer is its output).
 pub fn init_tracing_at(level: &str) {
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new(format!("{level},rumqttd=off,rumqttc=warn")));
+    // RUST_LOG wins for what it names; the quiet libraries stay quiet unless it
+    // names them.
+    let env = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|s| !s.trim().is_empty());
+    let with_quiet = |base: &str| {
+        let mut spec = base.to_owned();
+        for d in QUIET.split(',') {
+            let target = d.split('=').next().unwrap_or(d);
+            if !base.contains(target) {
+                spec.push(',');
+                spec.push_str(d);
+            }
+        }
+        spec
+    };
+    let filter = env
+        .and_then(|e| EnvFilter::try_new(with_quiet(&e)).ok())
+        .unwrap_or_else(|| EnvFilter::new(with_quiet(level)));
     // A second initialisation (tests calling in-process) is harmless; ignore it.
     // Colour only on a terminal (and never with NO_COLOR): a log file gets plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr())
@@ -37,8 +60,8 @@ pub fn init_tracing_at(level: &str) {
 ///
 /// | signal | per device | overall |
 /// |---|---|---|
-/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected{client}`, `iiot_gateway_source_connected{source}` |
-/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | `iiot_gateway_source_last_good_timestamp_seconds{source}` |
+/// | connectivity | `iiot_ingest_device_online{device}` | `iiot_mqtt_connected{client}`, `iiot_gateway_source_connected{source}`, `iiot_opcua_connected{source}` |
+/// | freshness | `iiot_ingest_device_last_seen_seconds{device}` | `iiot_gateway_source_last_good_timestamp_seconds{source}`, `iiot_opcua_tag_last_update_seconds{source,tag}` |
 /// | throughput | `iiot_reference_device_samples_committed_total{device}` | `iiot_ingest_rows_written_total`, `iiot_mqtt_publishes_total` |
 /// | errors | `iiot_reference_device_dead_letters_total{device,reason}`, `iiot_reference_device_gaps_opened_total{device}`, `iiot_reference_device_data_loss_records_total{device}` | `iiot_ingest_dead_letters_total{reason}`, `iiot_ingest_sink_errors_total` |
 ///

@@ -34,8 +34,10 @@ pub(crate) struct Connection {
     pub(crate) events: Events,
 }
 
-/// The client of a configuration (its certificate store, timeouts, retry policy).
-pub(crate) fn build_client(cfg: &OpcUaConfig) -> Result<Client, OpcUaConfigError> {
+/// The client of a configuration (its certificate store, timeouts). With `retry` its
+/// sessions reconnect forever (with the configured backoff, reactivating the session
+/// or transferring its subscriptions); without, the first failed connect ends them.
+pub(crate) fn build_client(cfg: &OpcUaConfig, retry: bool) -> Result<Client, OpcUaConfigError> {
     cfg.validate()?;
     let secure = cfg.security.policy != SecurityPolicy::None;
     // Without security no certificate is used: keep the store out of the user's
@@ -53,8 +55,7 @@ pub(crate) fn build_client(cfg: &OpcUaConfig) -> Result<Client, OpcUaConfigError
         .create_sample_keypair(false)
         .trust_server_certs(cfg.security.trust_unknown_server)
         .verify_server_certs(true)
-        // Reconnect forever: the source reports the outage and keeps trying.
-        .session_retry_limit(-1)
+        .session_retry_limit(if retry { -1 } else { 0 })
         .session_retry_initial(cfg.reconnect_min)
         .session_retry_max(cfg.reconnect_max)
         .keep_alive_interval(cfg.keep_alive_interval)
@@ -106,14 +107,23 @@ pub(crate) async fn open(client: &mut Client, cfg: &OpcUaConfig) -> Result<Conne
         endpoint: cfg.endpoint.clone(),
         status: status.to_string(),
     };
+    // GetEndpoints on a client that does not retry: a refused connection is reported
+    // as such at once, not as a timeout after retries.
+    let probe = build_client(cfg, false).map_err(|e| OpcUaError::Connect {
+        endpoint: cfg.endpoint.clone(),
+        status: e.to_string(),
+    })?;
     let endpoints = tokio::time::timeout(
         cfg.request_timeout,
-        client.get_server_endpoints_from_url(cfg.endpoint.as_str()),
+        probe.get_server_endpoints_from_url(cfg.endpoint.as_str()),
     )
     .await
-    .map_err(|_| OpcUaError::Timeout {
-        op: "GetEndpoints",
-        timeout: cfg.request_timeout,
+    .map_err(|_| OpcUaError::Connect {
+        endpoint: cfg.endpoint.clone(),
+        status: format!(
+            "no answer within {:?} (is it an OPC-UA server?)",
+            cfg.request_timeout
+        ),
     })?
     .map_err(|e| connect_err(e.status()))?;
     let policy = ua_policy(cfg.security.policy);
@@ -194,8 +204,9 @@ pub struct ReadValue {
 }
 
 /// A connected OPC-UA client: read, write and browse, for tools and for code that is
-/// not a source (`iiot browse`). It reconnects by itself in the background; calls made
-/// while it is disconnected fail with [`OpcUaError::NotConnected`].
+/// not a source (`iiot browse`). It does not reconnect: once the connection is lost,
+/// calls fail with [`OpcUaError::NotConnected`]; connect again. (The
+/// [`OpcUaSource`](super::OpcUaSource) is the one that rides out outages.)
 pub struct OpcUaClient {
     session: Arc<Session>,
     driver: JoinHandle<()>,
@@ -219,7 +230,7 @@ impl OpcUaClient {
     /// # Errors
     /// [`OpcUaError`] as above, or `Connect` with the server's status.
     pub async fn connect(cfg: &OpcUaConfig) -> Result<Self, OpcUaError> {
-        let mut client = build_client(cfg).map_err(|e| OpcUaError::Connect {
+        let mut client = build_client(cfg, false).map_err(|e| OpcUaError::Connect {
             endpoint: cfg.endpoint.clone(),
             status: e.to_string(),
         })?;

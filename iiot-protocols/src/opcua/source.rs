@@ -153,7 +153,7 @@ impl Source for OpcUaSource {
     ) {
         let mut run = Run::new(&self);
         tokio::pin!(stop);
-        let mut client = match client::build_client(&self.cfg) {
+        let mut client = match client::build_client(&self.cfg, true) {
             Ok(c) => c,
             Err(e) => {
                 tracing::error!(source = %self.name, "{e}; its tags read Bad");

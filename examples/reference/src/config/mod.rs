@@ -212,6 +212,42 @@ pub fn relative_to(config_file: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Loads and checks the OPC-UA tag map `path` named by `key` of `config_file`
+/// (relative to it): the format `iiot browse` prints.
+///
+/// # Errors
+/// [`ConfigError`] naming the map file (a missing file, TOML that does not fit) or the
+/// key (what [`OpcUaConfig::validate`](iiot_protocols::opcua::OpcUaConfig::validate)
+/// finds).
+pub fn load_opcua_map(
+    config_file: &Path,
+    key: &str,
+    path: &Path,
+) -> Result<iiot_protocols::opcua::OpcUaConfig, ConfigError> {
+    let map_file = relative_to(config_file, path);
+    if !map_file.is_file() {
+        return Err(ConfigError::invalid(
+            config_file,
+            key,
+            format!("OPC-UA tag map {} does not exist", map_file.display()),
+        ));
+    }
+    let cfg: iiot_protocols::opcua::OpcUaConfig = load(&map_file)?;
+    cfg.validate().map_err(|e| {
+        let key = match &e {
+            iiot_protocols::opcua::OpcUaConfigError::Tag { tag, .. } => {
+                format!("tags[name = {tag:?}]")
+            }
+            iiot_protocols::opcua::OpcUaConfigError::Endpoint { .. } => "endpoint".to_owned(),
+            iiot_protocols::opcua::OpcUaConfigError::Security { .. } => "security".to_owned(),
+            iiot_protocols::opcua::OpcUaConfigError::Duration { what } => (*what).to_owned(),
+            _ => "tags".to_owned(),
+        };
+        ConfigError::invalid(&map_file, key, e.to_string())
+    })?;
+    Ok(cfg)
+}
+
 /// Loads the register map that `config_file` names under `key` (a path relative to
 /// the config file), checking it with the same rules as the poller.
 ///

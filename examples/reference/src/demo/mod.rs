@@ -10,6 +10,7 @@
 mod commands;
 mod images;
 mod net;
+mod opcua;
 mod ota;
 
 use std::path::PathBuf;
@@ -72,6 +73,8 @@ pub struct DemoReport {
     pub data_dir: PathBuf,
     /// Whether the data directory is left behind.
     pub kept: bool,
+    /// Sample rows of the OPC-UA server's tags (part of `stored`).
+    pub opcua_stored: u64,
     /// What became of the commands the script sent.
     pub commands: CommandOutcomes,
     /// What became of the firmware updates.
@@ -83,6 +86,7 @@ impl DemoReport {
     /// every command answered, every firmware update ended as it must.
     pub fn ok(&self) -> bool {
         self.lost == 0
+            && self.opcua_stored > 0
             && self.commands.double_executions == 0
             && self.commands.unanswered == 0
             && self.ota.ok()
@@ -94,6 +98,7 @@ impl std::fmt::Display for DemoReport {
         writeln!(f, "iiot demo report")?;
         writeln!(f, "  samples produced       {}", self.produced)?;
         writeln!(f, "  rows stored            {}", self.stored)?;
+        writeln!(f, "    of them from OPC-UA  {}", self.opcua_stored)?;
         writeln!(f, "  lost                   {}", self.lost)?;
         writeln!(f, "  duplicates suppressed  {}", self.duplicates_suppressed)?;
         writeln!(
@@ -277,13 +282,16 @@ async fn scenario(
         detail: e.to_string(),
     })?;
     let plc_addr = plc.addr;
-    let gw_setup = demo_gateway(
+    // The oven beside the PLC, on OPC-UA.
+    let oven = opcua::start(cancel).await?;
+    let mut gw_setup = demo_gateway(
         &path,
         plc_addr,
         &format!("mqtt://{}", relay.addr()),
         data_dir,
         None,
     )?;
+    gw_setup.opcua = Some(oven.clone());
     let gw_cancel = cancel.child_token();
     let mut gw = gateway::start(gw_setup, &gw_cancel).await?;
     // The operator talks to the broker directly (the outage cuts the gateway only).
@@ -388,7 +396,8 @@ async fn scenario(
         task: "ingest",
         detail: e.to_string(),
     })??;
-    let stored = count_rows(&db, DEVICE)?;
+    let stored = count_rows(&db, DEVICE, "%")?;
+    let opcua_stored = count_rows(&db, DEVICE, &format!("{}%", opcua::PREFIX))?;
 
     // Firmware updates, after the telemetry is counted: each reboot starts the
     // gateway again on its data directory.
@@ -396,19 +405,22 @@ async fn scenario(
         iiot_edge::ota::SigningKey::generate(iiot_core::types::SignatureAlgorithm::EcdsaP256Sha256);
     let ota_cfg = ota::setup_config(&key);
     let ota = ota::run(&broker_url, &path, data_dir, &key, || {
-        demo_gateway(
+        let mut setup = demo_gateway(
             &path,
             plc_addr,
             &broker_url,
             data_dir,
             Some(ota_cfg.clone()),
-        )
+        )?;
+        setup.opcua = Some(oven.clone());
+        Ok(setup)
     })
     .await?;
     Ok(DemoReport {
         produced,
         stored,
         lost: produced.saturating_sub(stored),
+        opcua_stored,
         duplicates_suppressed: stats.duplicates_suppressed + stats.duplicates_at_sink,
         longest_outage,
         backlog_peak,
@@ -434,6 +446,7 @@ fn demo_gateway(
     Ok(GatewaySetup {
         path: path.clone(),
         map: plant_map()?,
+        opcua: None,
         modbus: ModbusSection {
             transport: TransportConfig::Tcp {
                 host: plc.ip().to_string(),
@@ -479,7 +492,8 @@ async fn wait_subscribed(broker_url: &str, handle: &mut PipelineHandle) -> Resul
     Ok(())
 }
 
-fn count_rows(db: &std::path::Path, device: &str) -> Result<u64, AppError> {
+/// Sample rows of `device` whose tag is `LIKE` `tags`.
+fn count_rows(db: &std::path::Path, device: &str, tags: &str) -> Result<u64, AppError> {
     let io = |e: rusqlite::Error| {
         AppError::io(
             format!("cannot count rows in {}", db.display()),
@@ -489,8 +503,8 @@ fn count_rows(db: &std::path::Path, device: &str) -> Result<u64, AppError> {
     let conn = rusqlite::Connection::open(db).map_err(io)?;
     let n: i64 = conn
         .query_row(
-            "SELECT count(*) FROM iiot_samples WHERE device_id = ?1",
-            [device],
+            "SELECT count(*) FROM iiot_samples WHERE device_id = ?1 AND tag LIKE ?2",
+            [device, tags],
             |r| r.get(0),
         )
         .map_err(io)?;

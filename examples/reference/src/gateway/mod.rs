@@ -1,4 +1,5 @@
-//! `iiot gateway`: Modbus poll → deadband → telemetry batches → outbox → MQTT.
+//! `iiot gateway`: Modbus poll and OPC-UA subscription → deadband → telemetry batches →
+//! outbox → MQTT.
 //!
 //! The path of one reading: the [`Poller`](iiot_protocols::modbus::Poller) reads the
 //! plan's coalesced requests and keeps what moved beyond each tag's deadband; the
@@ -173,6 +174,8 @@ struct GatewayFile {
     device_id: String,
     uns: UnsConfig,
     register_map: PathBuf,
+    #[serde(default)]
+    opcua_map: Option<PathBuf>,
     #[serde(default = "default_data_dir")]
     data_dir: PathBuf,
     #[serde(default)]
@@ -255,6 +258,8 @@ pub struct GatewaySetup {
     pub path: UnsPath,
     /// The register map.
     pub map: RegisterMap,
+    /// The OPC-UA server and its tags, read beside the PLC (`None`: no OPC-UA).
+    pub opcua: Option<iiot_protocols::opcua::OpcUaConfig>,
     /// Modbus settings.
     pub modbus: ModbusSection,
     /// MQTT settings.
@@ -323,6 +328,22 @@ impl GatewaySetup {
             ));
         }
         let map = config::load_register_map(file, "register_map", &f.register_map)?;
+        let opcua = match &f.opcua_map {
+            Some(p) => Some(config::load_opcua_map(file, "opcua_map", p)?),
+            None => None,
+        };
+        if let Some(o) = &opcua
+            && let Some(t) = o.tags.iter().find(|t| map.find(t.name.as_str()).is_some())
+        {
+            return Err(ConfigError::invalid(
+                file,
+                "opcua_map",
+                format!(
+                    "tag {} is in the register map too: give each tag one source",
+                    t.name
+                ),
+            ));
+        }
         let ota = f.ota.check(file, &u.device_type)?;
         if ota.is_some()
             && let Some(v) = &f.mqtt.firmware_version
@@ -337,6 +358,7 @@ impl GatewaySetup {
         Ok(Self {
             path,
             map,
+            opcua,
             modbus: f.modbus,
             mqtt: f.mqtt,
             batch: f.batch,

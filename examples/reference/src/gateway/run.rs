@@ -13,6 +13,7 @@ use iiot_edge::outbox::{Outbox, OutboxConfig, WhenFull};
 use iiot_edge::runtime::{BatchConfig, Gateway, GatewayBuilder, InboxRouter, RuntimeCounters};
 use iiot_protocols::modbus::Poller;
 use iiot_protocols::mqtt::{InboundDeliveries, Session, SessionHandle};
+use iiot_protocols::opcua::OpcUaSource;
 use tokio_util::sync::CancellationToken;
 
 use super::produced::{Produced, ProducedEntry, ProducedLog};
@@ -136,6 +137,15 @@ pub async fn start(
     let mut builder =
         GatewayBuilder::new(setup.path.clone(), outbox.clone(), session_handle.clone())
             .source(poller.into_source(readings, "modbus"));
+    // The OPC-UA server beside the PLC: a second source of the same runtime, and its
+    // writable tags a second command handler.
+    let mut opcua_writes = None;
+    if let Some(cfg) = setup.opcua.clone() {
+        tracing::info!(endpoint = %cfg.endpoint, tags = cfg.tags.len(), "OPC-UA source");
+        let (source, handle) = OpcUaSource::new("opcua", cfg)?;
+        builder = builder.source(source);
+        opcua_writes = Some(handle);
+    }
     let ota_enabled = setup.ota.is_some();
     let mut filters = Vec::new();
     if setup.commands.enabled {
@@ -165,7 +175,7 @@ pub async fn start(
         builder = builder.commands(
             commands_inbox,
             ledger,
-            writes,
+            (writes, opcua_writes),
             setup.commands.executor.clone(),
         )?;
     }
