@@ -2,7 +2,8 @@
 //! ingest to SQLite, a broker outage of a few seconds; nothing may be lost (issue 8),
 //! the script's commands act exactly as often as they completed (issue 16), and
 //! its firmware updates end as they must: confirmed, forged rejected, failing
-//! rolled back (issue 17).
+//! rolled back (issue 17); the oven on the in-process OPC-UA server reaches the
+//! database beside the PLC (issue 18).
 
 #![allow(clippy::float_cmp)] // the report prints whole counts; exact comparison is meant
 
@@ -46,6 +47,17 @@ fn short_demo_loses_nothing_across_an_outage() {
         .query_row("SELECT count(*) FROM iiot_samples", [], |r| r.get(0))
         .unwrap();
     assert_eq!(rows as f64, produced);
+    // The oven on OPC-UA (issue 18): its readings are rows beside the PLC's.
+    let opcua = field("of them from OPC-UA");
+    assert!(opcua >= 1.0, "{report}");
+    let oven: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM iiot_samples WHERE tag = 'oven/temperature'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert!(oven >= 1, "oven/temperature rows: {oven}");
     // Commands (issue 16): the setpoint delivered twice acted once (its second ack a
     // duplicate), the stale one expired, the one above its maximum was rejected,
     // the one sent during the outage ran after the reconnect; the PLC served exactly

@@ -677,8 +677,11 @@ fn index_of(handle: u32) -> Option<usize> {
 }
 
 /// Writes to the writable tags of an [`OpcUaSource`], over the source's session: the
-/// [`CommandHandler`](iiot_core::command::CommandHandler) of OPC-UA (see
-/// [`super::handle`]).
+/// [`CommandHandler`](iiot_core::command::CommandHandler) of OPC-UA. Each tag marked
+/// `writable` is a target taking the kind of value of its node's data type (read from
+/// the server when the source connects; until then the tag is not a target). A write
+/// the server refuses is Rejected (nothing was written); one sent without an answer is
+/// Failed (it may have happened; never retried); while disconnected, Rejected.
 #[derive(Clone)]
 pub struct OpcUaHandle {
     shared: Arc<Shared>,
