@@ -15,7 +15,8 @@ use iiot_core::source::{Link, ReportPolicy, Source};
 use iiot_core::types::{AckReason, MessageId, TagPath, Value};
 use iiot_protocols::opcua::sim::{SimConfig, SimServer};
 use iiot_protocols::opcua::{
-    OpcUaClient, OpcUaConfig, OpcUaError, OpcUaSource, SecurityMode, SecurityPolicy, tag_map_toml,
+    Identity, OpcUaClient, OpcUaConfig, OpcUaError, OpcUaSource, SecurityMode, SecurityPolicy,
+    ServerDeadband, tag_map_toml,
 };
 
 const T: Duration = Duration::from_secs(20);
@@ -335,6 +336,7 @@ async fn sign_and_encrypt_with_a_trusted_server_and_an_untrusted_one_refused() {
     let sim = SimServer::start(SimConfig {
         secure: true,
         pki_dir: Some(server_pki.clone()),
+        users: vec![("operator".into(), "s3cret".into())],
         ..SimConfig::default()
     })
     .await
@@ -351,6 +353,8 @@ async fn sign_and_encrypt_with_a_trusted_server_and_an_untrusted_one_refused() {
         c.security.certificate = Some(cert.clone());
         c.security.private_key = Some(key.clone());
         c.security.pki_dir = client_pki.clone();
+        // RSA in a debug build is slow: room for the handshake.
+        c.request_timeout = Duration::from_secs(20);
         c
     };
 
@@ -387,5 +391,194 @@ async fn sign_and_encrypt_with_a_trusted_server_and_an_untrusted_one_refused() {
         );
         client.disconnect().await;
     }
+
+    // A user name and password over the encrypted channel; a wrong password is refused.
+    let user = |password: &str| {
+        let mut c = secure(SecurityPolicy::Basic256Sha256);
+        c.identity = Identity::UserName {
+            user: "operator".into(),
+            password: password.into(),
+        };
+        c
+    };
+    let client = OpcUaClient::connect(&user("s3cret")).await.unwrap();
+    assert_eq!(
+        client.read(&node).await.unwrap().value,
+        Some(Value::Double(6.5))
+    );
+    client.disconnect().await;
+    let e = OpcUaClient::connect(&user("wrong")).await.unwrap_err();
+    assert!(
+        matches!(&e, OpcUaError::Connect { status, .. }
+            if status.contains("Identity") || status.contains("UserAccessDenied")),
+        "{e}"
+    );
     sim.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_deadband_filters_on_the_server_and_the_runtime_passes_it_through() {
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let node = sim.add("Flow", &Value::Double(10.0), false).unwrap();
+    let raw_node = sim.add("FlowRaw", &Value::Double(10.0), false).unwrap();
+    let mut cfg = fast(sim.endpoint())
+        .with_tag("flow", &node)
+        .unwrap()
+        .with_tag("raw", &raw_node)
+        .unwrap();
+    cfg.tags[0].server_deadband = Some(ServerDeadband::Absolute(1.0));
+    let (source, _) = OpcUaSource::new("opcua", cfg).unwrap();
+    assert_eq!(
+        source.info().tags[0].1,
+        ReportPolicy::ALL,
+        "never both deadbands"
+    );
+    let mut run = Running::start(source);
+    let (flow, raw) = (tag("flow"), tag("raw"));
+    let mut initial = 0;
+    while initial < 2 {
+        let s = run.reading(T, "initial", |_| true).await;
+        assert_eq!(s.value(), Some(&Value::Double(10.0)));
+        initial += 1;
+    }
+    // The same values on both; the unfiltered twin shows when the server has seen each
+    // one, and meanwhile the filtered tag reports only the move beyond 1.0.
+    let mut flow_seen = Vec::new();
+    for v in [10.3, 10.6, 10.9, 12.0] {
+        sim.set("Flow", Some(&Value::Double(v)), Quality::GOOD)
+            .unwrap();
+        sim.set("FlowRaw", Some(&Value::Double(v)), Quality::GOOD)
+            .unwrap();
+        loop {
+            let s = run.reading(T, "of flow or raw", |_| true).await;
+            if s.tag() == &flow {
+                flow_seen.push(s.value().cloned());
+            } else if s.tag() == &raw && s.value() == Some(&Value::Double(v)) {
+                break;
+            }
+        }
+    }
+    if flow_seen.is_empty() {
+        let s = run.reading(T, "of flow", |s| s.tag() == &flow).await;
+        flow_seen.push(s.value().cloned());
+    }
+    assert_eq!(
+        flow_seen,
+        [Some(Value::Double(12.0))],
+        "10.3..10.9 were filtered"
+    );
+    run.stop().await;
+    sim.stop().await;
+}
+
+/// A recorder keeping every counter and gauge by `name{label=value,...}`.
+#[derive(Default)]
+struct Recorded(std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Cell>>>);
+
+#[derive(Default)]
+struct Cell(std::sync::atomic::AtomicU64);
+
+impl metrics::CounterFn for Cell {
+    fn increment(&self, v: u64) {
+        self.0.fetch_add(v, std::sync::atomic::Ordering::Relaxed);
+    }
+    fn absolute(&self, v: u64) {
+        self.0.store(v, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl metrics::GaugeFn for Cell {
+    fn increment(&self, _: f64) {}
+    fn decrement(&self, _: f64) {}
+    fn set(&self, v: f64) {
+        self.0
+            .store(v.to_bits(), std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Recorded {
+    fn cell(&self, key: &metrics::Key) -> std::sync::Arc<Cell> {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        let name = format!("{}{{{}}}", key.name(), labels.join(","));
+        self.0.lock().unwrap().entry(name).or_default().clone()
+    }
+    fn get(&self, name: &str) -> Option<u64> {
+        self.0
+            .lock()
+            .unwrap()
+            .get(name)
+            .map(|c| c.0.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+struct Shared(std::sync::Arc<Recorded>);
+
+impl metrics::Recorder for Shared {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        metrics::Counter::from_arc(self.0.cell(key))
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::from_arc(self.0.cell(key))
+    }
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_connection_notifications_and_last_update() {
+    let rec = std::sync::Arc::new(Recorded::default());
+    metrics::set_global_recorder(Shared(rec.clone())).expect("the only recorder of this binary");
+    let sim = SimServer::start(SimConfig::default()).await.unwrap();
+    let node = sim.add("Level", &Value::Double(1.0), false).unwrap();
+    let cfg = fast(sim.endpoint()).with_tag("tank/level", &node).unwrap();
+    let (source, _) = OpcUaSource::new("metered", cfg).unwrap();
+    let mut run = Running::start(source);
+    assert_eq!(run.link(T).await, Link::Up);
+    run.reading(T, "first", |s| s.quality().is_good()).await;
+    let gauge = |name: &str| rec.get(name).map(f64::from_bits);
+    assert_eq!(gauge("iiot_opcua_connected{source=metered}"), Some(1.0));
+    assert!(
+        rec.get("iiot_opcua_notifications_total{source=metered}")
+            .unwrap()
+            >= 1
+    );
+    let last = gauge("iiot_opcua_tag_last_update_seconds{source=metered,tag=tank/level}").unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    assert!((now - last).abs() < 60.0, "last update {last} vs now {now}");
+    sim.stop().await;
+    assert!(matches!(run.link(T).await, Link::Down { .. }));
+    assert_eq!(gauge("iiot_opcua_connected{source=metered}"), Some(0.0));
+    run.stop().await;
 }

@@ -49,6 +49,8 @@ pub struct SimConfig {
     pub secure: bool,
     /// The server's certificate store (needed with `secure`).
     pub pki_dir: Option<PathBuf>,
+    /// Users (name, password) accepted besides anonymous, on every endpoint.
+    pub users: Vec<(String, String)>,
 }
 
 /// A simulator call failed.
@@ -94,7 +96,10 @@ impl SimServer {
             .local_addr()
             .map_err(|e| OpcUaSimError::Start(e.to_string()))?
             .port();
-        let anon: &[&str] = &[opcua::server::ANONYMOUS_USER_TOKEN_ID];
+        let mut tokens: Vec<String> = vec![opcua::server::ANONYMOUS_USER_TOKEN_ID.to_owned()];
+        tokens.extend((0..cfg.users.len()).map(|i| format!("user-{i}")));
+        let anon: Vec<&str> = tokens.iter().map(String::as_str).collect();
+        let anon: &[&str] = &anon;
         let mut b = ServerBuilder::new()
             .application_name("iiot-rs OPC-UA simulator")
             .application_uri("urn:iiot-rs:sim-server")
@@ -113,6 +118,12 @@ impl SimServer {
                 },
                 "iiot-sim",
             ));
+        for (i, (user, pass)) in cfg.users.iter().enumerate() {
+            b = b.add_user_token(
+                format!("user-{i}"),
+                opcua::server::ServerUserToken::user_pass(user.as_str(), pass.as_str()),
+            );
+        }
         if cfg.secure {
             let pki = cfg
                 .pki_dir

@@ -377,7 +377,9 @@ impl<'a> Run<'a> {
                             // The subscription async-opcua recreated during the
                             // reconnect is not published until something triggers it.
                             session.trigger_publish_now();
-                            if learning.is_none() {
+                            // Again after every reconnect: a server may have been
+                            // redeployed with other types (and a failed read retried).
+                            if learning.as_ref().is_none_or(JoinHandle::is_finished) {
                                 learning = Some(self.learn_write_types(&session));
                             }
                         }
