@@ -5,53 +5,19 @@
 //! Needs `IIOT_PYTHON` pointing at a python with `pymodbus>=3.6,<4` (`.ci/run` sets it
 //! up). Without it the test says why and passes, unless `IIOT_REQUIRE_SERVICES=1`.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use iiot_core::types::Value;
 use iiot_protocols::modbus::{Poller, PollerConfig, RegisterMap, TcpConnector};
 use tokio_util::sync::CancellationToken;
 
-/// Kills the peer by pid when dropped, also when the test fails.
-struct PeerGuard(Child);
-
-impl Drop for PeerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn python() -> Option<String> {
-    let required = std::env::var("IIOT_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-    let skip = |why: String| {
-        assert!(!required, "IIOT_REQUIRE_SERVICES=1 but {why}");
-        eprintln!("skipping pymodbus interop test: {why}");
-        None
-    };
-    let Ok(py) = std::env::var("IIOT_PYTHON") else {
-        return skip("IIOT_PYTHON is not set (see .ci/run)".into());
-    };
-    match Command::new(&py)
-        .args(["-c", "import pymodbus"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => Some(py),
-        Ok(s) => skip(format!("{py} cannot import pymodbus ({s})")),
-        Err(e) => skip(format!("cannot run {py}: {e}")),
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    common::python_with("pymodbus", "pymodbus")
 }
 
 fn peer_map() -> RegisterMap {
@@ -132,7 +98,7 @@ fn expected(tag: &str) -> Value {
 async fn reads_every_order_from_a_pymodbus_server() {
     let Some(py) = python() else { return };
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/peers/modbus_server.py");
-    let port = free_port();
+    let port = common::free_port();
     let child = Command::new(py)
         .arg(script)
         .arg(port.to_string())
@@ -140,7 +106,7 @@ async fn reads_every_order_from_a_pymodbus_server() {
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn pymodbus peer");
-    let mut peer = PeerGuard(child);
+    let mut peer = common::PeerGuard(child);
 
     let map = peer_map();
     let n = map.tags().len();

@@ -13,7 +13,8 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::opcua::{Running, free_port, python, start_peer};
+use common::free_port;
+use common::opcua::{Running, python, start_peer};
 use iiot_core::quality::Quality;
 use iiot_core::source::Link;
 use iiot_core::types::{TagPath, Value};

@@ -279,7 +279,7 @@ async fn bad_input_is_typed_and_never_hangs() {
     client.disconnect().await;
 
     // Nothing listens: a typed error, quickly.
-    let dead = format!("opc.tcp://127.0.0.1:{}/", common::opcua::free_port());
+    let dead = format!("opc.tcp://127.0.0.1:{}/", common::free_port());
     let started = std::time::Instant::now();
     let e = OpcUaClient::connect(&fast(&dead)).await.unwrap_err();
     assert!(

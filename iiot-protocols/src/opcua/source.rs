@@ -10,7 +10,9 @@ use iiot_core::backoff::Backoff;
 use iiot_core::quality::Quality;
 use iiot_core::source::{Link, ReadingSink, ReportPolicy, Source, SourceInfo};
 use iiot_core::types::{Sample, TagPath, Timestamp};
-use opcua::client::{MonitoredItem, OnSubscriptionNotification, Session, SessionPollResult};
+use opcua::client::{
+    MonitoredItem, OnSubscriptionNotification, Session, SessionPollResult, SubscriptionActivity,
+};
 use opcua::types::{
     AttributeId, DataChangeFilter, DataChangeTrigger, DataValue, ExtensionObject,
     MonitoredItemCreateRequest, MonitoringMode, MonitoringParameters, NodeId, ReadValueId,
@@ -215,12 +217,25 @@ enum Ended {
 /// the event loop is polled, emptied right after).
 type Inbox = Arc<Mutex<Vec<(u32, DataValue)>>>;
 
-struct Collect(Inbox);
+struct Collect {
+    inbox: Inbox,
+    /// Set when the server says the subscription ended (its lifetime ran out).
+    lost: Arc<AtomicBool>,
+}
 
 impl OnSubscriptionNotification for Collect {
     fn on_data_value(&mut self, notification: DataValue, item: &MonitoredItem) {
-        if let Ok(mut q) = self.0.lock() {
+        if let Ok(mut q) = self.inbox.lock() {
             q.push((item.client_handle(), notification));
+        }
+    }
+
+    fn on_subscription_status_change(
+        &mut self,
+        notification: opcua::types::StatusChangeNotification,
+    ) {
+        if notification.status.is_bad() {
+            self.lost.store(true, Ordering::SeqCst);
         }
     }
 }
@@ -230,6 +245,8 @@ struct Run<'a> {
     src: &'a OpcUaSource,
     tags: Vec<Tag>,
     inbox: Inbox,
+    /// The server ended the subscription (see [`Collect::lost`]).
+    lost: Arc<AtomicBool>,
     /// The last refusal reported per tag (index) whose monitored item could not be
     /// created, so a retry that fails the same way is not reported again.
     refused: HashMap<usize, StatusCode>,
@@ -263,6 +280,7 @@ impl<'a> Run<'a> {
             src,
             tags,
             inbox: Arc::default(),
+            lost: Arc::default(),
             refused: HashMap::new(),
             down: false,
             logged: false,
@@ -325,6 +343,8 @@ impl<'a> Run<'a> {
             mut events,
         } = conn;
         let mut subscribing: Option<JoinHandle<Reconciled>> = None;
+        // A lost subscription is warned about once, not at every retry.
+        let mut resubscribing = false;
         let mut learning: Option<JoinHandle<()>> = None;
         let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let ended = loop {
@@ -334,14 +354,21 @@ impl<'a> Run<'a> {
                 r = pending_or(&mut subscribing), if subscribing.is_some() => {
                     subscribing = None;
                     let complete = match r {
-                        Ok(Ok(items)) => match self.item_failures(sink, &items).await {
-                            Ok(complete) => complete,
-                            Err(()) => break Ended::SinkClosed,
-                        },
+                        Ok(Ok(items)) => {
+                            resubscribing = false;
+                            let Ok(complete) = self.item_failures(sink, &items).await else {
+                                break Ended::SinkClosed;
+                            };
+                            complete
+                        }
                         Ok(Err(status)) => {
-                            tracing::warn!(source = %self.src.name,
-                                "cannot subscribe on OPC-UA {}: {status}; retrying",
-                                self.src.cfg.endpoint);
+                            if resubscribing {
+                                tracing::debug!(source = %self.src.name, %status, "subscribing failed");
+                            } else {
+                                tracing::warn!(source = %self.src.name,
+                                    "cannot subscribe on OPC-UA {}: {status}; retrying",
+                                    self.src.cfg.endpoint);
+                            }
                             false
                         }
                         Err(_) => break Ended::Failed,
@@ -353,7 +380,7 @@ impl<'a> Run<'a> {
                 () = pending_or(&mut retry), if retry.is_some() => {
                     retry = None;
                     if self.src.shared.connected.load(Ordering::SeqCst) && subscribing.is_none() {
-                        subscribing = Some(self.reconcile(&session));
+                        subscribing = Some(self.reconcile(&session, false));
                     }
                 }
                 ev = events.next() => {
@@ -372,7 +399,7 @@ impl<'a> Run<'a> {
                             // recreated the subscription; items it could not recreate
                             // (and a first subscription) are made here.
                             if subscribing.is_none() {
-                                subscribing = Some(self.reconcile(&session));
+                                subscribing = Some(self.reconcile(&session, false));
                             }
                             // The subscription async-opcua recreated during the
                             // reconnect is not published until something triggers it.
@@ -395,10 +422,30 @@ impl<'a> Run<'a> {
                                 break Ended::SinkClosed;
                             }
                         }
+                        Some(Ok(SessionPollResult::Subscription(
+                            SubscriptionActivity::PublishFailed(StatusCode::BadNoSubscription),
+                        ))) => {
+                            // The server lost the subscription (its lifetime ran out
+                            // during an outage, say): make a new one.
+                            self.lost.store(true, Ordering::SeqCst);
+                        }
                         Some(Ok(_)) => {}
                     }
                     if self.deliver(sink).await.is_err() {
                         break Ended::SinkClosed;
+                    }
+                    if self.lost.load(Ordering::SeqCst)
+                        && subscribing.is_none()
+                        && self.src.shared.connected.load(Ordering::SeqCst)
+                    {
+                        if resubscribing {
+                            tracing::debug!(source = %self.src.name, "subscribing again");
+                        } else {
+                            tracing::warn!(source = %self.src.name,
+                                "the OPC-UA server ended the subscription; subscribing again");
+                            resubscribing = true;
+                        }
+                        subscribing = Some(self.reconcile(&session, true));
                     }
                 }
             }
@@ -433,12 +480,26 @@ impl<'a> Run<'a> {
     /// Makes the session's subscription complete: creates it when the session has none
     /// and creates the monitored items it lacks (the first time, and any the server
     /// refused or async-opcua could not recreate after a reconnect).
-    fn reconcile(&self, session: &Arc<Session>) -> JoinHandle<Reconciled> {
+    ///
+    /// With `fresh`, the session's subscriptions are deleted first: the server no
+    /// longer has them (it answered a publish with `BadNoSubscription`, or said the
+    /// subscription timed out), and async-opcua would keep them forever.
+    fn reconcile(&self, session: &Arc<Session>, fresh: bool) -> JoinHandle<Reconciled> {
         let cfg = self.src.cfg.clone();
         let inbox = self.inbox.clone();
+        let lost = self.lost.clone();
         let session = session.clone();
         let tags: Vec<NodeId> = self.tags.iter().map(|t| t.node.clone()).collect();
         tokio::spawn(async move {
+            if fresh {
+                let ids = session.subscription_state().lock().subscription_ids();
+                if let Some(ids) = ids.filter(|i| !i.is_empty()) {
+                    // The server answers each with BadSubscriptionIdInvalid; what counts is
+                    // that async-opcua forgets them (it does once the call is answered).
+                    session.delete_subscriptions(&ids).await?;
+                }
+                lost.store(false, Ordering::SeqCst);
+            }
             let existing = {
                 let state = session.subscription_state().lock();
                 state
@@ -465,15 +526,22 @@ impl<'a> Run<'a> {
                     )
                     .unwrap_or(u32::MAX)
                     .max(1);
+                    // The subscription outlives an outage as long as the session does
+                    // (at least three keep-alives, as the specification requires).
+                    let lifetime = u32::try_from(
+                        cfg.session_timeout.as_millis() / publishing.as_millis().max(1),
+                    )
+                    .unwrap_or(u32::MAX)
+                    .max(keep_alive.saturating_mul(3));
                     let id = session
                         .create_subscription(
                             publishing,
-                            keep_alive.saturating_mul(10),
+                            lifetime,
                             keep_alive,
                             cfg.max_notifications_per_publish,
                             0,
                             true,
-                            Collect(inbox),
+                            Collect { inbox, lost },
                         )
                         .await?;
                     (id, std::collections::HashSet::new())

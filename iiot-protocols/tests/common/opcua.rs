@@ -1,7 +1,7 @@
 //! OPC-UA test helpers: a reading sink on a channel, waiting for readings, the
 //! Python asyncua peer.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use iiot_core::source::{Link, ReadingSink, SinkClosed, Source};
@@ -98,46 +98,12 @@ impl Running {
     }
 }
 
-/// Kills the peer by pid when dropped, also when the test fails.
-pub struct PeerGuard(pub Child);
-
-impl Drop for PeerGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use super::PeerGuard;
 
 /// The python with asyncua, or `None` with the reason printed (a failure when
 /// `IIOT_REQUIRE_SERVICES=1`).
 pub fn python() -> Option<String> {
-    let required = std::env::var("IIOT_REQUIRE_SERVICES").is_ok_and(|v| v == "1");
-    let skip = |why: String| {
-        assert!(!required, "IIOT_REQUIRE_SERVICES=1 but {why}");
-        eprintln!("skipping asyncua interop test: {why}");
-        None
-    };
-    let Ok(py) = std::env::var("IIOT_PYTHON") else {
-        return skip("IIOT_PYTHON is not set (see .ci/run)".into());
-    };
-    match Command::new(&py)
-        .args(["-c", "import asyncua"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-    {
-        Ok(s) if s.success() => Some(py),
-        Ok(s) => skip(format!("{py} cannot import asyncua ({s})")),
-        Err(e) => skip(format!("cannot run {py}: {e}")),
-    }
-}
-
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    super::python_with("asyncua", "asyncua")
 }
 
 /// Starts `tests/peers/opcua_server.py` on `port` and waits for its READY line.
