@@ -194,6 +194,13 @@ async fn types_qualities_rate_writes_and_browse_against_asyncua() {
     assert!(by_node("ns=2;s=Plant.Setpoint").writable);
     assert!(!by_node("ns=2;s=Plant.Int32").writable);
     assert_eq!(by_node("ns=2;i=5001").data_type, "Int32");
+    // The array is listed with its rank, and left out of the tag map with the reason.
+    assert_eq!(by_node("ns=2;s=Plant.Array").data_type, "Int32[]");
+    let map = iiot_protocols::opcua::tag_map_toml(&endpoint, &vars);
+    assert!(
+        map.contains("# left out: data type Int32[] has no core value"),
+        "{map}"
+    );
     client.disconnect().await;
 }
 

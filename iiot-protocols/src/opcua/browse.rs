@@ -115,7 +115,12 @@ async fn describe(
         let reads: Vec<ReadValueId> = chunk
             .iter()
             .flat_map(|(id, _)| {
-                [AttributeId::DataType, AttributeId::UserAccessLevel].map(|a| ReadValueId {
+                [
+                    AttributeId::DataType,
+                    AttributeId::UserAccessLevel,
+                    AttributeId::ValueRank,
+                ]
+                .map(|a| ReadValueId {
                     node_id: id.clone(),
                     attribute_id: a as u32,
                     ..ReadValueId::default()
@@ -130,8 +135,8 @@ async fn describe(
                     .read(&reads, TimestampsToReturn::Neither, 0.0),
             )
             .await?;
-        for ((id, path), pair) in chunk.iter().zip(values.chunks(2)) {
-            let data_type = match pair.first().and_then(|d| d.value.as_ref()) {
+        for ((id, path), attrs) in chunk.iter().zip(values.chunks(3)) {
+            let mut data_type = match attrs.first().and_then(|d| d.value.as_ref()) {
                 Some(Variant::NodeId(t)) => match WriteType::of(t) {
                     Ok(w) => w.name().to_owned(),
                     Err(_) => t.to_string(),
@@ -139,9 +144,16 @@ async fn describe(
                 _ => "unknown".to_owned(),
             };
             let writable = matches!(
-                pair.get(1).and_then(|d| d.value.as_ref()),
+                attrs.get(1).and_then(|d| d.value.as_ref()),
                 Some(Variant::Byte(a)) if a & CURRENT_WRITE != 0
             );
+            // ValueRank -1 is a scalar; -3 scalar or one dimension, -2 any, 0 and
+            // more are arrays: only a scalar has a core value for sure.
+            if let Some(Variant::Int32(rank)) = attrs.get(2).and_then(|d| d.value.as_ref())
+                && *rank != -1
+            {
+                data_type.push_str("[]");
+            }
             out.push(BrowsedVariable {
                 node: id.to_string(),
                 path: path.clone(),

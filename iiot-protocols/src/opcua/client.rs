@@ -185,7 +185,8 @@ pub struct BrowsedVariable {
     /// The browse path from the start node, names joined by `/`.
     pub path: String,
     /// Its data type's name (`Double`, `Int32`, ...), or the data type's node id when
-    /// it is not a built-in type.
+    /// it is not a built-in type; `[]` follows it when the variable may hold an array
+    /// (its ValueRank is not -1, scalar).
     pub data_type: String,
     /// Whether the current user may write it.
     pub writable: bool,

@@ -347,6 +347,14 @@ impl<'a> Run<'a> {
         let mut resubscribing = false;
         let mut learning: Option<JoinHandle<()>> = None;
         let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        // The watchdog: while connected, the server answers a publish at least every
+        // keep-alive interval (with changes or an empty keep-alive). A subscription
+        // silent for three of them is dead, whatever async-opcua believes: subscribe
+        // again, so the tags never go quietly stale.
+        let silence = self.src.cfg.keep_alive_interval * 3;
+        let mut last_publish = tokio::time::Instant::now();
+        let mut watchdog = tokio::time::interval(self.src.cfg.keep_alive_interval);
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ended = loop {
             tokio::select! {
                 biased;
@@ -356,6 +364,7 @@ impl<'a> Run<'a> {
                     let complete = match r {
                         Ok(Ok(items)) => {
                             resubscribing = false;
+                            last_publish = tokio::time::Instant::now();
                             let Ok(complete) = self.item_failures(sink, &items).await else {
                                 break Ended::SinkClosed;
                             };
@@ -383,6 +392,18 @@ impl<'a> Run<'a> {
                         subscribing = Some(self.reconcile(&session, false));
                     }
                 }
+                _ = watchdog.tick() => {
+                    if self.src.shared.connected.load(Ordering::SeqCst)
+                        && !self.tags.is_empty()
+                        && subscribing.is_none()
+                        && last_publish.elapsed() > silence
+                    {
+                        tracing::debug!(source = %self.src.name, silent = ?last_publish.elapsed(),
+                            "no publish answered while connected");
+                        self.lost.store(true, Ordering::SeqCst);
+                        last_publish = tokio::time::Instant::now();
+                    }
+                }
                 ev = events.next() => {
                     match ev {
                         None => break Ended::Failed,
@@ -394,6 +415,7 @@ impl<'a> Run<'a> {
                             break Ended::Failed;
                         }
                         Some(Ok(SessionPollResult::Reconnected(_))) => {
+                            last_publish = tokio::time::Instant::now();
                             self.up(sink, &session);
                             // After a new session async-opcua has transferred or
                             // recreated the subscription; items it could not recreate
@@ -422,6 +444,9 @@ impl<'a> Run<'a> {
                                 break Ended::SinkClosed;
                             }
                         }
+                        Some(Ok(SessionPollResult::Subscription(SubscriptionActivity::Publish))) => {
+                            last_publish = tokio::time::Instant::now();
+                        }
                         Some(Ok(SessionPollResult::Subscription(
                             SubscriptionActivity::PublishFailed(StatusCode::BadNoSubscription),
                         ))) => {
@@ -442,7 +467,8 @@ impl<'a> Run<'a> {
                             tracing::debug!(source = %self.src.name, "subscribing again");
                         } else {
                             tracing::warn!(source = %self.src.name,
-                                "the OPC-UA server ended the subscription; subscribing again");
+                                "the OPC-UA subscription on {} ended or fell silent; subscribing again",
+                                self.src.cfg.endpoint);
                             resubscribing = true;
                         }
                         subscribing = Some(self.reconcile(&session, true));
