@@ -29,7 +29,11 @@
 //! with quality `Bad_CommunicationError`, and the source's link is down: a dashboard
 //! never shows a stale Good value. The client reconnects with backoff; async-opcua
 //! reactivates the session, or transfers the subscription to a new one, or recreates
-//! it, and the server sends each tag's current value again.
+//! it, and the server sends each tag's current value again. The source does not take
+//! that on trust: monitored items missing after a reconnect are created again, a
+//! subscription the server ended (`BadNoSubscription`, a Bad status change) is made
+//! anew, and so is one that answers no publish for three keep-alive intervals while
+//! the session is up (a watchdog: the server must at least send empty keep-alives).
 //!
 //! ## Security
 //!

@@ -348,9 +348,11 @@ impl<'a> Run<'a> {
         let mut learning: Option<JoinHandle<()>> = None;
         let mut retry: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         // The watchdog: while connected, the server answers a publish at least every
-        // keep-alive interval (with changes or an empty keep-alive). A subscription
-        // silent for three of them is dead, whatever async-opcua believes: subscribe
-        // again, so the tags never go quietly stale.
+        // keep-alive period (with changes or an empty keep-alive; the larger of the
+        // configured interval and the server's revised publishing interval times its
+        // revised keep-alive count). A subscription silent for three of them is dead,
+        // whatever async-opcua believes: subscribe again, so the tags never go quietly
+        // stale.
         let silence = self.src.cfg.keep_alive_interval * 3;
         let mut last_publish = tokio::time::Instant::now();
         let mut watchdog = tokio::time::interval(self.src.cfg.keep_alive_interval);
@@ -393,6 +395,20 @@ impl<'a> Run<'a> {
                     }
                 }
                 _ = watchdog.tick() => {
+                    // The server's own keep-alive period, as it revised it, may be
+                    // longer than the configured one.
+                    let revised = {
+                        let state = session.subscription_state().lock();
+                        state
+                            .subscription_ids()
+                            .and_then(|ids| ids.first().and_then(|id| state.get(*id)))
+                            .map(|s| {
+                                s.publishing_interval()
+                                    .saturating_mul(s.max_keep_alive_count().max(1))
+                                    .saturating_mul(3)
+                            })
+                    };
+                    let silence = revised.map_or(silence, |r| r.max(silence));
                     if self.src.shared.connected.load(Ordering::SeqCst)
                         && !self.tags.is_empty()
                         && subscribing.is_none()
