@@ -115,15 +115,29 @@ fn main() -> ExitCode {
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("iiot: {e}");
-            let mut source = std::error::Error::source(&e);
-            while let Some(s) = source {
-                eprintln!("  caused by: {s}");
-                source = s.source();
-            }
+            eprintln!("{}", error_report(&e));
             ExitCode::from(e.exit_code())
         }
     }
+}
+
+/// `iiot: <error>` and then each cause the message does not already say (most of
+/// our errors carry their source's text in their own, and printing it again as a
+/// "caused by" line only repeats it).
+fn error_report(e: &AppError) -> String {
+    let mut out = format!("iiot: {e}");
+    let mut said = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !said.contains(&text) {
+            out.push_str("\n  caused by: ");
+            out.push_str(&text);
+            said.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, AppError> {

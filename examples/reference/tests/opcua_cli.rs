@@ -127,5 +127,10 @@ fn browse_without_an_endpoint_or_with_a_dead_one_says_why() {
     let e = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{e}");
     assert!(e.contains(&url), "{e}");
+    assert_eq!(
+        e.matches(&url).count(),
+        1,
+        "said once, not again as a cause: {e}"
+    );
     assert!(out.stdout.is_empty(), "no half tag map on stdout");
 }
