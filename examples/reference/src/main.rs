@@ -27,9 +27,21 @@ use clap::{Args, Parser, Subcommand};
 use iiot_reference::error::AppError;
 use iiot_reference::{browse, command, decode, demo, gateway, ingest, observe, ota_cli, sim};
 
+/// The exit codes, the same for every command (`iiot --help` prints them; the
+/// reference README lists the same lines, and a test keeps the two equal).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0   done
+  1   a runtime failure: a service unreachable, a file that cannot be written
+  2   bad arguments or configuration: nothing was started
+  3   rejected input: a payload that does not decode, a manifest or signature refused
+  4   a promise not kept: the demo lost data, acted twice or left a command unanswered; a command ended other than completed
+  5   iiot command send: no final ack in time
+  10  iiot gateway: restart me (a firmware update needs the next boot)";
+
 /// The iiot-rs reference deployment: PLC register to database row.
 #[derive(Debug, Parser)]
-#[command(name = "iiot", version, about, long_about = None)]
+#[command(name = "iiot", version, about, long_about = None, after_help = EXIT_CODES)]
 struct Cli {
     /// Serve Prometheus metrics on this address, e.g. 127.0.0.1:9898.
     #[arg(long, global = true, value_name = "ADDR")]

@@ -313,3 +313,27 @@ fn ota_section_loads_when_enabled_with_keys_and_names_what_is_wrong() {
         assert!(err.to_string().contains(key), "{key}: {err}");
     }
 }
+
+/// `iiot --help` lists the exit codes, and the reference README shows the same lines.
+#[test]
+fn help_lists_the_exit_codes_the_readme_shows() {
+    let out = run(&["--help"]);
+    assert!(out.status.success());
+    let help = String::from_utf8_lossy(&out.stdout);
+    let start = help.find("Exit codes:").expect("the help lists exit codes");
+    let codes: Vec<&str> = help[start..]
+        .lines()
+        .take_while(|l| !l.trim().is_empty())
+        .collect();
+    assert!(codes.len() >= 7, "{help}");
+    for code in ["0 ", "1 ", "2 ", "3 ", "4 ", "5 ", "10 "] {
+        assert!(
+            codes.iter().any(|l| l.trim_start().starts_with(code)),
+            "exit code {code}missing: {help}"
+        );
+    }
+    let readme = std::fs::read_to_string(common::crate_dir().join("README.md")).unwrap();
+    for line in &codes {
+        assert!(readme.contains(line), "README lacks {line:?}");
+    }
+}
