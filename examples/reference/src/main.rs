@@ -80,7 +80,8 @@ struct DemoArgs {
     /// How long the scenario runs, in seconds.
     #[arg(long, default_value_t = 30)]
     duration: u64,
-    /// Where the outbox and the SQLite file go (default: a new temporary directory).
+    /// Where the outbox and the SQLite file go (default: a new temporary directory); it
+    /// must not hold a previous run.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Keep the data directory (and its SQLite file) for inspection.

@@ -337,3 +337,18 @@ fn help_lists_the_exit_codes_the_readme_shows() {
         assert!(readme.contains(line), "README lacks {line:?}");
     }
 }
+
+/// A demo data directory that holds a previous run is refused before anything starts
+/// (its rows and backlog would be counted with the new run's).
+#[test]
+fn a_reused_demo_data_dir_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "iiot.sqlite3", "");
+    let out = run(&["demo", "--data-dir", dir.path().to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert!(
+        e.contains(&dir.path().display().to_string()) && e.contains("previous demo run"),
+        "{e}"
+    );
+}

@@ -173,6 +173,17 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, AppError> {
     let duration = opts.duration.max(Duration::from_secs(6));
     let (temp, data_dir) = match &opts.data_dir {
         Some(d) => {
+            // A previous run's stores would be counted with this run's (its rows in
+            // SQLite, its outbox backlog replayed): the report would not add up.
+            if let Some(old) = ["iiot.sqlite3", "outbox", "commands", "slots"]
+                .iter()
+                .find(|f| d.join(f).exists())
+            {
+                return Err(AppError::Usage(format!(
+                    "--data-dir {} holds a previous demo run ({old}); give an empty or new directory, or remove that one",
+                    d.display()
+                )));
+            }
             std::fs::create_dir_all(d)
                 .map_err(|e| AppError::io(format!("cannot create {}", d.display()), e))?;
             (None, d.clone())
