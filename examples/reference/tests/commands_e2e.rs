@@ -299,7 +299,10 @@ async fn each_accepted_command_is_exactly_one_write_on_a_foreign_server() {
         states.get("rejected").copied().unwrap_or(0) >= 3,
         "{states:?}"
     );
-    assert!(completed >= 5, "{states:?}");
+    // What is sure to complete: the probe on sp/0 (issued last, so every shuffled
+    // sp/0 command is older and superseded by it) and, on each of sp/1..3, the newest
+    // command that is neither expired nor unencodable. More may, in shuffled order.
+    assert!(completed >= 4, "{states:?}");
     eprintln!(
         "outcomes: {states:?}, server writes {}",
         writes.load(Ordering::SeqCst)

@@ -744,3 +744,97 @@ async fn scenario(dir: &std::path::Path, store: &Store) {
     drop(ingest);
     drop(sim);
 }
+
+/// PostgreSQL down when ingest starts (issue 23): one warning names host, port,
+/// database and user; ingest keeps retrying instead of exiting, and ingests once the
+/// database answers (here: a TCP proxy to the real server, started on the port ingest
+/// was given only after the warning).
+#[tokio::test(flavor = "multi_thread")]
+async fn ingest_waits_for_a_postgres_that_starts_later() {
+    if !mqtt_available() {
+        return;
+    }
+    let Some(url) = common::postgres_url().await else {
+        return;
+    };
+    let real: tokio_postgres::Config = url.parse().unwrap();
+    let host = match &real.get_hosts()[0] {
+        tokio_postgres::config::Host::Tcp(h) => h.clone(),
+        tokio_postgres::config::Host::Unix(_) => return, // a socket: no port to proxy
+    };
+    let real_port = real.get_ports().first().copied().unwrap_or(5432);
+    let port = common::free_port();
+    let user = real.get_user().unwrap_or("postgres");
+    let db = real.get_dbname().unwrap_or("postgres");
+    let late_url = format!("postgres://{user}@127.0.0.1:{port}/{db}");
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("late{}_", std::process::id());
+    let cfg = write(
+        dir.path(),
+        "ingest.toml",
+        &format!(
+            "[mqtt]\nurl = {:?}\nclient_id = {:?}\nfilters = [\"late-pg/#\"]\n\n[sink.postgres]\nurl = {late_url:?}\ntable_prefix = {prefix:?}\ntimescale = \"off\"\n",
+            mqtt_url(),
+            common::unique("late-pg"),
+        ),
+    );
+    let mut child = common::bin()
+        .env("RUST_LOG", "warn")
+        .env("NO_COLOR", "1")
+        .args(["ingest", "--config", cfg.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let _guard = common::KillOnDrop(child);
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |what: &str, needle: &dyn Fn(&str) -> bool| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) if needle(&line) => return line,
+                Ok(_) => {}
+                Err(e) => panic!("no {what} on stderr: {e}"),
+            }
+        }
+    };
+    let target = format!("127.0.0.1:{port}/{db} as {user}");
+    let warning = wait_for("warning naming the database", &|l: &str| {
+        l.contains(&target)
+    });
+    assert!(warning.contains("retrying"), "{warning}");
+
+    // The database "starts": a proxy on that port to the real server.
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let upstream = format!("{host}:{real_port}");
+    std::thread::spawn(move || {
+        for client in listener.incoming().map_while(Result::ok) {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let (mut c, mut s) = (client, server);
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c, &mut s2);
+            });
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s, &mut c2);
+            });
+        }
+    });
+    wait_for("the reconnect", &|l: &str| {
+        l.contains("PostgreSQL is reachable")
+    });
+    common::drop_ingest_tables(&url, &prefix).await;
+}

@@ -149,9 +149,50 @@ pub async fn run_until(
             pump(setup.mqtt, setup.pipeline, sink, cancel, on_ready).await
         }
         SinkConfig::Postgres(cfg) => {
-            tracing::info!(schema = %cfg.schema, "connecting the PostgreSQL sink");
-            let sink = PostgresSink::connect(cfg).await?;
+            let sink = connect_postgres(cfg, cancel).await?;
             pump(setup.mqtt, setup.pipeline, sink, cancel, on_ready).await
+        }
+    }
+}
+
+/// Connects the PostgreSQL sink, retrying with backoff (1 s doubling to 30 s) while
+/// the server cannot be reached: a database that starts after ingest is waited for,
+/// with one warning naming host, port, database and user. A setup problem (bad
+/// credentials, a schema that cannot be created) fails at once.
+async fn connect_postgres(
+    cfg: iiot_ingest::sink::postgres::PostgresConfig,
+    cancel: &CancellationToken,
+) -> Result<PostgresSink, AppError> {
+    let mut sink = PostgresSink::new(cfg)?;
+    tracing::info!(target = %sink.target(), "connecting the PostgreSQL sink");
+    let backoff = iiot_core::backoff::Backoff::new(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(30),
+    );
+    let mut attempt = 0u32;
+    loop {
+        match sink.ensure_connected().await {
+            Ok(()) => {
+                if attempt > 0 {
+                    tracing::warn!(target = %sink.target(), "PostgreSQL is reachable; ingesting");
+                }
+                return Ok(sink);
+            }
+            Err(e) if e.is_transient() => {
+                let delay = backoff.delay(attempt, 1.0);
+                if attempt == 0 {
+                    tracing::warn!(target = %sink.target(),
+                        "{e}; retrying every {delay:?} and up to 30s until it answers");
+                } else {
+                    tracing::info!(%e, ?delay, "PostgreSQL still unreachable; retrying");
+                }
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    () = cancel.cancelled() => return Err(e.into()),
+                    () = tokio::time::sleep(delay) => {}
+                }
+            }
+            Err(e) => return Err(e.into()),
         }
     }
 }

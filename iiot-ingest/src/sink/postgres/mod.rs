@@ -167,6 +167,16 @@ impl PostgresSink {
         Ok(sink)
     }
 
+    /// Connects (and brings the schema up to date) unless a connection is open: what
+    /// [`PostgresSink::connect`] does after [`PostgresSink::new`], for a caller that
+    /// retries it.
+    ///
+    /// # Errors
+    /// As [`PostgresSink::connect`].
+    pub async fn ensure_connected(&mut self) -> Result<(), SinkError> {
+        self.connection().await.map(|_| ())
+    }
+
     /// The sink's table names.
     pub fn tables(&self) -> &TableNames {
         &self.tables
@@ -199,14 +209,43 @@ impl PostgresSink {
         Ok(self.conn.insert(conn))
     }
 
+    /// Where the sink connects, for messages: `host:port/database as user` (every
+    /// host of a multi-host URL; never the password).
+    pub fn target(&self) -> String {
+        let ports = self.pg.get_ports();
+        let hosts: Vec<String> = self
+            .pg
+            .get_hosts()
+            .iter()
+            .enumerate()
+            .map(|(i, h)| {
+                let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                match h {
+                    tokio_postgres::config::Host::Tcp(name) => format!("{name}:{port}"),
+                    #[cfg(unix)]
+                    tokio_postgres::config::Host::Unix(dir) => {
+                        format!("{}/.s.PGSQL.{port}", dir.display())
+                    }
+                }
+            })
+            .collect();
+        format!(
+            "{}/{} as {}",
+            hosts.join(","),
+            self.pg.get_dbname().unwrap_or("postgres"),
+            self.pg.get_user().unwrap_or("(default user)")
+        )
+    }
+
     async fn open(&mut self) -> Result<Conn, SinkError> {
         let connecting = tokio::time::timeout(self.config.connect_timeout, self.pg.connect(NoTls));
         let (mut client, connection) = match connecting.await {
             Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(classify(e, "connect")),
+            Ok(Err(e)) => return Err(classify(e, &format!("connect to {}", self.target()))),
             Err(_) => {
                 return Err(SinkError::unavailable(format!(
-                    "connect: no session within {:?}",
+                    "connect to {}: no session within {:?}",
+                    self.target(),
                     self.config.connect_timeout
                 )));
             }
