@@ -352,3 +352,29 @@ fn a_reused_demo_data_dir_is_refused() {
         "{e}"
     );
 }
+
+/// A TLS mistake (mqtts:// without a CA) stops the gateway at load with exit 2, naming
+/// the file and the key, before its data directory exists.
+#[test]
+fn a_tls_mistake_is_named_before_anything_is_created() {
+    let dir = tempfile::tempdir().unwrap();
+    let map = std::fs::read_to_string(sample_config("plant-map.toml")).unwrap();
+    write(dir.path(), "plant-map.toml", &map);
+    let data = dir.path().join("data");
+    let gw = std::fs::read_to_string(sample_config("gateway.toml"))
+        .unwrap()
+        .replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://127.0.0.1:8883\"",
+        )
+        .replace(
+            "data_dir = \"iiot-gateway-data\"",
+            &format!("data_dir = {:?}", data.display().to_string()),
+        );
+    let f = write(dir.path(), "gateway.toml", &gw);
+    let out = run(&["gateway", "--config", f.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert_names(&e, &f.display().to_string(), "mqtt.ca_path");
+    assert!(!data.exists(), "nothing was created: {e}");
+}
