@@ -378,3 +378,21 @@ fn a_tls_mistake_is_named_before_anything_is_created() {
     assert_names(&e, &f.display().to_string(), "mqtt.ca_path");
     assert!(!data.exists(), "nothing was created: {e}");
 }
+
+/// The same for ingest: an mqtts:// CA file that cannot be read is named at load.
+#[test]
+fn an_unreadable_ca_for_ingest_is_named_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(sample_config("ingest.toml"))
+        .unwrap()
+        .replace(
+            "url = \"mqtt://127.0.0.1:1883\"",
+            "url = \"mqtts://127.0.0.1:8883\"\nca_path = \"/nonexistent/ca.pem\"",
+        );
+    let f = write(dir.path(), "ingest.toml", &text);
+    let out = run(&["ingest", "--config", f.to_str().unwrap()]);
+    let e = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{e}");
+    assert_names(&e, &f.display().to_string(), "mqtt.ca_path");
+    assert!(e.contains("/nonexistent/ca.pem"), "{e}");
+}

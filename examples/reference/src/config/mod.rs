@@ -212,6 +212,30 @@ pub fn relative_to(config_file: &Path, path: &Path) -> PathBuf {
     }
 }
 
+/// Builds the MQTT session `cfg` describes without connecting (TLS files read and
+/// checked), so that a mistake in `[mqtt]` of `config_file` stops the command at load,
+/// naming the key, before any state exists.
+///
+/// # Errors
+/// [`ConfigError`] naming `config_file` and the `mqtt.*` key.
+pub fn check_mqtt_session(
+    config_file: &Path,
+    cfg: &iiot_protocols::mqtt::MqttConfig,
+) -> Result<(), ConfigError> {
+    use iiot_protocols::mqtt::ConfigError as M;
+    let Err(e) = iiot_protocols::mqtt::Session::new(cfg) else {
+        return Ok(());
+    };
+    let key = match &e {
+        M::BrokerUrl { .. } => "mqtt.url".to_owned(),
+        M::MissingCa | M::Identity(_) => "mqtt.ca_path".to_owned(),
+        M::TlsFiles { .. } => "mqtt.client_cert_path".to_owned(),
+        M::Value { field, .. } => format!("mqtt.{field}"),
+        _ => "mqtt".to_owned(),
+    };
+    Err(ConfigError::invalid(config_file, key, e.to_string()))
+}
+
 /// Loads and checks the OPC-UA tag map `path` named by `key` of `config_file`
 /// (relative to it): the format `iiot browse` prints.
 ///

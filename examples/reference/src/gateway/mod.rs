@@ -329,17 +329,7 @@ impl GatewaySetup {
         }
         // The MQTT session as it will be built (TLS files read and checked), so that a
         // TLS mistake stops the gateway here, naming the key, before any state exists.
-        if let Err(e) = iiot_protocols::mqtt::Session::new(&f.mqtt.session_config(&path)) {
-            use iiot_protocols::mqtt::ConfigError as M;
-            let key = match &e {
-                M::BrokerUrl { .. } => "mqtt.url".to_owned(),
-                M::MissingCa | M::Identity(_) => "mqtt.ca_path".to_owned(),
-                M::TlsFiles { .. } => "mqtt.client_cert_path".to_owned(),
-                M::Value { field, .. } => format!("mqtt.{field}"),
-                _ => "mqtt".to_owned(),
-            };
-            return Err(ConfigError::invalid(file, key, e.to_string()));
-        }
+        config::check_mqtt_session(file, &f.mqtt.session_config(&path))?;
         let map = config::load_register_map(file, "register_map", &f.register_map)?;
         let opcua = match &f.opcua_map {
             Some(p) => Some(config::load_opcua_map(file, "opcua_map", p)?),

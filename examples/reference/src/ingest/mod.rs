@@ -77,6 +77,7 @@ impl IngestSetup {
         if let Err((key, problem)) = source::check(&f.mqtt) {
             return Err(ConfigError::invalid(file, format!("mqtt.{key}"), problem));
         }
+        config::check_mqtt_session(file, &f.mqtt.session_config())?;
         if let SinkConfig::Postgres(pg) = &f.sink {
             if let Err(e) = pg.validate() {
                 return Err(ConfigError::invalid(file, "sink.postgres", e.to_string()));
