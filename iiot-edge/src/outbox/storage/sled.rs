@@ -34,7 +34,21 @@ impl SledStorage {
             // We decide when to flush; a background flusher would only add fsyncs.
             .flush_every_ms(None);
         // sled may panic on some damaged files; that must not become a crash loop.
-        let res = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
+        let try_open = || std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| cfg.open()));
+        // sled releases its file lock when its own background threads let go of the
+        // last handle, a moment after the store that used it was closed: a lock still
+        // held by a store of this process that is closing is waited for (up to 2 s),
+        // not reported as another process's.
+        let mut res = try_open();
+        for _ in 0..40 {
+            let locked = matches!(&res, Ok(Err(::sled::Error::Io(e)))
+                if e.kind() == io::ErrorKind::WouldBlock || e.to_string().contains("lock"));
+            if !locked {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            res = try_open();
+        }
         match res {
             Ok(Ok(db)) => {
                 let log = std::fs::File::open(path.join("db")).map_err(EngineOpenError::Io)?;
