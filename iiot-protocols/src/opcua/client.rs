@@ -302,15 +302,6 @@ impl OpcUaClient {
         }
     }
 
-    async fn timed<T>(
-        &self,
-        op: &'static str,
-        f: impl std::future::Future<Output = Result<T, StatusCode>>,
-    ) -> Result<T, OpcUaError> {
-        self.check_connected()?;
-        timed(op, self.cfg.request_timeout, f).await
-    }
-
     /// Reads the value of `node` (string form).
     ///
     /// # Errors
@@ -349,7 +340,7 @@ impl OpcUaClient {
             ..ReadValueId::default()
         };
         let mut values = self
-            .timed(
+            .call(
                 "read",
                 self.session.read(&[req], TimestampsToReturn::Both, 0.0),
             )
@@ -419,12 +410,15 @@ impl OpcUaClient {
         &self.session
     }
 
+    /// A service call on the session: refused when not connected, under the request
+    /// timeout, a status error typed.
     pub(crate) async fn call<T>(
         &self,
         op: &'static str,
         f: impl std::future::Future<Output = Result<T, StatusCode>>,
     ) -> Result<T, OpcUaError> {
-        self.timed(op, f).await
+        self.check_connected()?;
+        timed(op, self.cfg.request_timeout, f).await
     }
 
     /// Closes the session (deleting its subscriptions on the server) and stops the
